@@ -1,0 +1,58 @@
+"""Command line of the app's core.
+
+    python -m core predict FILES_OR_FOLDERS --out results.csv   # batch analysis, one CSV row per image
+    python -m core benchmark --runs 20                            # per-stage timings, PyTorch vs ONNX Runtime
+    python -m core demo-cases OUT_DIR                             # write the synthetic demo cases
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core", description="Chest imaging review: command line")
+    parser.add_argument("--weights", help="registry folder (default: bundled weights/ or $CHEST_WEIGHTS_DIR)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    predict = sub.add_parser("predict", help="classify images and folders into a CSV")
+    predict.add_argument("inputs", nargs="+")
+    predict.add_argument("--out", default="results.csv")
+    predict.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
+    bench = sub.add_parser("benchmark", help="per-stage timings p50/p90")
+    bench.add_argument("--runs", type=int, default=20)
+    bench.add_argument("--size", type=int, default=1024, help="side of the synthetic test image")
+    demo = sub.add_parser("demo-cases", help="write the synthetic demo cases to a folder")
+    demo.add_argument("out")
+    args = parser.parse_args(argv)
+
+    from .registry import Registry
+    from .settings import weights_dir
+
+    folder = Path(args.weights) if args.weights else weights_dir()
+    if args.command == "predict":
+        from .batch import expand_inputs, predict_rows, write_csv
+        from .pipelines.cxr import CxrPipeline
+
+        pipeline = CxrPipeline(Registry.open(folder), backend=args.backend)
+        files = expand_inputs(args.inputs)
+        if not files:
+            print("no input files found", file=sys.stderr)
+            return 2
+        count = write_csv(predict_rows(pipeline, files), Path(args.out), pipeline.classes)
+        print(f"wrote {count} rows to {args.out} (model {pipeline.cls_card.name} {pipeline.cls_card.version}, {pipeline.backend})")
+    elif args.command == "benchmark":
+        from .benchmark import run_benchmark
+
+        run_benchmark(Registry.open(folder), runs=args.runs, size=args.size)
+    elif args.command == "demo-cases":
+        from .phantoms import write_demo_cases
+
+        for path in write_demo_cases(Path(args.out)):
+            print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Explanations of a classifier's decision: Grad-CAM (pytorch-grad-cam) and the mask-attention maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from skimage.transform import resize
+from torch import nn
+
+from models.mask_attention import MaskAttentionConv
+
+
+class MaskBound(nn.Module):
+    """Presents ``net(image, mask)`` as ``net(image)`` with the mask fixed, the form Grad-CAM expects."""
+
+    def __init__(self, net: nn.Module, mask: torch.Tensor):
+        super().__init__()
+        self.net = net
+        self.mask = mask
+
+    def forward(self, image):
+        return self.net(image, self.mask.expand(image.shape[0], -1, -1, -1))
+
+
+def grad_cam(net: nn.Module, image: torch.Tensor, mask: torch.Tensor, class_index: int) -> np.ndarray:
+    """Grad-CAM of ``class_index`` at ``net.gradcam_layer``, in [0, 1] at the input's size."""
+    wrapped = MaskBound(net, mask).eval()
+    with GradCAM(model=wrapped, target_layers=[net.gradcam_layer]) as cam:
+        heat = cam(input_tensor=image, targets=[ClassifierOutputTarget(class_index)])
+    return heat[0].astype(np.float32)
+
+
+def mask_attention_maps(net: nn.Module, image: torch.Tensor, mask: torch.Tensor) -> list[np.ndarray]:
+    """The map each mask-attention convolution used (Eq. 1's P(M)), in network order."""
+    maps: list[np.ndarray] = []
+    hooks = [
+        module.register_forward_hook(lambda _m, _in, out: maps.append(out[1][0, 0].detach().cpu().numpy()))
+        for module in net.modules()
+        if isinstance(module, MaskAttentionConv) and module.use_mask
+    ]
+    try:
+        with torch.no_grad():
+            net(image, mask)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return maps
+
+
+def to_image_shape(heat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    return np.clip(resize(heat, shape, order=1, preserve_range=True, anti_aliasing=False), 0, 1).astype(np.float32)

@@ -1,0 +1,157 @@
+"""Is this a frontal chest radiograph? Refuse clearly what the X-ray models must not see.
+
+``check_chest_xray`` raises a typed ``InputError`` with a message for the user, or returns the study
+(a copy, with any added warnings). The rules are the tables below; plain PNG/JPEG files carry no
+metadata, so only the pixel rules (size, aspect ratio, blank) apply to them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+
+from .errors import ImageTooSmallError, UnsupportedInputError
+from .study import Study
+
+# --- modality ------------------------------------------------------------------------------------
+RADIOGRAPH_MODALITIES = {"CR", "DX", "DR"}  # accepted silently
+UNCERTAIN_MODALITIES = {"OT"}  # "other" (secondary captures, exports): accepted with a warning
+MODALITY_NAMES = {  # refused, with what the image is
+    "CT": "a CT image",
+    "MR": "an MR (magnetic resonance) image",
+    "PT": "a PET image",
+    "NM": "a nuclear medicine image",
+    "US": "an ultrasound image",
+    "MG": "a mammogram",
+    "XA": "an angiography (XA) image",
+    "RF": "a fluoroscopy (RF) image",
+    "IO": "an intra-oral dental X-ray",
+    "PX": "a panoramic dental X-ray",
+    "DG": "a diaphanography image",
+    "ES": "an endoscopy image",
+    "XC": "an external camera photograph",
+    "OP": "an ophthalmic photograph",
+    "OPT": "an ophthalmic tomography image",
+    "SM": "a slide microscopy image",
+    "BMD": "a bone densitometry image",
+    "SR": "a structured report",
+    "SEG": "a segmentation",
+    "RTIMAGE": "a radiotherapy image",
+}
+OTHER_PAGES = {"CT": "Use the CT page."}  # pages that exist (or will) for other modalities
+
+# --- view ----------------------------------------------------------------------------------------
+FRONTAL_VIEWS = {"PA", "AP", "POSTERO_ANTERIOR", "ANTERO_POSTERIOR", "FRONTAL"}
+LATERAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "LLAT", "RLAT", "LEFT LATERAL", "RIGHT LATERAL", "XTABLE LATERAL"}
+OBLIQUE_VIEWS = {"RLO", "LLO", "RAO", "LAO", "RPO", "LPO", "OBLIQUE", "OBL"}
+DECUBITUS_VIEWS = {"RLD", "LLD"}  # frontal projection of a lying patient: accepted with a warning
+LATERAL_WORDS = {"LAT", "LATERAL", "LL", "RL"}  # inside a body part such as "CHEST_LAT"
+
+# --- body part -----------------------------------------------------------------------------------
+CHEST_WORDS = {"CHEST", "THORAX", "LUNG", "LUNGS", "TORAX", "THORACIC", "CXR", "TORACE", "POUMON", "BRUST"}
+
+# --- pixels --------------------------------------------------------------------------------------
+MIN_SIDE_PX = 64  # shorter side
+MAX_ASPECT_RATIO = 3.0  # longer side / shorter side
+MIN_STD = 0.005  # standard deviation of the [0, 1] pixels below which the image is blank
+
+
+def check_chest_xray(study: Study) -> Study:
+    """Return ``study`` (copied, possibly with more warnings) or raise an ``InputError``."""
+    warnings: list[str] = []
+    _check_modality(study.modality, warnings)
+    _check_view(study.view, warnings)
+    _check_body_part(study.body_part)
+    _check_pixels(study.pixels)
+    return dataclasses.replace(study, warnings=[*study.warnings, *warnings])
+
+
+def _words(value: str) -> set[str]:
+    return set(re.split(r"[^A-Z0-9]+", value.upper())) - {""}
+
+
+def _check_modality(modality: str | None, warnings: list[str]) -> None:
+    if not modality:
+        return
+    modality = modality.strip().upper()
+    if modality in RADIOGRAPH_MODALITIES:
+        return
+    if modality in UNCERTAIN_MODALITIES:
+        warnings.append(
+            "The DICOM file gives its modality as 'OT' (other), so it cannot confirm that this is a "
+            "radiograph. Check that it is a frontal chest X-ray before relying on the result."
+        )
+        return
+    what = MODALITY_NAMES.get(modality, f"a '{modality}' image")
+    redirect = OTHER_PAGES.get(modality, "")
+    raise UnsupportedInputError(
+        f"This is {what}; the Chest X-ray page analyses radiographs (CR/DX). {redirect}".strip()
+    )
+
+
+def _check_view(view: str | None, warnings: list[str]) -> None:
+    if not view:
+        return  # unknown: plain images and many DICOM files; nothing to say
+    view = view.strip().upper()
+    if view in FRONTAL_VIEWS:
+        return
+    if view in LATERAL_VIEWS or _words(view) & {"LATERAL", "LAT"}:
+        raise UnsupportedInputError(
+            f"This is a lateral view (View Position '{view}'); the Chest X-ray page analyses frontal "
+            "(PA or AP) radiographs only. Upload the frontal image of the study."
+        )
+    if view in OBLIQUE_VIEWS:
+        raise UnsupportedInputError(
+            f"This is an oblique view (View Position '{view}'); the Chest X-ray page analyses frontal "
+            "(PA or AP) radiographs only. Upload the frontal image of the study."
+        )
+    if view in DECUBITUS_VIEWS:
+        warnings.append(
+            f"This is a decubitus view (View Position '{view}'): the patient was lying on one side. "
+            "The models were trained on upright or supine frontal images; interpret with care."
+        )
+        return
+    warnings.append(
+        f"The view position '{view}' is not a standard frontal view (PA or AP); check the image orientation."
+    )
+
+
+def _check_body_part(body_part: str | None) -> None:
+    if not body_part or not body_part.strip():
+        return  # unknown is allowed
+    words = _words(body_part)
+    label = body_part.strip().upper()
+    if words & CHEST_WORDS and words & LATERAL_WORDS:
+        raise UnsupportedInputError(
+            f"This is a lateral chest view (Body Part '{label}'); the Chest X-ray page analyses frontal "
+            "(PA or AP) radiographs only. Upload the frontal image of the study."
+        )
+    if not words & CHEST_WORDS:
+        raise UnsupportedInputError(
+            f"The file says the body part examined is '{label}', not the chest; the Chest X-ray page "
+            "analyses chest radiographs only."
+        )
+
+
+def _check_pixels(pixels: np.ndarray) -> None:
+    if pixels.ndim != 2:
+        raise UnsupportedInputError(f"The image has {pixels.ndim} dimensions; a 2-D radiograph is expected.")
+    height, width = pixels.shape
+    if min(height, width) < MIN_SIDE_PX:
+        raise ImageTooSmallError(
+            f"The image is only {width} x {height} pixels; at least {MIN_SIDE_PX} pixels on the shorter "
+            "side are needed (a chest radiograph is normally 1000 pixels or more). Upload the full-size image."
+        )
+    ratio = max(height, width) / min(height, width)
+    if ratio > MAX_ASPECT_RATIO:
+        raise UnsupportedInputError(
+            f"The image is {width} x {height} pixels, {ratio:.1f} times longer than wide; a chest radiograph "
+            f"is close to square (at most {MAX_ASPECT_RATIO:g}:1). Upload a single, uncropped chest X-ray."
+        )
+    if float(np.std(pixels)) < MIN_STD:
+        raise UnsupportedInputError(
+            "The image is blank (almost the same grey level everywhere), so there is nothing to analyse. "
+            "Check that the right file was exported."
+        )

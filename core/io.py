@@ -1,0 +1,654 @@
+"""Decode an uploaded file into a de-identified ``Study``.
+
+The format is recognised from the content (magic bytes), never from the file name. PNG, JPEG, BMP
+and TIFF go through Pillow; DICOM goes through pydicom (with pylibjpeg for compressed transfer
+syntaxes). Whatever goes wrong, the caller gets one of the typed errors of ``core.errors`` with a
+message written for the person uploading the file; the library's own exception stays attached as
+``__cause__`` for the logs.
+
+De-identification: only the DICOM attributes in ``DICOM_ALLOWED_ATTRIBUTES`` (an allow-list; none of
+them is listed in DICOM PS3.15 Annex E, Basic Application Level Confidentiality Profile) can reach
+the ``Study``, after their values have been checked against a strict pattern. Nothing from the file
+name, PNG text chunks or EXIF is kept, and no value read from a file is ever put into a message.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import struct
+from pathlib import PurePath
+
+import numpy as np
+import pydicom
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing, get_decoder
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from .errors import FileTooLargeError, UnreadableFileError
+from .settings import max_upload_mb
+from .study import Study
+
+# --------------------------------------------------------------------------------------------------
+# Limits and tables
+# --------------------------------------------------------------------------------------------------
+
+MAX_PIXELS = 80_000_000  # decompression-bomb cap, checked from the header before any pixel is decoded
+
+# Content signatures of the formats we decode: (offset, magic, file_format).
+IMAGE_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"\x89PNG\r\n\x1a\n", "png"),
+    (0, b"\xff\xd8\xff", "jpeg"),
+    (0, b"II*\x00", "tiff"),
+    (0, b"MM\x00*", "tiff"),
+    (0, b"II+\x00", "tiff"),  # BigTIFF
+    (0, b"MM\x00+", "tiff"),
+    (0, b"BM", "bmp"),  # also requires a known DIB header size, see _sniff
+)
+BMP_DIB_HEADER_SIZES = {12, 40, 52, 56, 64, 108, 124}
+PILLOW_FORMATS = {"png": {"PNG"}, "jpeg": {"JPEG", "MPO"}, "bmp": {"BMP", "DIB"}, "tiff": {"TIFF"}}
+
+# Files people upload by mistake: (offset, magic, what it is).
+OTHER_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"%PDF", "a PDF document"),
+    (0, b"PK\x03\x04", "a ZIP archive or an Office document"),
+    (0, b"GIF87a", "a GIF image"),
+    (0, b"GIF89a", "a GIF image"),
+    (0, b"\x1f\x8b", "a gzip-compressed file"),
+    (0, b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (0, b"Rar!", "a RAR archive"),
+    (0, b"\x00\x00\x00\x0cjP  \r\n\x87\n", "a JPEG 2000 image file (only JPEG 2000 inside DICOM is supported)"),
+    (0, b"\xff\x4f\xff\x51", "a raw JPEG 2000 code stream (only JPEG 2000 inside DICOM is supported)"),
+    (8, b"WEBP", "a WebP image"),
+    (4, b"ftypheic", "a HEIC photo"),
+    (4, b"ftypmif1", "a HEIF photo"),
+    (0, b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old-style Office document"),
+)
+
+# Which pip packages decode which compressed transfer syntaxes (named in the error when missing).
+DECODER_PACKAGES: dict[str, str] = {
+    "1.2.840.10008.1.2.4.50": "pylibjpeg and pylibjpeg-libjpeg",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51": "pylibjpeg and pylibjpeg-libjpeg",  # JPEG Extended
+    "1.2.840.10008.1.2.4.57": "pylibjpeg and pylibjpeg-libjpeg",  # JPEG Lossless, Process 14
+    "1.2.840.10008.1.2.4.70": "pylibjpeg and pylibjpeg-libjpeg",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80": "pylibjpeg and pylibjpeg-libjpeg (or pyjpegls)",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81": "pylibjpeg and pylibjpeg-libjpeg (or pyjpegls)",  # JPEG-LS Near-lossless
+    "1.2.840.10008.1.2.4.90": "pylibjpeg and pylibjpeg-openjpeg",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91": "pylibjpeg and pylibjpeg-openjpeg",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201": "pylibjpeg and pylibjpeg-openjpeg",  # HTJ2K Lossless
+    "1.2.840.10008.1.2.4.202": "pylibjpeg and pylibjpeg-openjpeg",  # HTJ2K Lossless RPCL
+    "1.2.840.10008.1.2.4.203": "pylibjpeg and pylibjpeg-openjpeg",  # HTJ2K
+    "1.2.840.10008.1.2.5": "pylibjpeg and pylibjpeg-rle (or numpy only)",  # RLE Lossless
+}
+DEFAULT_DECODER_PACKAGE = "python-gdcm"
+
+# DICOM attributes allowed to leave the loader, with the pattern their value must match.
+# None of them appears in PS3.15 Annex E (checked against Table E.1-1): no Patient*, dates, times,
+# UIDs, institution, device serial number, station, physicians, operators, descriptions or comments.
+_CODE = re.compile(r"[A-Z0-9_ ]{1,16}")  # DICOM Code String
+_NUMBER = re.compile(r"[-+]?[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?")
+_NAME = re.compile(r"[A-Za-z0-9 .,_()/+&-]{1,64}")  # manufacturer / model: plain words only
+DICOM_ALLOWED_ATTRIBUTES: dict[str, re.Pattern[str]] = {
+    "Modality": _CODE,
+    "ViewPosition": _CODE,
+    "BodyPartExamined": _CODE,
+    "PresentationIntentType": _CODE,
+    "PhotometricInterpretation": _CODE,
+    "BurnedInAnnotation": _CODE,
+    "LossyImageCompression": _CODE,
+    "Rows": _NUMBER,
+    "Columns": _NUMBER,
+    "SamplesPerPixel": _NUMBER,
+    "BitsAllocated": _NUMBER,
+    "BitsStored": _NUMBER,
+    "PixelRepresentation": _NUMBER,
+    "NumberOfFrames": _NUMBER,
+    "PixelSpacing": _NUMBER,
+    "ImagerPixelSpacing": _NUMBER,
+    "RescaleSlope": _NUMBER,
+    "RescaleIntercept": _NUMBER,
+    "WindowCenter": _NUMBER,
+    "WindowWidth": _NUMBER,
+    "Manufacturer": _NAME,
+    "ManufacturerModelName": _NAME,
+}
+
+# Exceptions pydicom raises on malformed data (it has no common base class for them).
+_DICOM_DATA_ERRORS = (
+    InvalidDicomError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+    NotImplementedError, RuntimeError, EOFError, OSError, OverflowError, struct.error,
+)
+# Exceptions Pillow raises on malformed data.
+_PILLOW_DATA_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError)
+
+_LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, as Pillow's "L" conversion
+
+MSG_TRUNCATED = "The file ends early: it looks truncated. Upload the complete file."
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------------
+
+
+def check_upload_size(n_bytes: int) -> None:
+    """Raise ``FileTooLargeError`` when ``n_bytes`` is above the configured upload cap."""
+    limit_mb = max_upload_mb()
+    if n_bytes > limit_mb * 1024 * 1024:
+        raise FileTooLargeError(
+            f"The file is {n_bytes / 1024 / 1024:.1f} MB; the limit is {limit_mb} MB. "
+            "Export the image at a lower size or as a compressed DICOM."
+        )
+
+
+def load_image(data: bytes, filename: str | None = None) -> Study:
+    """Decode ``data`` (PNG, JPEG, BMP, TIFF or DICOM) into a ``Study`` with pixels in [0, 1].
+
+    ``filename`` is only used for its extension, to make error messages more helpful; it is never
+    stored, since file names often contain patient names.
+    """
+    check_upload_size(len(data))
+    if not data:
+        raise UnreadableFileError("The file is empty (0 bytes). Upload the image file itself.")
+    kind = _sniff(data)
+    if kind == "dicom":
+        return _load_dicom(_read_dicom(data, force=False))
+    if kind is not None:
+        return _load_pillow(data, kind)
+
+    for offset, magic, what in OTHER_SIGNATURES:
+        if data[offset:offset + len(magic)] == magic:
+            raise UnreadableFileError(
+                f"This is {what}, not a supported image. Upload a DICOM, PNG, JPEG, BMP or TIFF file."
+            )
+    if _looks_like_text(data):
+        raise UnreadableFileError(
+            "This is a text file, not an image. Upload a DICOM, PNG, JPEG, BMP or TIFF file."
+        )
+    # DICOM written without the 128-byte preamble and "DICM" prefix: accept it only when pydicom
+    # finds a real image in it, since force=True parses almost any bytes into some dataset.
+    dataset = _try_read_headerless_dicom(data)
+    if dataset is not None:
+        return _load_dicom(dataset)
+    raise UnreadableFileError(_unrecognised_message(filename))
+
+
+# --------------------------------------------------------------------------------------------------
+# Format detection
+# --------------------------------------------------------------------------------------------------
+
+
+def _sniff(data: bytes) -> str | None:
+    if data[128:132] == b"DICM":
+        return "dicom"
+    for offset, magic, kind in IMAGE_SIGNATURES:
+        if data[offset:offset + len(magic)] == magic:
+            if kind == "bmp" and (len(data) < 18 or struct.unpack("<I", data[14:18])[0] not in BMP_DIB_HEADER_SIZES):
+                continue
+            return kind
+    return None
+
+
+def _looks_like_text(data: bytes) -> bool:
+    sample = data[:4096]
+    if b"\x00" in sample:
+        return False
+    try:
+        sample.decode("utf-8")
+        return True
+    except UnicodeDecodeError as exc:
+        if len(data) > len(sample) and exc.start >= len(sample) - 3:  # a character cut by the sample
+            return True
+    printable = sum(32 <= b < 127 or b in b"\t\n\r\f" for b in sample)
+    return printable / len(sample) > 0.95
+
+
+def _unrecognised_message(filename: str | None) -> str:
+    suffix = PurePath(filename).suffix.lower() if filename else ""
+    hint = ""
+    if re.fullmatch(r"\.[a-z0-9]{1,6}", suffix):
+        hint = f" The name ends in '{suffix}', but the content does not match that format."
+    return (
+        "This file is not a recognised image: it is not DICOM, PNG, JPEG, BMP or TIFF, or it is "
+        f"damaged.{hint} Upload the original image file."
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Pillow formats
+# --------------------------------------------------------------------------------------------------
+
+
+def _load_pillow(data: bytes, kind: str) -> Study:
+    label = kind.upper()
+    warnings: list[str] = []
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise FileTooLargeError(_too_many_pixels_message()) from exc
+    except UnidentifiedImageError as exc:
+        raise UnreadableFileError(
+            f"The file starts like a {label} image but its header cannot be read: it is damaged or "
+            "truncated. Upload the complete, original file."
+        ) from exc
+    except _PILLOW_DATA_ERRORS as exc:
+        raise UnreadableFileError(_pillow_failure_message(label, exc)) from exc
+
+    with image:
+        if image.format not in PILLOW_FORMATS[kind]:
+            raise UnreadableFileError(
+                f"The file starts like a {label} image but is not one. Upload the original image file."
+            )
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise FileTooLargeError(_too_many_pixels_message(width, height))
+        if width < 1 or height < 1:
+            raise UnreadableFileError(f"The {label} image has no pixels ({width} x {height}).")
+        try:
+            frames = getattr(image, "n_frames", 1)
+            image.load()
+            image = ImageOps.exif_transpose(image)  # EXIF orientation (cameras, phones, some scanners)
+            pixels = _pillow_to_grey(image)
+        except Image.DecompressionBombError as exc:
+            raise FileTooLargeError(_too_many_pixels_message(width, height)) from exc
+        except _PILLOW_DATA_ERRORS as exc:
+            raise UnreadableFileError(_pillow_failure_message(label, exc)) from exc
+        mode = image.mode
+    if frames > 1:
+        warnings.append(f"This {label} file holds {frames} images; only the first one is shown and analysed.")
+
+    metadata = {"Rows": str(pixels.shape[0]), "Columns": str(pixels.shape[1]), "SourceMode": mode}
+    return Study(pixels=_finalise(pixels), file_format=kind, metadata=metadata, warnings=warnings)
+
+
+def _pillow_failure_message(label: str, exc: BaseException) -> str:
+    text = str(exc).lower()
+    if isinstance(exc, EOFError) or "truncated" in text or "premature end" in text:
+        return MSG_TRUNCATED
+    return f"The {label} image cannot be decoded: the file is damaged. Upload the original image file."
+
+
+def _pillow_to_grey(image: Image.Image) -> np.ndarray:
+    """Float grey levels in [0, 1]: colour -> luma, alpha dropped, 16-bit kept at full range."""
+    mode = image.mode
+    if mode.startswith("I;16"):
+        values = np.asarray(image)
+        info = np.iinfo(values.dtype) if values.dtype.kind in "ui" else np.iinfo(np.uint16)
+        return (values.astype(np.float64) - info.min) / (float(info.max) - info.min)
+    if mode == "I":  # 32-bit integer; Pillow also uses it for some 16-bit files
+        values = np.asarray(image, dtype=np.float64)
+        if values.min() >= 0 and values.max() <= 65535:
+            return values / 65535.0
+        return _min_max(values)
+    if mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        if finite.size and finite.min() >= 0 and finite.max() <= 1:
+            return values
+        return _min_max(values)
+    if mode in {"1", "L", "LA", "La"}:
+        return np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+    # RGB, RGBA, P, PA, CMYK, YCbCr, LAB, HSV...: to RGB (alpha dropped, not composited), then luma.
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float64)
+    return rgb @ _LUMA / 255.0
+
+
+# --------------------------------------------------------------------------------------------------
+# DICOM
+# --------------------------------------------------------------------------------------------------
+
+
+def _read_dicom(data: bytes, *, force: bool) -> Dataset:
+    try:
+        return pydicom.dcmread(io.BytesIO(data), force=force)
+    except _DICOM_DATA_ERRORS as exc:
+        raise UnreadableFileError(
+            "The file is marked as DICOM but its header cannot be read: it is damaged or truncated. "
+            "Upload the complete, original file."
+        ) from exc
+
+
+def _try_read_headerless_dicom(data: bytes) -> Dataset | None:
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data), force=True)
+        looks_like_image = "PixelData" in dataset and _attr(dataset, "Rows") and _attr(dataset, "Columns")
+    except _DICOM_DATA_ERRORS:
+        return None  # not DICOM either; the caller says the file is not recognised
+    return dataset if looks_like_image else None
+
+
+def _attr(ds: Dataset, keyword: str):
+    """The value of ``keyword``, or None when absent, empty or malformed in the file."""
+    try:
+        value = ds.get(keyword)
+    except _DICOM_DATA_ERRORS:
+        return None
+    if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
+        return None
+    return value
+
+
+def _load_dicom(ds: Dataset) -> Study:
+    warnings: list[str] = []
+    _require_image(ds)
+    _ensure_transfer_syntax(ds)
+    transfer_syntax = UID(ds.file_meta.TransferSyntaxUID)
+    _require_decoder(transfer_syntax)
+
+    rows, columns = _int_attr(ds, "Rows", 0), _int_attr(ds, "Columns", 0)
+    if rows < 1 or columns < 1:
+        raise UnreadableFileError("The DICOM file declares an image with no rows or columns: it is damaged.")
+    if rows * columns > MAX_PIXELS:
+        raise FileTooLargeError(_too_many_pixels_message(columns, rows))
+
+    frames = _number_of_frames(ds)
+    if frames > 1:
+        warnings.append(f"This DICOM file holds {frames} frames; only the first one is shown and analysed.")
+    if not transfer_syntax.is_encapsulated:
+        _check_native_length(ds, rows, columns, frames)
+
+    ds.pixel_array_options(index=0)  # decode the first frame only
+    try:
+        stored = ds.pixel_array
+    except _DICOM_DATA_ERRORS as exc:
+        raise UnreadableFileError(_dicom_decode_failure_message(transfer_syntax)) from exc
+    if stored.ndim == 3 and stored.shape[-1] == 1:
+        stored = stored[..., 0]
+
+    photometric = str(_attr(ds, "PhotometricInterpretation") or "MONOCHROME2").strip().upper()
+    if stored.ndim == 2 and photometric in {"MONOCHROME1", "MONOCHROME2"}:
+        pixels, note = _monochrome_display(stored, ds)
+        if note:
+            warnings.append(note)
+        if photometric == "MONOCHROME1":  # after windowing, so that bone ends up bright
+            pixels = 1.0 - pixels
+    else:
+        pixels = _colour_dicom_to_grey(stored, ds, photometric)
+
+    if str(_attr(ds, "BurnedInAnnotation") or "").strip().upper() == "YES":
+        burned_in = True
+        warnings.append(
+            "The file states that text is burned into the image (Burned In Annotation = YES): "
+            "identifying details such as a name, ID or date may be visible in the pixels. "
+            "Check the image before sharing or exporting it."
+        )
+    else:
+        burned_in = False
+
+    metadata = _allowed_metadata(ds)
+    return Study(
+        pixels=_finalise(pixels),
+        file_format="dicom",
+        modality=metadata.get("Modality"),
+        view=metadata.get("ViewPosition"),
+        body_part=metadata.get("BodyPartExamined"),
+        burned_in_annotation=burned_in,
+        pixel_spacing_mm=_pixel_spacing(ds),
+        metadata=metadata,
+        warnings=warnings,
+    )
+
+
+def _require_image(ds: Dataset) -> None:
+    """Refuse DICOM objects without pixel data: reports, documents, presentation states, truncated files."""
+    if "PixelData" in ds:
+        return
+    if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+        raise UnreadableFileError(
+            "This DICOM file stores floating-point pixels (a parametric map), not a radiograph."
+        )
+    sop_class = _standard_uid_name(_attr(ds, "SOPClassUID"))
+    image_class = sop_class is not None and "Image" in sop_class and "Storage" in sop_class
+    if len(ds) == 0 or image_class or (_attr(ds, "Rows") and _attr(ds, "Columns")):
+        raise UnreadableFileError(
+            "The DICOM file describes an image but the image data is missing: the file ends early "
+            "and looks truncated. Upload the complete file."
+        )
+    modality = _clean("Modality", _attr(ds, "Modality"))
+    if sop_class:
+        what = f"a '{sop_class}' object"
+    elif modality == "SR":
+        what = "a structured report"
+    else:
+        what = "not an image (or its image data is missing)"
+    raise UnreadableFileError(
+        f"This DICOM file contains no image: it is {what}. Upload the DICOM image itself."
+    )
+
+
+def _ensure_transfer_syntax(ds: Dataset) -> None:
+    """Files without a file meta header (read with force=True) get the syntax they were parsed with."""
+    file_meta = getattr(ds, "file_meta", None)
+    if file_meta is not None and _attr(file_meta, "TransferSyntaxUID"):
+        return
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None or little is None:
+        raise UnreadableFileError(
+            "The DICOM file has no transfer syntax and its encoding cannot be inferred: it is damaged."
+        )
+    if file_meta is None:
+        ds.file_meta = FileMetaDataset()
+    if implicit:
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    else:
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def _require_decoder(transfer_syntax: UID) -> None:
+    name = transfer_syntax.name if transfer_syntax.is_transfer_syntax else str(transfer_syntax)
+    try:
+        decoder = get_decoder(transfer_syntax)
+    except NotImplementedError as exc:
+        raise UnreadableFileError(
+            f"The DICOM image is encoded as '{name}', which this app cannot decode. "
+            "Export it uncompressed or as JPEG 2000."
+        ) from exc
+    if not decoder.is_available:
+        package = DECODER_PACKAGES.get(str(transfer_syntax), DEFAULT_DECODER_PACKAGE)
+        raise UnreadableFileError(
+            f"The DICOM image is compressed as '{name}' ({transfer_syntax}) and no decoder for it is "
+            f"installed on this server. Ask the administrator to install {package} "
+            f"(pip install {package.split(' (')[0].replace(' and ', ' ')})."
+        )
+
+
+def _int_attr(ds: Dataset, keyword: str, default: int) -> int:
+    value = _attr(ds, keyword)
+    try:
+        return default if value is None else int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _number_of_frames(ds: Dataset) -> int:
+    return max(1, _int_attr(ds, "NumberOfFrames", 1))
+
+
+def _check_native_length(ds: Dataset, rows: int, columns: int, frames: int) -> None:
+    """An uncompressed first frame must be complete; pydicom would only say 'less than expected'."""
+    bits = _int_attr(ds, "BitsAllocated", 0)
+    samples = _int_attr(ds, "SamplesPerPixel", 1)
+    if bits not in {1, 8, 16, 32, 64}:
+        raise UnreadableFileError(
+            f"The DICOM header declares {bits} bits allocated per pixel, which is not valid: the file is damaged."
+        )
+    photometric = str(_attr(ds, "PhotometricInterpretation") or "").strip().upper()
+    per_pixel = samples * bits / 8
+    if photometric == "YBR_FULL_422":
+        per_pixel = 2 * bits / 8
+    needed = math.ceil(rows * columns * per_pixel)
+    try:
+        available = len(ds.PixelData)
+    except _DICOM_DATA_ERRORS as exc:
+        raise UnreadableFileError(MSG_TRUNCATED) from exc
+    if available < needed:
+        raise UnreadableFileError(MSG_TRUNCATED)
+
+
+def _dicom_decode_failure_message(transfer_syntax: UID) -> str:
+    if transfer_syntax.is_encapsulated:
+        return (
+            f"The compressed DICOM image ({transfer_syntax.name}) cannot be decoded: the image data is "
+            "damaged or truncated. Upload the complete, original file."
+        )
+    return (
+        "The DICOM image data cannot be decoded: its header and pixel data do not match. "
+        "The file is damaged; upload the original file."
+    )
+
+
+def _monochrome_display(stored: np.ndarray, ds: Dataset) -> tuple[np.ndarray, str | None]:
+    """Modality LUT (rescale), then VOI LUT or window, then [0, 1]. Returns (pixels, warning or None)."""
+    try:
+        values = apply_modality_lut(stored, ds)
+    except _DICOM_DATA_ERRORS:
+        return _min_max(stored), "The file's rescale values are invalid; the stored values are shown instead."
+
+    if _has_voi_lut(ds):
+        try:
+            lut_input = np.rint(values).astype(np.int64) if values.dtype.kind == "f" else values
+            item = ds.VOILUTSequence[0]
+            entries = int(item.LUTDescriptor[0]) or 65536
+            first = int(item.LUTDescriptor[1])
+            lut_range = apply_voi(np.arange(first, first + entries), ds)  # every output of the LUT
+            shown = apply_voi(lut_input, ds)
+            return _scale(shown, float(lut_range.min()), float(lut_range.max())), None
+        except _DICOM_DATA_ERRORS:
+            note = "The file's VOI LUT is invalid; the full range of values is shown instead."
+            return _min_max(values), note
+
+    if _attr(ds, "WindowCenter") is not None and _attr(ds, "WindowWidth") is not None:
+        try:
+            with np.errstate(over="ignore"):  # SIGMOID at the extremes
+                low, high = apply_windowing(np.array([-1e30, 1e30]), ds)  # the window's output range
+                shown = apply_windowing(values, ds)
+            return _scale(shown, float(low), float(high)), None
+        except _DICOM_DATA_ERRORS:
+            note = "The file's display window is invalid; the full range of values is shown instead."
+            return _min_max(values), note
+
+    return _min_max(values), None
+
+
+def _has_voi_lut(ds: Dataset) -> bool:
+    sequence = _attr(ds, "VOILUTSequence")
+    if not sequence:
+        return False
+    item = sequence[0]
+    return _attr(item, "LUTDescriptor") is not None and _attr(item, "LUTData") is not None
+
+
+def _colour_dicom_to_grey(stored: np.ndarray, ds: Dataset, photometric: str) -> np.ndarray:
+    if photometric == "PALETTE COLOR":
+        try:
+            stored = apply_color_lut(stored, ds)
+        except _DICOM_DATA_ERRORS as exc:
+            raise UnreadableFileError("The DICOM palette colour table is invalid: the file is damaged.") from exc
+    if stored.ndim != 3 or stored.shape[-1] < 3:
+        raise UnreadableFileError(
+            f"The DICOM image has an unexpected layout ({photometric}, shape {stored.shape}) and cannot be shown."
+        )
+    # pydicom returns YBR data converted to RGB
+    maximum = float(np.iinfo(stored.dtype).max) if stored.dtype.kind in "ui" else None
+    rgb = stored[..., :3].astype(np.float64)
+    grey = rgb @ _LUMA
+    return grey / maximum if maximum else _min_max(grey)
+
+
+def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = _attr(ds, keyword)
+        try:
+            row, col = (float(v) for v in list(value)[:2]) if value is not None else (None, None)
+        except (TypeError, ValueError):
+            continue
+        if row is not None and all(math.isfinite(v) and 0 < v < 10 for v in (row, col)):
+            return row, col
+    return None
+
+
+def _standard_uid_name(value) -> str | None:
+    """The registered name of a standard (non-private) UID such as a SOP class, else None."""
+    if value is None:
+        return None
+    uid = UID(str(value))
+    name = uid.name
+    if not uid.is_valid or uid.is_private or name == str(uid):
+        return None
+    return name
+
+
+def _clean(keyword: str, value) -> str | None:
+    """The value as text when it matches the attribute's allow-list pattern, else None."""
+    if value is None:
+        return None
+    items = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+    texts = []
+    for item in items:
+        text = f"{float(item):g}" if isinstance(item, float) else str(item).strip()
+        if DICOM_ALLOWED_ATTRIBUTES[keyword] is _CODE:
+            text = text.upper()
+        if not DICOM_ALLOWED_ATTRIBUTES[keyword].fullmatch(text):
+            return None
+        texts.append(text)
+    return "\\".join(texts) if texts else None
+
+
+def _allowed_metadata(ds: Dataset) -> dict[str, str]:
+    metadata: dict[str, str] = {}
+    for keyword in DICOM_ALLOWED_ATTRIBUTES:
+        try:
+            text = _clean(keyword, _attr(ds, keyword))
+        except (TypeError, ValueError, OverflowError):
+            text = None
+        if text:
+            metadata[keyword] = text
+    transfer_syntax = _standard_uid_name(ds.file_meta.get("TransferSyntaxUID"))
+    sop_class = _standard_uid_name(_attr(ds, "SOPClassUID"))
+    if transfer_syntax:
+        metadata["TransferSyntax"] = transfer_syntax
+    if sop_class:
+        metadata["SOPClass"] = sop_class
+    return metadata
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _too_many_pixels_message(width: int | None = None, height: int | None = None) -> str:
+    size = f" ({width} x {height} pixels)" if width and height else ""
+    return (
+        f"The image is too large{size}: at most {MAX_PIXELS // 1_000_000} megapixels can be analysed. "
+        "Export it at a lower resolution."
+    )
+
+
+def _scale(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    if not high > low:
+        return np.zeros(values.shape, dtype=np.float64)
+    return (np.asarray(values, dtype=np.float64) - low) / (high - low)
+
+
+def _min_max(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return np.zeros(values.shape, dtype=np.float64)
+    return _scale(values, float(finite.min()), float(finite.max()))
+
+
+def _finalise(pixels: np.ndarray) -> np.ndarray:
+    pixels = np.asarray(pixels, dtype=np.float64)
+    if pixels.ndim != 2:
+        raise UnreadableFileError(f"The image has an unexpected shape {pixels.shape} and cannot be shown.")
+    if not np.isfinite(pixels).all():
+        if not np.isfinite(pixels).any():
+            raise UnreadableFileError("The image holds no valid pixel values.")
+        pixels = np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)
+    return np.ascontiguousarray(np.clip(pixels, 0.0, 1.0), dtype=np.float32)

@@ -1,0 +1,37 @@
+"""Lung segmentation as served: preprocess, run a segmenter, resize back, threshold, clean up.
+
+The segmenter is any callable mapping a float32 batch (N, 1, S, S) in [0, 1] to logits (N, 1, S, S),
+so ONNX Runtime and PyTorch serve through the same code, and training uses it too.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from skimage.transform import resize
+
+from .postprocess import manet_postprocess
+from .preprocess import segmenter_input
+
+Segmenter = Callable[[np.ndarray], np.ndarray]
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))).astype(np.float32)
+
+
+def lung_probability(pixels: np.ndarray, segmenter: Segmenter, size: int) -> np.ndarray:
+    """Lung probability in [0, 1] at the image's own shape."""
+    logits = segmenter(segmenter_input(pixels, size)[None])[0, 0]
+    prob = resize(sigmoid(logits), pixels.shape, order=1, preserve_range=True, anti_aliasing=False)
+    return np.clip(prob, 0.0, 1.0).astype(np.float32)
+
+
+def lung_mask_from_probability(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Threshold, then MANet's post-processing (fill holes, remove small objects)."""
+    return manet_postprocess(prob >= threshold)
+
+
+def predict_lung_mask(pixels: np.ndarray, segmenter: Segmenter, size: int) -> np.ndarray:
+    return lung_mask_from_probability(lung_probability(pixels, segmenter, size))

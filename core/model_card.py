@@ -1,0 +1,60 @@
+"""A model card as Markdown, from a registry entry (shown in the app and written into docs)."""
+
+from __future__ import annotations
+
+from .registry import ModelCard
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _segmentation_metrics(test: dict) -> str:
+    parts = []
+    for key, title in (("by_class", "class"), ("by_source", "source")):
+        report = test[key]
+        rows = [[group, v["n"], f"{v['dice']:.4f}", f"{v['iou']:.4f}"] for group, v in report["per_group"].items()]
+        rows.append(["**all**", report["n"], f"**{report['dice']:.4f}**", f"**{report['iou']:.4f}**"])
+        parts.append(f"Test split, per {title}:\n\n" + _table([title, "n", "Dice", "IoU"], rows))
+    return "\n\n".join(parts)
+
+
+def _classification_metrics(test: dict) -> str:
+    classes = test["classes"]
+    head = f"Test split: accuracy **{test['accuracy']:.4f}** on {test['n']} images, macro F1 {test['macro_f1']:.4f}"
+    if "covid_vs_rest_auc" in test:
+        head += f", COVID-19 vs rest AUC {test['covid_vs_rest_auc']:.4f}"
+    per_class = _table(
+        ["class", "precision", "recall", "F1", "support"],
+        [[c, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", v["support"]] for c, v in test["per_class"].items()],
+    )
+    confusion = _table(["true \\ predicted", *classes], [[c, *row] for c, row in zip(classes, test["confusion_matrix"])])
+    parts = [head + ".", per_class, "Confusion matrix:\n\n" + confusion]
+    if test.get("per_source"):
+        parts.append("Per source:\n\n" + _table(
+            ["source", "labels", "n", "accuracy"],
+            [[s, ", ".join(v["labels"]), v["n"], f"{v['accuracy']:.3f}"] for s, v in test["per_source"].items()],
+        ))
+    return "\n\n".join(parts)
+
+
+def card_markdown(card: ModelCard) -> str:
+    lines = [
+        f"**Task:** {card.task} · **Architecture:** `{card.architecture}` {card.architecture_config} · "
+        f"**Input:** {card.input_size}×{card.input_size} · **Classes:** {', '.join(card.classes)}",
+        f"**Intended use:** {card.intended_use}",
+        f"**Preprocessing:** {card.preprocessing}",
+        f"**Training data:** {card.training_data}",
+        f"**Reproduce:** `{card.training_command}`",
+    ]
+    if card.synthetic:
+        lines.append("**Synthetic test model:** trained on generated phantoms; its outputs mean nothing clinically.")
+    test = card.metrics.get("test")
+    if test:
+        lines.append(_segmentation_metrics(test) if card.task == "lung-segmentation" else _classification_metrics(test))
+    if card.limitations:
+        lines.append("**Limitations:**\n" + "\n".join(f"- {item}" for item in card.limitations))
+    lines.append("**Files:** " + ", ".join(f"`{f.path}` (SHA-256 `{f.sha256[:16]}…`)" for f in card.files.values()))
+    return "\n\n".join(lines)

@@ -1,0 +1,1 @@
+"""End-to-end analyses, one module per kind of study."""

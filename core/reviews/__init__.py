@@ -1,0 +1,50 @@
+"""Review log: radiologists' verdicts on model predictions, append-only, on SQLite.
+
+Public API::
+
+    from core.reviews import ReviewStore, ReviewInput, ReviewFilters, Review
+
+    store = ReviewStore(core.settings.review_db_url())   # runs the Alembic migrations on open
+    store.add_review(ReviewInput) -> Review
+    store.amend_review(review_uid, ReviewInput, *, expected_version=None) -> Review
+    store.current_reviews(ReviewFilters | None) -> list[Review]
+    store.history(review_uid) -> list[Review]
+    store.export_csv(ReviewFilters | None, include_history=False) -> str
+
+Errors are ``core.errors.ReviewLogError`` subclasses: ``ReviewValidationError`` (bad input, has
+``.field``), ``ReviewNotFoundError``, ``ReviewConflictError``, ``ReviewStorageError`` (database busy,
+read-only, corrupt, or from a newer app version). Their messages are meant for the user.
+
+Migrations live in ``core/reviews/migrations`` (no alembic.ini); command line:
+``python -m core.reviews upgrade head`` / ``current`` / ``history`` (see ``migrations/env.py``).
+"""
+
+from core.reviews.schema import EXTRA_LABELS, VERDICTS, ReviewRow
+from core.reviews.store import (
+    CSV_COLUMNS,
+    Review,
+    ReviewConflictError,
+    ReviewFilters,
+    ReviewInput,
+    ReviewNotFoundError,
+    ReviewStorageError,
+    ReviewStore,
+    ReviewValidationError,
+    alembic_config,
+)
+
+__all__ = [
+    "CSV_COLUMNS",
+    "EXTRA_LABELS",
+    "VERDICTS",
+    "Review",
+    "ReviewConflictError",
+    "ReviewFilters",
+    "ReviewInput",
+    "ReviewNotFoundError",
+    "ReviewRow",
+    "ReviewStorageError",
+    "ReviewStore",
+    "ReviewValidationError",
+    "alembic_config",
+]

@@ -1,0 +1,117 @@
+"""SQLAlchemy 2.x declarative model of the review log (one table, ``reviews``).
+
+The table is append-only: a review is never updated or deleted. Correcting a review inserts a new
+row of the same ``review_uid`` with ``version + 1`` whose ``supersedes_id`` points at the row it
+replaces. On SQLite the migration ``0001`` installs triggers that abort any UPDATE or DELETE.
+
+Nothing here identifies a patient: a case is known only by ``case_hash`` (SHA-256 of the pixel
+content, see ``core.study.Study.case_hash``); no file name, no DICOM tag, no image bytes.
+
+The schema is owned by the Alembic migrations in ``core/reviews/migrations``; this model must stay
+in step with them (``tests/core/test_reviews.py`` compares the two).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# Column sizes, shared with validation in ``store.py`` and the migration.
+REVIEWER_MAX = 100
+MODEL_FIELD_MAX = 100
+LABEL_MAX = 64
+NOTE_MAX = 2000
+WHERE_WRONG_MAX = 200
+
+VERDICTS = ("agree", "disagree")
+EXTRA_LABELS = ("other", "uncertain")  # allowed as corrected_label besides the model's own classes
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetime on any backend.
+
+    SQLite has no timezone type: values are stored as naive UTC (``YYYY-MM-DD HH:MM:SS.ffffff``, which
+    sorts and compares correctly as text) and come back with ``tzinfo=timezone.utc``.
+    Naive datetimes are refused on the way in rather than guessed.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("UTCDateTime needs a timezone-aware datetime")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ReviewRow(Base):
+    """One version of one review. Rows are immutable once inserted."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        UniqueConstraint("review_uid", "version", name="uq_reviews_review_uid_version"),
+        CheckConstraint("version >= 1", name="ck_reviews_version_positive"),
+        CheckConstraint(
+            "(version = 1 AND supersedes_id IS NULL) OR (version > 1 AND supersedes_id IS NOT NULL)",
+            name="ck_reviews_supersedes",
+        ),
+        CheckConstraint("verdict IN ('agree', 'disagree')", name="ck_reviews_verdict"),
+        CheckConstraint("confidence BETWEEN 1 AND 5", name="ck_reviews_confidence"),
+        CheckConstraint("length(case_hash) = 64", name="ck_reviews_case_hash_length"),
+        CheckConstraint("length(reviewer) BETWEEN 1 AND 100", name="ck_reviews_reviewer_length"),
+        CheckConstraint("length(note) <= 2000", name="ck_reviews_note_length"),
+        Index("ix_reviews_case_hash", "case_hash"),
+        Index("ix_reviews_created_at", "created_at"),
+        Index("ix_reviews_reviewer", "reviewer"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    review_uid: Mapped[str] = mapped_column(String(32), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    supersedes_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("reviews.id", name="fk_reviews_supersedes_id"), nullable=True
+    )
+    reviewer: Mapped[str] = mapped_column(String(REVIEWER_MAX), nullable=False)
+    case_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    model_name: Mapped[str] = mapped_column(String(MODEL_FIELD_MAX), nullable=False)
+    model_version: Mapped[str] = mapped_column(String(MODEL_FIELD_MAX), nullable=False)
+    weights_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    predicted_probabilities: Mapped[dict[str, float]] = mapped_column(JSON, nullable=False)
+    predicted_label: Mapped[str] = mapped_column(String(LABEL_MAX), nullable=False)
+    verdict: Mapped[str] = mapped_column(String(16), nullable=False)
+    corrected_label: Mapped[str] = mapped_column(String(LABEL_MAX), nullable=False)
+    confidence: Mapped[int] = mapped_column(Integer, nullable=False)
+    note: Mapped[str] = mapped_column(Text, nullable=False)
+    where_wrong: Mapped[str | None] = mapped_column(String(WHERE_WRONG_MAX), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+reviews_table = ReviewRow.__table__

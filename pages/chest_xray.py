@@ -1,0 +1,108 @@
+import streamlit as st
+
+from core.classes import CLASS_TITLES, MANET_CLASSES
+from core.errors import ChestReviewError
+from core.guard import check_chest_xray
+from core.io import check_upload_size, load_image
+from core.phantoms import make_phantom
+from core.viz import heat_overlay, mask_overlay, probability_figure
+from pages.common import RESEARCH_ONLY, cxr_pipeline, review_store, show_error
+
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "dcm", "dicom"]
+
+st.title("Chest X-ray")
+st.caption(RESEARCH_ONLY)
+
+source = st.radio("Case", ["Upload a file", "Synthetic demo case"], horizontal=True)
+study = None
+try:
+    if source == "Upload a file":
+        upload = st.file_uploader("Frontal chest radiograph: PNG, JPEG, BMP, TIFF or DICOM", type=UPLOAD_TYPES)
+        if upload is not None:
+            check_upload_size(upload.size)
+            study = check_chest_xray(load_image(upload.getvalue(), upload.name))
+    else:
+        label = st.selectbox("Synthetic phantom (generated, not a patient)", MANET_CLASSES, format_func=CLASS_TITLES.get)
+        seed = st.number_input("Phantom seed", min_value=0, max_value=9999, value=0, step=1)
+        study = make_phantom(label, seed=int(seed)).to_study()
+except ChestReviewError as error:
+    show_error(error)
+
+if study is None:
+    st.info("Upload an image or choose a synthetic demo case to start.")
+    st.stop()
+
+# Results are kept per case so that moving a slider does not rerun the models.
+results = st.session_state.setdefault("cxr_results", {})
+try:
+    pipeline = cxr_pipeline()
+    if study.case_hash not in results:
+        with st.status("Analysing…", expanded=False) as status:
+            status.update(label="Segmenting the lungs, classifying, explaining…")
+            results.clear()
+            results[study.case_hash] = pipeline.analyse(study)
+            status.update(label="Analysis done", state="complete")
+    result = results[study.case_hash]
+except ChestReviewError as error:
+    show_error(error)
+    st.stop()
+
+if study.synthetic:
+    st.warning("SYNTHETIC DEMO CASE — a generated phantom, not a patient image.", icon="🧪")
+for warning in result.warnings:
+    if not (study.synthetic and "Synthetic" in warning):
+        st.warning(warning)
+
+opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05)
+panels = st.columns(4)
+panels[0].image(study.pixels, caption="Image", clamp=True, width="stretch")
+panels[1].image(mask_overlay(study.pixels, result.lung_mask, opacity), caption="Lung mask", width="stretch")
+if result.gradcam is not None:
+    panels[2].image(heat_overlay(study.pixels, result.gradcam, opacity), caption=f"Grad-CAM: {CLASS_TITLES[result.predicted_label]}", width="stretch")
+if result.attention_map is not None:
+    panels[3].image(heat_overlay(study.pixels, result.attention_map, opacity, cmap="viridis"), caption="Mask-attention map (last block)", width="stretch")
+
+left, right = st.columns([3, 2])
+with left:
+    st.subheader(f"Prediction: {CLASS_TITLES[result.predicted_label]}")
+    st.plotly_chart(probability_figure(result.probabilities), width="stretch")
+with right:
+    st.subheader("Lungs")
+    st.metric("Lung area", f"{result.lung.area_fraction:.1%} of the image")
+    st.write(f"Right lung (image left): {result.lung.right_lung_fraction:.1%} · Left lung (image right): {result.lung.left_lung_fraction:.1%}")
+    st.caption(
+        f"Models: {result.segmenter.name} {result.segmenter.version}, {result.classifier.name} {result.classifier.version} "
+        f"({result.backend}) · " + " · ".join(f"{k} {v:.0f} ms" for k, v in result.timings_ms.items())
+    )
+    if study.metadata:
+        with st.expander("Image information (identifiers removed)"):
+            st.json(study.metadata)
+
+st.subheader("Your review")
+with st.form("review", clear_on_submit=False):
+    reviewer = st.text_input("Reviewer name", value=st.session_state.get("reviewer", ""))
+    verdict = st.radio("Do you agree with the model?", ["agree", "disagree"], horizontal=True)
+    labels = list(result.classifier.classes) + ["other", "uncertain"]
+    corrected = st.selectbox("The label you believe is right", labels, index=labels.index(result.predicted_label), format_func=lambda c: CLASS_TITLES.get(c, c.capitalize()))
+    confidence = st.slider("Your confidence", 1, 5, 3)
+    where_wrong = st.text_input("Where did the model go wrong? (optional)")
+    note = st.text_area("Note (optional, no patient identifiers)")
+    submitted = st.form_submit_button("Save review")
+if submitted:
+    from core.reviews import ReviewInput
+
+    try:
+        saved = review_store().add_review(
+            ReviewInput(
+                reviewer=reviewer, case_hash=study.case_hash, model_name=result.classifier.name,
+                model_version=result.classifier.version, weights_sha256=result.classifier.weights_sha256,
+                predicted_probabilities=result.probabilities, predicted_label=result.predicted_label,
+                verdict=verdict, corrected_label=result.predicted_label if verdict == "agree" else corrected,
+                confidence=confidence, note=note, where_wrong=where_wrong or None,
+            )
+        )
+    except ChestReviewError as error:
+        show_error(error)
+    else:
+        st.session_state["reviewer"] = reviewer
+        st.success(f"Review saved (review {saved.review_uid[:8]}, version {saved.version}). See the Review log.")

@@ -1,0 +1,36 @@
+"""Resources shared by the pages, created once per server process (``st.cache_resource``)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.errors import ChestReviewError
+from core.registry import Registry
+from core.settings import weights_dir
+
+RESEARCH_ONLY = "Research use only — not for clinical use. Outputs are model estimates, not diagnoses."
+
+
+@st.cache_resource(show_spinner="Loading the model registry…")
+def registry() -> Registry:
+    return Registry.open(weights_dir())
+
+
+@st.cache_resource(show_spinner="Loading the chest X-ray models…")
+def cxr_pipeline():
+    from core.pipelines.cxr import CxrPipeline
+
+    return CxrPipeline(registry())
+
+
+def show_error(error: ChestReviewError) -> None:
+    """Every expected failure reaches the user as one clear sentence, never as a stack trace."""
+    st.error(str(error), icon="🚫")
+
+
+@st.cache_resource(show_spinner=False)
+def review_store():
+    from core.reviews import ReviewStore
+    from core.settings import review_db_url
+
+    return ReviewStore(review_db_url())

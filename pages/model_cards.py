@@ -1,0 +1,16 @@
+import streamlit as st
+
+from core.errors import ChestReviewError
+from core.model_card import card_markdown
+from pages.common import RESEARCH_ONLY, registry, show_error
+
+st.title("Model cards")
+st.caption(RESEARCH_ONLY)
+try:
+    cards = registry().cards()
+except ChestReviewError as error:
+    show_error(error)
+    st.stop()
+for card in cards:
+    with st.expander(f"{card.name} {card.version} — {card.task}", expanded=True):
+        st.markdown(card_markdown(card))

@@ -1,0 +1,37 @@
+import csv
+
+import torch
+
+from training.engine import Engine, FitConfig, seed_everything
+
+
+def make_engine(out_dir, epochs):
+    seed_everything(0)
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(32, 2)
+    y = x @ torch.tensor([[2.0], [-1.0]])
+
+    def loss_step(net, index):
+        return torch.nn.functional.mse_loss(net(x[index]), y[index])
+
+    def evaluate(net):
+        return {"mse": float(torch.nn.functional.mse_loss(net(x), y))}
+
+    engine = Engine(model, optimizer, loss_step, evaluate, FitConfig(epochs, out_dir, "mse", higher_is_better=False, device="cpu"))
+    return engine, lambda epoch: [torch.arange(i, i + 8) for i in range(0, 32, 8)]
+
+
+def test_fit_keeps_best_and_resumes(tmp_path):
+    engine, batches = make_engine(tmp_path, epochs=2)
+    engine.fit(batches)
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert (tmp_path / "best.pt").exists() and (tmp_path / "last.pt").exists()
+    resumed, batches = make_engine(tmp_path, epochs=4)  # a longer run picks up at epoch 3
+    assert resumed.start_epoch == 2
+    resumed.fit(batches)
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
+    assert float(rows[-1]["val_mse"]) < float(rows[0]["val_mse"])
+    assert round(resumed.best_score, 5) == min(float(r["val_mse"]) for r in rows)

@@ -1,0 +1,162 @@
+"""The training loop every recipe shares: fit, validate, keep the best, checkpoint, resume.
+
+A recipe supplies the model, the optimiser and scheduler, a ``loss_step(model, batch) -> loss`` and
+an ``evaluate(model) -> dict`` on the validation split. The engine owns everything else:
+device and AMP, seeds, per-epoch checkpoints (``last.pt``, resumable after an interruption),
+the best weights by the chosen validation metric (``best.pt``), and a CSV log (``log.csv``).
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class FitConfig:
+    epochs: int
+    out_dir: Path
+    select_metric: str  # validation metric that chooses best.pt
+    higher_is_better: bool = True
+    device: str = "auto"
+    amp: bool = False  # mixed precision, CUDA only
+    max_steps_per_epoch: int | None = None  # quick profiles and tests
+
+
+class Engine:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_step: Callable[[torch.nn.Module, object], torch.Tensor],
+        evaluate: Callable[[torch.nn.Module], dict],
+        config: FitConfig,
+        scheduler=None,
+    ):
+        self.config = config
+        self.device = pick_device(config.device)
+        self.model = model.to(self.device)
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.loss_step = loss_step
+        self.evaluate = evaluate
+        self.use_amp = config.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.out_dir = Path(config.out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.start_epoch = 0
+        self.best_score: float | None = None
+        self._resume()
+
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out_dir / "best.pt"
+
+    def _resume(self) -> None:
+        if not self.last_path.exists():
+            return
+        state = torch.load(self.last_path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.start_epoch = state["epoch"] + 1
+        self.best_score = state["best_score"]
+        torch.set_rng_state(state["torch_rng"])
+        print(f"resumed from {self.last_path} at epoch {self.start_epoch}")
+
+    def _is_better(self, score: float) -> bool:
+        if self.best_score is None:
+            return True
+        return score > self.best_score if self.config.higher_is_better else score < self.best_score
+
+    def _train_epoch(self, batches: Iterable, epoch: int) -> float:
+        self.model.train()
+        total, count = 0.0, 0
+        limit = self.config.max_steps_per_epoch
+        progress = tqdm(batches, desc=f"epoch {epoch + 1}/{self.config.epochs}", leave=False, total=limit)
+        for step, batch in enumerate(progress):
+            if limit is not None and step >= limit:
+                break
+            with torch.autocast(self.device.type, enabled=self.use_amp):
+                loss = self.loss_step(self.model, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            total += loss.item()
+            count += 1
+            progress.set_postfix(loss=f"{total / count:.4f}")
+        return total / max(count, 1)
+
+    def fit(self, train_batches: Callable[[int], Iterable]) -> dict:
+        """``train_batches(epoch)`` returns that epoch's batches (so shuffling is seeded per epoch)."""
+        log_path = self.out_dir / "log.csv"
+        for epoch in range(self.start_epoch, self.config.epochs):
+            started = time.time()
+            train_loss = self._train_epoch(train_batches(epoch), epoch)
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self.model.eval()
+            with torch.no_grad():
+                metrics = self.evaluate(self.model)
+            score = metrics[self.config.select_metric]
+            improved = self._is_better(score)
+            if improved:
+                self.best_score = score
+                torch.save(self.model.state_dict(), self.best_path)
+            row = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "seconds": round(time.time() - started, 1)}
+            row.update({f"val_{k}": round(float(v), 5) for k, v in metrics.items()})
+            self._append_log(log_path, row)
+            print(" ".join(f"{k}={v}" for k, v in row.items()) + (" *best*" if improved else ""), flush=True)
+            self._save_last(epoch)
+        return {"best_score": self.best_score, "best_path": self.best_path}
+
+    def _save_last(self, epoch: int) -> None:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "epoch": epoch,
+            "best_score": self.best_score,
+            "torch_rng": torch.get_rng_state(),
+        }
+        tmp = self.last_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.last_path)  # atomic: an interrupted save never corrupts the checkpoint
+
+    @staticmethod
+    def _append_log(path: Path, row: dict) -> None:
+        new = not path.exists()
+        with open(path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
