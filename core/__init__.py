@@ -1,3 +1,1 @@
-from models._torchvision_ops import ensure_torchvision_ops
-
-ensure_torchvision_ops()  # core imports torchvision-based libraries (pytorch-grad-cam)
+"""The domain: reading images, guarding input, running the pipelines, the registry and the review log. No Streamlit."""

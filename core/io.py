@@ -22,9 +22,10 @@ from pathlib import PurePath
 
 import numpy as np
 import pydicom
+import pydicom.config
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing, get_decoder
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -32,6 +33,9 @@ from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, Implic
 from .errors import FileTooLargeError, UnreadableFileError
 from .settings import max_upload_mb
 from .study import Study
+
+# pydicom's validation warnings quote raw attribute values (possibly identifiers) into the logs.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 # --------------------------------------------------------------------------------------------------
 # Limits and tables
@@ -117,12 +121,14 @@ DICOM_ALLOWED_ATTRIBUTES: dict[str, re.Pattern[str]] = {
     "ManufacturerModelName": _NAME,
 }
 
-# Exceptions pydicom raises on malformed data (it has no common base class for them).
+# Exceptions pydicom raises on malformed data: it has no common base class for them, and fuzzing
+# shows TypeError and struct.error escaping from its readers and decoders. Only library calls are
+# wrapped with these tuples, never this module's own arithmetic.
 _DICOM_DATA_ERRORS = (
-    InvalidDicomError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+    InvalidDicomError, BytesLengthException, ValueError, TypeError, KeyError, IndexError, AttributeError,
     NotImplementedError, RuntimeError, EOFError, OSError, OverflowError, struct.error,
 )
-# Exceptions Pillow raises on malformed data.
+# Exceptions Pillow raises on malformed data (TypeError: e.g. a TIFF without dimensions).
 _PILLOW_DATA_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError)
 
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, as Pillow's "L" conversion
@@ -187,8 +193,8 @@ def _sniff(data: bytes) -> str | None:
         return "dicom"
     for offset, magic, kind in IMAGE_SIGNATURES:
         if data[offset:offset + len(magic)] == magic:
-            if kind == "bmp" and (len(data) < 18 or struct.unpack("<I", data[14:18])[0] not in BMP_DIB_HEADER_SIZES):
-                continue
+            if kind == "bmp" and (len(data) < 18 or int.from_bytes(data[14:18], "little") not in BMP_DIB_HEADER_SIZES):
+                continue  # "BM" alone is too weak a signature
             return kind
     return None
 
@@ -252,12 +258,19 @@ def _load_pillow(data: bytes, kind: str) -> Study:
             frames = getattr(image, "n_frames", 1)
             image.load()
             image = ImageOps.exif_transpose(image)  # EXIF orientation (cameras, phones, some scanners)
-            pixels = _pillow_to_grey(image)
+            image.load()
         except Image.DecompressionBombError as exc:
             raise FileTooLargeError(_too_many_pixels_message(width, height)) from exc
         except _PILLOW_DATA_ERRORS as exc:
             raise UnreadableFileError(_pillow_failure_message(label, exc)) from exc
         mode = image.mode
+        try:
+            pixels = _pillow_to_grey(image)
+        except (OSError, ValueError) as exc:  # Pillow cannot convert this pixel mode
+            raise UnreadableFileError(
+                f"The {label} image uses a pixel format ({mode}) that cannot be turned into grey levels. "
+                "Export it as 8- or 16-bit greyscale or RGB."
+            ) from exc
     if frames > 1:
         warnings.append(f"This {label} file holds {frames} images; only the first one is shown and analysed.")
 
@@ -439,7 +452,12 @@ def _ensure_transfer_syntax(ds: Dataset) -> None:
 
 
 def _require_decoder(transfer_syntax: UID) -> None:
-    name = transfer_syntax.name if transfer_syntax.is_transfer_syntax else str(transfer_syntax)
+    name = _standard_uid_name(transfer_syntax)
+    if name is None or not transfer_syntax.is_transfer_syntax:
+        raise UnreadableFileError(
+            "The DICOM file declares an unknown or private transfer syntax, so its image cannot be decoded. "
+            "Export it uncompressed or as JPEG 2000."
+        )
     try:
         decoder = get_decoder(transfer_syntax)
     except NotImplementedError as exc:
@@ -509,27 +527,25 @@ def _monochrome_display(stored: np.ndarray, ds: Dataset) -> tuple[np.ndarray, st
         return _min_max(stored), "The file's rescale values are invalid; the stored values are shown instead."
 
     if _has_voi_lut(ds):
+        lut_input = np.rint(values).astype(np.int64) if values.dtype.kind == "f" else values
         try:
-            lut_input = np.rint(values).astype(np.int64) if values.dtype.kind == "f" else values
-            item = ds.VOILUTSequence[0]
-            entries = int(item.LUTDescriptor[0]) or 65536
-            first = int(item.LUTDescriptor[1])
-            lut_range = apply_voi(np.arange(first, first + entries), ds)  # every output of the LUT
+            descriptor = ds.VOILUTSequence[0].LUTDescriptor
+            entries, first = int(descriptor[0]) or 65536, int(descriptor[1])
+            lut_outputs = apply_voi(np.arange(first, first + entries), ds)  # every output of the LUT
             shown = apply_voi(lut_input, ds)
-            return _scale(shown, float(lut_range.min()), float(lut_range.max())), None
         except _DICOM_DATA_ERRORS:
-            note = "The file's VOI LUT is invalid; the full range of values is shown instead."
-            return _min_max(values), note
+            return _min_max(values), "The file's VOI LUT is invalid; the full range of values is shown instead."
+        return _scale(shown, float(lut_outputs.min()), float(lut_outputs.max())), None
 
     if _attr(ds, "WindowCenter") is not None and _attr(ds, "WindowWidth") is not None:
         try:
             with np.errstate(over="ignore"):  # SIGMOID at the extremes
-                low, high = apply_windowing(np.array([-1e30, 1e30]), ds)  # the window's output range
+                # outputs below and above the window; pydicom swaps them when the rescale slope is negative
+                at_low, at_high = apply_windowing(np.array([-1e30, 1e30]), ds)
                 shown = apply_windowing(values, ds)
-            return _scale(shown, float(low), float(high)), None
         except _DICOM_DATA_ERRORS:
-            note = "The file's display window is invalid; the full range of values is shown instead."
-            return _min_max(values), note
+            return _min_max(values), "The file's display window is invalid; the full range of values is shown instead."
+        return _scale(shown, float(at_low), float(at_high)), None
 
     return _min_max(values), None
 
@@ -549,8 +565,9 @@ def _colour_dicom_to_grey(stored: np.ndarray, ds: Dataset, photometric: str) -> 
         except _DICOM_DATA_ERRORS as exc:
             raise UnreadableFileError("The DICOM palette colour table is invalid: the file is damaged.") from exc
     if stored.ndim != 3 or stored.shape[-1] < 3:
+        layout = _clean("PhotometricInterpretation", photometric) or "unknown"
         raise UnreadableFileError(
-            f"The DICOM image has an unexpected layout ({photometric}, shape {stored.shape}) and cannot be shown."
+            f"The DICOM image has an unexpected layout ({layout}, shape {stored.shape}) and cannot be shown."
         )
     # pydicom returns YBR data converted to RGB
     maximum = float(np.iinfo(stored.dtype).max) if stored.dtype.kind in "ui" else None
@@ -630,7 +647,8 @@ def _too_many_pixels_message(width: int | None = None, height: int | None = None
 
 
 def _scale(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    if not high > low:
+    """Map ``low`` to 0 and ``high`` to 1 (``high`` may be below ``low``); all zeros if they are equal."""
+    if high == low or not (math.isfinite(low) and math.isfinite(high)):
         return np.zeros(values.shape, dtype=np.float64)
     return (np.asarray(values, dtype=np.float64) - low) / (high - low)
 

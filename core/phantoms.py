@@ -130,13 +130,27 @@ def _blur(a: np.ndarray, sigma_px: float) -> np.ndarray:
     return ndi.gaussian_filter(a.astype(np.float32, copy=False), sigma_px, mode="nearest", truncate=3.0)
 
 
+def _upsample(a: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear upsampling to ``size x size`` with pixel centres aligned (fast path for x2)."""
+    if a.shape[0] * 2 == size:
+        for axis in (0, 1):
+            lo = np.concatenate([np.take(a, [0], axis), np.take(a, range(a.shape[axis] - 1), axis)], axis)
+            hi = np.concatenate([np.take(a, range(1, a.shape[axis]), axis), np.take(a, [-1], axis)], axis)
+            even, odd = 0.75 * a + 0.25 * lo, 0.75 * a + 0.25 * hi
+            a = np.stack([even, odd], axis + 1).reshape(*(a.shape[:axis]), -1, *(a.shape[axis + 1 :]))
+        return a.astype(np.float32)
+    out = ndi.zoom(a, size / a.shape[0], order=1, mode="nearest", grid_mode=True)[:size, :size]
+    if out.shape != (size, size):  # zoom rounding
+        out = np.pad(out, ((0, size - out.shape[0]), (0, size - out.shape[1])), mode="edge")
+    return out.astype(np.float32)
+
+
 def _low_freq_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     """Smooth random field, zero mean, unit-ish std, with about ``cells`` blobs across the image."""
     small = max(8, size // 4)
-    field = ndi.gaussian_filter(rng.standard_normal((small, small)).astype(np.float32), small / cells / 2.0, mode="wrap")
-    field = ndi.zoom(field, size / small, order=1, mode="nearest", grid_mode=True)[:size, :size]
-    if field.shape != (size, size):  # zoom rounding
-        field = np.pad(field, ((0, size - field.shape[0]), (0, size - field.shape[1])), mode="edge")
+    field = rng.standard_normal((small, small)).astype(np.float32)
+    field = ndi.gaussian_filter(field, small / cells / 2.0, mode="wrap")
+    field = _upsample(_upsample(field, 2 * small), size) if size == 4 * small else _upsample(field, size)
     return ((field - field.mean()) / (field.std() + 1e-6)).astype(np.float32)
 
 
@@ -170,7 +184,9 @@ class _Splat:
         return counts.reshape(n, n).astype(np.float32)
 
 
-def _walk(rng: np.random.Generator, start: tuple[float, float], angle: float, length: float, step: float, wiggle: float) -> np.ndarray:
+def _walk(
+    rng: np.random.Generator, start: tuple[float, float], angle: float, length: float, step: float, wiggle: float
+) -> np.ndarray:
     """Random-walk polyline in canonical coordinates, (N, 2) as X, Y."""
     n = max(2, int(round(length / step)) + 1)
     turns = np.cumsum(rng.normal(0.0, wiggle, n - 1))
@@ -179,7 +195,10 @@ def _walk(rng: np.random.Generator, start: tuple[float, float], angle: float, le
     return np.vstack([np.asarray(start)[None], np.asarray(start)[None] + np.cumsum(steps, axis=0)])
 
 
-def _add_blob(canvas: np.ndarray, frame: _Frame, X: float, Y: float, sigma: float, amp: float, aspect: float = 1.0, angle: float = 0.0) -> None:
+def _add_blob(
+    canvas: np.ndarray, frame: _Frame, X: float, Y: float, sigma: float, amp: float,
+    aspect: float = 1.0, angle: float = 0.0,
+) -> None:
     """Anisotropic Gaussian (canonical centre and sigma), drawn on a local window only."""
     r0, c0 = frame.to_px(X, Y)
     sa, sb = frame.px(sigma) * aspect, frame.px(sigma) / aspect
@@ -220,11 +239,10 @@ class _Params:
     sx: float
     sy: float
     theta: float
-    soft: float  # soft-tissue density
-    air: float  # how much the lungs darken the soft tissue
+    soft: float  # soft-tissue attenuation
+    air: float  # how much aerated lung lowers it
     bone: float  # bone gain
-    heart_scale: float
-    heart_x: float
+    heart_width: float  # cardiac silhouette width (about a third right of the midline)
     r_width: float  # right lung (image left) width
     l_width: float
     r_base: float  # costophrenic level
@@ -244,180 +262,205 @@ class _Params:
             dy=u(-0.015, 0.015),
             sx=u(0.95, 1.04),
             sy=u(0.95, 1.04),
-            theta=np.deg2rad(u(-2.0, 2.0)),
-            soft=u(0.50, 0.58),
-            air=u(0.34, 0.42),
+            theta=float(np.deg2rad(u(-2.0, 2.0))),
+            soft=u(0.46, 0.52),
+            air=u(0.30, 0.36),
             bone=u(0.85, 1.15),
-            heart_scale=u(0.92, 1.08),
-            heart_x=u(0.545, 0.565),
+            heart_width=u(0.31, 0.36),
             r_width=r_width,
             l_width=r_width - u(0.015, 0.03),
             r_base=u(0.73, 0.76),
             l_base=u(0.755, 0.785),
             r_dome=u(0.085, 0.11),
             l_dome=u(0.08, 0.10),
-            apex=u(0.15, 0.175),
-            rib_phase=(u(-0.08, 0.08), u(-0.08, 0.08)),
+            apex=u(0.125, 0.15),
+            rib_phase=(u(-1.0, 1.0), u(-1.0, 1.0)),
             gamma=u(0.92, 1.08),
         )
 
 
 @dataclass
 class _Lung:
-    """One lung: mask and the relative coordinates the disease patterns are placed with."""
+    """One lung: its mask and the relative coordinates the disease patterns are placed with."""
 
     side: int  # -1 patient right (image left), +1 patient left (image right)
     mask: np.ndarray  # bool
     t: np.ndarray  # relative height: 0 apex, 1 costophrenic level
     lat: np.ndarray  # relative lateral position: 0 mediastinal border, 1 chest wall
-    medial: float  # canonical X of the mediastinal border
     hilum: tuple[float, float]  # canonical X, Y
-    apex: float
-    base: float
-    dome_x: float  # canonical X of the dome top
-    width: float
 
 
-def _lung(frame: _Frame, side: int, medial: float, width: float, apex: float, base: float, dome: float, hilum: tuple[float, float]) -> tuple[_Lung, np.ndarray]:
+def _lung(
+    frame: _Frame, side: int, medial: float, width: float, apex: float, base: float, dome: float,
+    hilum: tuple[float, float],
+) -> tuple[_Lung, np.ndarray]:
     X, Y = frame.X, frame.Y
     d = (X - medial) * side  # lateral distance from the mediastinal border
     t = (Y - apex) / (base - apex)
-    tc = np.clip(t / 0.42, 0.0, 1.0)
-    centre = 0.47 * width
-    half = 0.5 * width * (1.0 - (1.0 - tc) ** 2) ** 0.6 * (1.0 + 0.04 * np.sin(np.pi * np.clip(t, 0.0, 1.0)))
-    u = (d - 0.5 * width) / (0.56 * width)
-    diaphragm = base - dome * np.clip(1.0 - u * u, 0.0, 1.0)
-    mask = (t >= 0) & (d >= 0) & (np.abs(d - centre) <= half) & (Y <= diaphragm)
-    lat = np.clip(d / np.maximum(centre + half, 1e-3), 0.0, 1.0)
-    lung = _Lung(side, mask, t.astype(np.float32), lat.astype(np.float32), medial, hilum, apex, base, medial + side * 0.5 * width, width)
-    return lung, diaphragm.astype(np.float32)
+    g_lat = np.sqrt(1.0 - (1.0 - np.clip(t / 0.7, 0.0, 1.0)) ** 2)
+    g_med = np.sqrt(1.0 - (1.0 - np.clip(t / 0.14, 0.0, 1.0)) ** 2)
+    outer = width * (0.33 + 0.67 * g_lat)  # chest wall: a rounded apex, widening downwards
+    inner = 0.33 * width * (1.0 - g_med)  # mediastinal border
+    # Dome: steep into the costophrenic angle laterally, gentle under the heart medially.
+    u = (d - 0.5 * width) / np.where(d > 0.5 * width, np.float32(0.56 * width), np.float32(0.8 * width))
+    diaphragm = np.where(u <= 1.0, base - dome * np.clip(1.0 - u * u, 0.0, 1.0), base + 0.8 * width * (u - 1.0))
+    mask = (t >= 0) & (d >= inner) & (d <= outer) & (Y <= diaphragm)
+    lat = np.clip(d / np.maximum(outer, 1e-3), 0.0, 1.0)
+    return _Lung(side, mask, t.astype(np.float32), lat.astype(np.float32), hilum), diaphragm.astype(np.float32)
 
 
-def _anatomy(frame: _Frame, p: _Params, rng: np.random.Generator) -> tuple[np.ndarray, list[_Lung], np.ndarray]:
-    """Density map (before blur/noise), the two lungs, and the soft lung weight."""
-    n = frame.size
+_MEDIAL = (0.44, 0.56)  # superior mediastinum borders (canonical X)
+_HILA = ((0.40, 0.445), (0.60, 0.425))
+
+
+def _silhouette(X: np.ndarray, Y: np.ndarray, p: _Params) -> np.ndarray:
+    """Soft (0..1) cardiomediastinal silhouette: SVC and right atrium on the image left; aortic
+    knob, pulmonary trunk and left ventricle on the image right."""
+    w = p.heart_width
+    z = (Y - 0.63) / 0.15
+    right = _MEDIAL[0] - (_MEDIAL[0] - (0.5 - w / 3.0)) * np.sqrt(np.clip(1.0 - z * z, 0.0, 1.0))
+    z = (Y - 0.68) / np.where(Y < 0.68, np.float32(0.24), np.float32(0.15))
+    lv = (0.5 + 2.0 * w / 3.0 - _MEDIAL[1]) * np.sqrt(np.clip(1.0 - z * z, 0.0, 1.0))
+    knob = 0.032 * np.clip(1.0 - ((Y - 0.3) / 0.05) ** 2, 0.0, 1.0) ** 0.7
+    left = _MEDIAL[1] + np.maximum(lv, knob)
+    return _smoothstep(X - right, -0.003, 0.004) * _smoothstep(left - X, -0.003, 0.004)
+
+
+def _lungs(frame: _Frame, p: _Params) -> tuple[_Lung, _Lung, np.ndarray, np.ndarray]:
+    """Both lungs (carved by the cardiomediastinal silhouette), the silhouette, the diaphragm level."""
     X, Y = frame.X, frame.Y
+    right, dia_r = _lung(frame, -1, _MEDIAL[0], p.r_width, p.apex, p.r_base, p.r_dome, _HILA[0])
+    left, dia_l = _lung(frame, +1, _MEDIAL[1], p.l_width, p.apex + 0.008, p.l_base, p.l_dome, _HILA[1])
+    silhouette = _silhouette(X, Y, p)
+    outside = silhouette < 0.5
+    right.mask &= outside
+    left.mask &= outside
+    w_right = 1.0 - _smoothstep(X, 0.44, 0.56)
+    return right, left, silhouette, w_right * dia_r + (1.0 - w_right) * dia_l
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    labels, count = ndi.label(mask)
+    if count <= 1:
+        return mask
+    return labels == (int(np.argmax(np.bincount(labels.ravel())[1:])) + 1)
+
+
+def _line_image(splat: _Splat, sigma_px: float) -> np.ndarray:
+    """Rendered polylines blurred to a given width, scaled so a line of weight 1 peaks near 1."""
+    sigma_px = max(sigma_px, 0.5)
+    return _blur(splat.render(), sigma_px) * np.float32(2.5 * sigma_px)
+
+
+def _attenuation(frame: _Frame, p: _Params) -> np.ndarray:
+    """Smooth anatomy as an attenuation map (0 air; about 0.8 mediastinum) on the frame's grid."""
+    n = frame.size
     k = n / 512.0
+    X, Y = frame.X, frame.Y
+    right, left, silhouette, diaphragm = _lungs(frame, p)
+    lung = (right.mask | left.mask).astype(np.float32)
+    lung_edge = _blur(lung, 2.0 * k)
 
-    # Torso (super-ellipse) with the neck; soft tissue thins towards the edges.
+    # Torso (super-ellipse) and neck; soft tissue thins towards the edges.
     ax = np.abs(X - 0.5)
-    torso = (ax / 0.46) ** 3 + (np.abs(Y - 0.60) / 0.53) ** 3
-    body = _smoothstep(1.0 - torso, 0.0, 0.06)
-    neck = (1.0 - _smoothstep(ax, 0.085, 0.11)) * (Y < 0.2)
+    torso = (ax / 0.485) ** 4 + (np.abs(Y - 0.64) / 0.6) ** 4
+    body = _smoothstep(1.0 - torso, 0.0, 0.08) * _smoothstep(Y - 0.02 - 0.09 * _smoothstep(ax, 0.12, 0.5), 0.0, 0.03)
+    neck = (1.0 - _smoothstep(ax, 0.10, 0.13)) * (1.0 - _smoothstep(Y, 0.15, 0.2))
     body = np.maximum(body, neck)
-    thickness = 0.72 + 0.28 * np.sqrt(np.clip(1.0 - (ax / 0.47) ** 2, 0.0, 1.0))
-    density = 0.03 + body * p.soft * thickness
+    thickness = 0.7 + 0.3 * np.sqrt(np.clip(1.0 - (ax / 0.49) ** 2, 0.0, 1.0))
+    att = 0.02 + p.soft * body * thickness
 
-    # Lungs.
-    right, dia_r = _lung(frame, -1, 0.455, p.r_width, p.apex, p.r_base, p.r_dome, (0.415, 0.445))
-    left, dia_l = _lung(frame, +1, 0.545, p.l_width, p.apex + 0.008, p.l_base, p.l_dome, (0.585, 0.425))
+    # Abdomen under the domes (liver on the image left), gastric bubble under the left dome.
+    abdomen = _smoothstep(Y - diaphragm, -0.003, 0.02) * body * (1.0 - lung_edge)
+    att += abdomen * (0.12 + 0.03 * (1.0 - _smoothstep(X, 0.4, 0.6)))
 
-    # Heart (rotated ellipse, apex to the lower image right) and aortic knob carve the lungs.
-    hs = p.heart_scale
-    hx, hy = p.heart_x, 0.64
-    ang = np.deg2rad(22.0)
-    hu = (X - hx) * np.cos(ang) + (Y - hy) * np.sin(ang)
-    hv = -(X - hx) * np.sin(ang) + (Y - hy) * np.cos(ang)
-    heart_r = np.sqrt((hu / (0.155 * hs)) ** 2 + (hv / (0.115 * hs)) ** 2)
-    heart = heart_r <= 1.0
-    knob_r = np.hypot(X - 0.565, Y - 0.305) / 0.036
-    knob = knob_r <= 1.0
-    for lung in (right, left):
-        lung.mask &= ~heart & ~knob
-    lung_any = right.mask | left.mask
-    lung_soft = _blur(lung_any.astype(np.float32), 1.2 * k)
+    # Mediastinum and heart (a little denser low down), ending on the diaphragm.
+    medi = silhouette * _smoothstep(Y, 0.04, 0.14) * (0.85 + 0.15 * _smoothstep(Y, 0.45, 0.65))
+    att += 0.22 * medi * (1.0 - lung_edge) * (1.0 - abdomen)
+    by = p.l_base - 0.8 * p.l_dome + 0.04
+    bubble = 1.0 - _smoothstep(((X - 0.665) / 0.045) ** 2 + ((Y - by) / 0.025) ** 2, 0.8, 1.0)
+    bubble *= _smoothstep(Y - by, -0.01, -0.006)  # flat top: the air-fluid level
+    att -= 0.10 * bubble * (1.0 - lung_edge)
 
-    # Mediastinum, heart, knob: denser than the chest wall.
-    band = (1.0 - _smoothstep(ax, 0.065, 0.09)) * _smoothstep(Y, 0.02, 0.1)
-    medi = np.maximum(band, np.maximum(_smoothstep(1.0 - heart_r, 0.0, 0.08), _smoothstep(1.0 - knob_r, 0.0, 0.3)))
-    density += 0.22 * medi * (1.0 - lung_soft)
-
-    # Abdomen below the domes (liver on the image left is denser), gastric bubble under the left dome.
-    diaphragm = np.where(X < 0.5, dia_r, dia_l)
-    abdomen = _smoothstep(Y - diaphragm, -0.004, 0.02) * body * (1.0 - lung_soft)
-    density += abdomen * np.where(X < 0.5, 0.16, 0.11)
-    bx = 0.66
-    by = float(p.l_base - p.l_dome * 0.75) + 0.045
-    bubble = ((X - bx) / 0.045) ** 2 + ((Y - by) / 0.024) ** 2 <= 1.0
-    bubble &= Y > by - 0.006  # flat air-fluid level seen from the side: keep it simple, flat top
-    density -= 0.12 * _blur(bubble.astype(np.float32), 1.0 * k) * (1.0 - lung_soft)
-
-    # Lungs: air darkens, a little less at the apices (clavicles, soft tissue) and the bases.
+    # Aerated lung, a little less lucent at the apices and the bases.
     t_any = np.where(X < 0.5, right.t, left.t)
-    air = p.air * (1.0 - 0.18 * np.exp(-np.clip(t_any, 0, None) / 0.08) - 0.12 * _smoothstep(t_any, 0.65, 1.0))
-    density -= air * lung_soft
+    lat_any = np.where(X < 0.5, right.lat, left.lat)
+    # Less air where the lung is thin: along the chest wall and at the apex.
+    lung_core = 0.35 + 0.65 * _smoothstep(1.0 - lat_any, 0.0, 0.12) * _smoothstep(t_any, 0.0, 0.08)
+    air = p.air * (1.0 - 0.2 * np.exp(-np.clip(t_any, 0.0, None) / 0.07) - 0.12 * _smoothstep(t_any, 0.7, 1.0))
+    att -= air * lung_edge * (0.55 + 0.45 * lung_core)
 
     # Trachea and main bronchi (air columns), hila.
-    trachea = (1.0 - _smoothstep(np.abs(X - 0.5 + 0.004 * (Y - 0.2) / 0.2), 0.011, 0.017)) * _smoothstep(Y, 0.0, 0.05) * (1.0 - _smoothstep(Y, 0.36, 0.38))
-    density -= 0.09 * trachea
-    bronchi = np.zeros((n, n), np.float32)
+    trachea = 1.0 - _smoothstep(np.abs(X - 0.5 + 0.01 * (0.36 - Y)), 0.012, 0.02)
+    trachea *= 1.0 - _smoothstep(Y, 0.35, 0.375)
+    att -= 0.11 * trachea
+    bronchi = _Splat(frame)
     for end in (right.hilum, left.hilum):
-        pts = np.array([[0.5, 0.37], [0.5 + 0.55 * (end[0] - 0.5), 0.40], end])
-        _splat_polyline(bronchi, frame, pts, np.array([1.0, 1.0, 0.5]))
-    density -= 0.06 * np.clip(_blur(bronchi, 3.0 * k) / max(_blur(bronchi, 3.0 * k).max(), 1e-6), 0, 1)
+        bronchi.line(np.array([[0.5, 0.365], [0.5 + 0.55 * (end[0] - 0.5), 0.395], end]), np.array([1.0, 1.0, 0.4]))
+    att -= 0.07 * np.clip(_line_image(bronchi, 4.0 * k), 0.0, 1.0)
     for lung in (right, left):
-        _add_blob(density, frame, lung.hilum[0], lung.hilum[1] + 0.01, 0.022, 0.10, aspect=0.7, angle=np.pi / 2)
+        _add_blob(att, frame, lung.hilum[0], lung.hilum[1] + 0.01, 0.022, 0.08, aspect=0.7, angle=np.pi / 2)
 
-    # Vessel markings: branching random walks from the hila, fading to the periphery.
-    thick = np.zeros((n, n), np.float32)
-    thin = np.zeros((n, n), np.float32)
-    for lung in (right, left):
+    # Bones. Posterior ribs: one warped periodic pattern; a rib rises slightly from the spine and
+    # curves down towards the chest wall; lower ribs are steeper and further apart.
+    d = ax
+    s = d / 0.42
+    warp = (-0.09 * s + 0.25 * s**2.2) * (1.0 + 0.4 * np.clip((Y - 0.1) / 0.6, 0.0, 1.0))
+    phase = np.where(X < 0.5, np.float32(p.rib_phase[0]), np.float32(p.rib_phase[1]))
+    v = Y - warp - 0.1 - 0.004 * phase
+    a_, b_ = 0.0012, 0.056  # rib k (k = 0..9) sits at 0.1 + b k + a k^2 next to the spine
+    q = (-b_ + np.sqrt(np.maximum(b_ * b_ + 4.0 * a_ * v, 0.0))) / (2.0 * a_)
+    dist = np.abs(q - np.floor(q) - 0.25) / 0.2
+    rib = np.clip(1.0 - dist**4, 0.0, 1.0) * (0.7 + 0.45 * np.exp(-(((dist - 0.85) / 0.18) ** 2)))
+    rib *= (q >= -0.05) & (q < 9.5)
+    rib *= _smoothstep(d, 0.03, 0.055) * (1.0 - _smoothstep(d, 0.41, 0.46))
+    # Anterior ribs: faint, running down and medially from the chest wall.
+    q2 = (Y - 0.12 * (1.0 - np.clip(s, 0.0, 1.0)) ** 1.5 - 0.19) / 0.07
+    dist2 = np.abs(q2 - np.floor(q2) - 0.5) / 0.2
+    arib = np.clip(1.0 - dist2**2, 0.0, 1.0) * (q2 > 0) * (q2 < 5)
+    arib *= _smoothstep(s, 0.35, 0.6) * (1.0 - _smoothstep(d, 0.41, 0.46))
+    # Clavicles: S-shaped, from the sternal notch up and out to the shoulders.
+    sc = np.clip((d - 0.03) / 0.36, 0.0, 1.0)
+    cy = 0.205 - 0.05 * sc + 0.01 * np.sin(2.0 * np.pi * sc)
+    cd = np.abs(Y - cy) / (0.014 - 0.003 * sc)
+    clav = np.clip(1.0 - cd**4, 0.0, 1.0) * (0.75 + 0.35 * np.exp(-(((cd - 0.85) / 0.18) ** 2)))
+    clav *= _smoothstep(d, 0.025, 0.045) * (1.0 - _smoothstep(d, 0.39, 0.42))
+    # Spine: vertebral bodies with darker disc spaces, behind the mediastinum.
+    disc = 0.3 * np.exp(-(((((Y - 0.02) / 0.055) % 1.0) - 0.5) / 0.08) ** 2)
+    spine = (1.0 - _smoothstep(d, 0.022, 0.045)) * (1.0 - disc)
+    bone = 0.075 * rib + 0.025 * arib + 0.12 * clav + 0.045 * spine
+    att += p.bone * bone * body * (1.0 - 0.5 * np.maximum(abdomen, medi))
+    return att.astype(np.float32)
+
+
+def _vessels(frame: _Frame, lungs: tuple[_Lung, _Lung], rng: np.random.Generator) -> np.ndarray:
+    """Vessel markings: branching random walks from the hila, thinning towards the periphery."""
+    k = frame.size / 512.0
+    thick, thin = _Splat(frame), _Splat(frame)
+    for lung in lungs:
         lateral = np.pi if lung.side < 0 else 0.0
-        for _ in range(20):
-            spread = rng.uniform(-1.25, 1.35)  # negative: upwards
+        for _ in range(34):
+            spread = rng.uniform(-1.3, 1.45)  # negative: upwards
             angle = lateral - spread if lung.side < 0 else lateral + spread
             start = (lung.hilum[0] + rng.normal(0, 0.008), lung.hilum[1] + rng.normal(0, 0.012))
-            length = rng.uniform(0.12, 0.26) * (1.0 + 0.3 * (spread > 0.3))
-            path = _walk(rng, start, angle, length, 0.01, 0.10)
-            w = np.linspace(1.0, 0.15, len(path))
-            cut = max(2, len(path) // 3)
-            _splat_polyline(thick, frame, path[:cut], w[:cut])
-            _splat_polyline(thin, frame, path, w)
-            for _ in range(rng.integers(1, 3)):
+            length = rng.uniform(0.16, 0.32) * (1.2 if spread > 0.3 else 1.0)
+            path = _walk(rng, start, angle, length, 0.01, 0.07)
+            w = np.linspace(1.0, 0.1, len(path)) ** 1.3
+            cut = max(2, 2 * len(path) // 5)
+            thick.line(path[:cut], w[:cut])
+            thin.line(path, w)
+            for _ in range(int(rng.integers(1, 4))):
                 at = int(rng.integers(len(path) // 4, max(len(path) // 4 + 1, len(path) - 2)))
-                child = _walk(rng, tuple(path[at]), angle + rng.choice([-1, 1]) * rng.uniform(0.3, 0.7), length * rng.uniform(0.3, 0.55), 0.01, 0.12)
-                _splat_polyline(thin, frame, child, np.linspace(w[at] * 0.8, 0.1, len(child)))
-    vessels = 0.6 * _blur(thick, 2.0 * k) * k + _blur(thin, 0.9 * k)
-    density += 0.12 * np.clip(vessels, 0, 1.5) * lung_soft
-
-    # Bones.
-    d = np.abs(X - 0.5)
-    s = d / 0.42
-    left_side = X >= 0.5
-    # Posterior ribs: one warped periodic pattern. A rib rises slightly from the spine then curves
-    # down towards the chest wall; lower ribs are steeper and further apart.
-    warp = (-0.055 * s + 0.13 * s**3) * (1.0 + 0.6 * np.clip((Y - 0.12) / 0.6, 0, 1))
-    v = Y - warp - 0.115 - np.where(left_side, p.rib_phase[1], p.rib_phase[0]) * 0.05
-    a_, b_ = 0.0016, 0.052  # rib k sits at 0.115 + b k + a k^2
-    q = (-b_ + np.sqrt(np.maximum(b_ * b_ + 4 * a_ * v, 0.0))) / (2 * a_)
-    frac = q - np.floor(q)
-    dist = np.abs(frac - 0.2) / 0.19
-    rib = np.clip(1.0 - dist**4, 0.0, 1.0) * (0.75 + 0.4 * np.exp(-(((dist - 0.85) / 0.18) ** 2)))
-    rib *= (q >= -0.1) & (q < 10.5)
-    rib *= _smoothstep(d, 0.03, 0.055) * (1.0 - _smoothstep(d, 0.40, 0.455))
-    # Anterior ribs: faint, running down and medially from the chest wall.
-    warp2 = 0.13 * (1.0 - np.clip(s, 0, 1)) ** 1.5
-    q2 = (Y - warp2 - 0.2) / 0.075
-    dist2 = np.abs(q2 - np.floor(q2) - 0.5) / 0.22
-    arib = np.clip(1.0 - dist2**2, 0.0, 1.0) * _smoothstep(s, 0.38, 0.6) * (1.0 - _smoothstep(d, 0.41, 0.45)) * (q2 > 0) * (q2 < 5)
-    # Clavicles: S-shaped, from the sternal notch up and out to the shoulders.
-    sc = np.clip((d - 0.03) / 0.34, 0.0, 1.0)
-    cy = 0.165 - 0.06 * sc + 0.012 * np.sin(2 * np.pi * sc)
-    ch = (0.013 - 0.003 * sc) * 1.0
-    cd = np.abs(Y - cy) / ch
-    clav = np.clip(1.0 - cd**4, 0, 1) * (0.8 + 0.3 * np.exp(-(((cd - 0.85) / 0.18) ** 2)))
-    clav *= _smoothstep(d, 0.025, 0.04) * (1.0 - _smoothstep(d, 0.37, 0.40))
-    # Spine: vertebral bodies with darker disc spaces, behind the mediastinum.
-    vert = 1.0 - _smoothstep(d, 0.028, 0.04)
-    disc = 0.25 * np.exp(-((((Y - 0.03) / 0.055) % 1.0 - 0.5) / 0.07) ** 2)
-    spine = vert * (1.0 - disc) * _smoothstep(Y, 0.0, 0.05)
-    bone = 0.13 * rib + 0.045 * arib + 0.17 * clav + 0.09 * spine
-    density += p.bone * bone * body
-    return density.astype(np.float32), [right, left], lung_soft
+                branch = angle + rng.choice([-1.0, 1.0]) * rng.uniform(0.3, 0.7)
+                child = _walk(rng, tuple(path[at]), branch, length * rng.uniform(0.3, 0.5), 0.01, 0.12)
+                thin.line(child, np.linspace(w[at] * 0.8, 0.05, len(child)))
+    return np.clip(0.7 * _line_image(thick, 2.2 * k) + 0.5 * _line_image(thin, 0.9 * k), 0.0, 1.5)
 
 
 # --------------------------------------------------------------------------------------------
-# Disease patterns. Each returns an additive density map and the region where it was drawn.
+# Disease patterns. Each returns ``(op, region)``: ``op`` is the fraction of the lung's air
+# lucency replaced by the pattern (0 none, about 1 as dense as soft tissue, negative darker than
+# lung), ``region`` where the pattern was drawn.
 
 
 def _sample(rng: np.random.Generator, weights: np.ndarray, n: int) -> list[tuple[int, int]]:
@@ -431,67 +474,66 @@ def _sample(rng: np.random.Generator, weights: np.ndarray, n: int) -> list[tuple
 
 
 def _canon(frame: _Frame, rc: tuple[int, int]) -> tuple[float, float]:
+    """Canonical (X, Y) of a pixel (row, col)."""
     return float(frame.X[rc]), float(frame.Y[rc])
 
 
-def _covid(frame: _Frame, lungs: list[_Lung], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _covid(frame: _Frame, lungs: tuple[_Lung, _Lung], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     n = frame.size
     op = np.zeros((n, n), np.float32)
-    for lung in lungs:
+    for lung in lungs:  # bilateral, peripheral, lower zones
         weight = lung.mask * _smoothstep(lung.t, 0.4, 0.75) * lung.lat**4
-        for rc in _sample(rng, weight, int(rng.integers(3, 6))):
+        for rc in _sample(rng, weight, int(rng.integers(3, 7))):
             X, Y = _canon(frame, rc)
-            _add_blob(op, frame, X, Y, rng.uniform(0.03, 0.05), rng.uniform(0.7, 1.0), aspect=rng.uniform(1.0, 1.6), angle=rng.uniform(0, np.pi))
+            sigma, amp = rng.uniform(0.03, 0.055), rng.uniform(0.7, 1.0)
+            _add_blob(op, frame, X, Y, sigma, amp, aspect=rng.uniform(1.0, 1.7), angle=rng.uniform(0, np.pi))
     texture = np.clip(0.8 + 0.35 * _low_freq_noise(rng, n, 40), 0.3, 1.3)
-    op = np.clip(op, 0, 1.2) * texture
-    region = op > 0.3
-    return 0.16 * op, region
+    op = np.clip(op, 0.0, 1.1) * texture
+    return 0.5 * op, op > 0.3
 
 
-def _tb(frame: _Frame, lungs: list[_Lung], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _tb(frame: _Frame, lungs: tuple[_Lung, _Lung], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     n = frame.size
     op = np.zeros((n, n), np.float32)
     region = np.zeros((n, n), bool)
-    main = lungs[0] if rng.random() < 0.7 else lungs[1]
-    other = lungs[1] if main is lungs[0] else lungs[0]
-    upper = main.mask * (1.0 - _smoothstep(main.t, 0.2, 0.42)) * (1.0 - _smoothstep(np.abs(main.lat - 0.55), 0.25, 0.45))
-    cavities = _sample(rng, upper, int(rng.integers(1, 3)))
-    for rc in cavities:
+
+    def nodule(X: float, Y: float, radius: float, amp: float) -> None:
+        rs, cs, r = _disc(n, frame, X, Y, radius)
+        op[rs, cs] += amp * (1.0 - _smoothstep(r, 0.6, 1.2))
+        region[rs, cs] |= r <= 1.0
+
+    main, other = (lungs[0], lungs[1]) if rng.random() < 0.7 else (lungs[1], lungs[0])
+    upper = main.mask * (1.0 - _smoothstep(main.t, 0.2, 0.42))
+    upper *= 1.0 - _smoothstep(np.abs(main.lat - 0.55), 0.25, 0.45)  # mid-lateral apical segments
+    for rc in _sample(rng, upper, int(rng.integers(1, 3))):  # cavities: thick bright wall, air inside
         X, Y = _canon(frame, rc)
         radius = rng.uniform(0.022, 0.034)
         rs, cs, r = _disc(n, frame, X, Y, radius)
         wall = np.exp(-(((r - 0.85) / 0.2) ** 2))
         inside = 1.0 - _smoothstep(r, 0.55, 0.8)
-        op[rs, cs] += 0.34 * wall - 0.06 * inside
+        op[rs, cs] += 0.9 * wall - 0.3 * inside  # the halo below adds about 0.2 back
         region[rs, cs] |= r <= 1.05
-        _add_blob(op, frame, X, Y, radius * 1.6, 0.07)
+        _add_blob(op, frame, X, Y, radius * 1.6, 0.2)
         for _ in range(int(rng.integers(4, 9))):  # satellite nodules
             a, dist = rng.uniform(0, 2 * np.pi), radius * rng.uniform(1.6, 3.5)
-            Xn, Yn = X + dist * np.cos(a), Y + dist * np.sin(a) * 0.8
-            rs, cs, r = _disc(n, frame, Xn, Yn, rng.uniform(0.005, 0.009))
-            op[rs, cs] += rng.uniform(0.18, 0.28) * (1.0 - _smoothstep(r, 0.6, 1.2))
-            region[rs, cs] |= r <= 1.0
+            nodule(X + dist * np.cos(a), Y + 0.8 * dist * np.sin(a), rng.uniform(0.005, 0.009), rng.uniform(0.5, 0.8))
     for rc in _sample(rng, upper, int(rng.integers(4, 9))):  # scattered upper-zone nodules
         X, Y = _canon(frame, rc)
-        rs, cs, r = _disc(n, frame, X, Y, rng.uniform(0.005, 0.01))
-        op[rs, cs] += rng.uniform(0.16, 0.26) * (1.0 - _smoothstep(r, 0.6, 1.2))
-        region[rs, cs] |= r <= 1.0
-    streaks = np.zeros((n, n), np.float32)
+        nodule(X, Y, rng.uniform(0.005, 0.01), rng.uniform(0.45, 0.75))
+    streaks = _Splat(frame)
     for rc in _sample(rng, upper, int(rng.integers(2, 5))):  # fibrotic streaks towards the hilum
         X, Y = _canon(frame, rc)
         angle = np.arctan2(main.hilum[1] - Y, main.hilum[0] - X)
         path = _walk(rng, (X, Y), angle, rng.uniform(0.05, 0.1), 0.008, 0.15)
-        _splat_polyline(streaks, frame, path, np.linspace(1.0, 0.3, len(path)))
-    streaks = _blur(streaks, 0.9 * n / 512)
-    op += 0.12 * np.clip(streaks, 0, 1)
-    region |= streaks > 0.15
+        streaks.line(path, np.linspace(1.0, 0.3, len(path)))
+    lines = np.clip(_line_image(streaks, 0.9 * n / 512.0), 0.0, 1.0)
+    op += 0.35 * lines
+    region |= lines > 0.3
     if rng.random() < 0.5:  # a few small nodules in the other upper zone
         other_upper = other.mask * (1.0 - _smoothstep(other.t, 0.15, 0.35)) * _smoothstep(other.lat, 0.2, 0.4)
         for rc in _sample(rng, other_upper, int(rng.integers(1, 4))):
             X, Y = _canon(frame, rc)
-            rs, cs, r = _disc(n, frame, X, Y, rng.uniform(0.004, 0.007))
-            op[rs, cs] += rng.uniform(0.14, 0.2) * (1.0 - _smoothstep(r, 0.6, 1.2))
-            region[rs, cs] |= r <= 1.0
+            nodule(X, Y, rng.uniform(0.004, 0.007), rng.uniform(0.4, 0.6))
     return op, region
 
 
@@ -499,63 +541,80 @@ _LOBES = ("RUL", "RML", "RLL", "LUL", "LLL")
 _LOBE_P = (0.2, 0.15, 0.3, 0.12, 0.23)
 
 
-def _bacterial(frame: _Frame, lungs: list[_Lung], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _bacterial(frame: _Frame, lungs: tuple[_Lung, _Lung], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     n = frame.size
     k = n / 512.0
     lobe = _LOBES[int(rng.choice(len(_LOBES), p=_LOBE_P))]
     lung = lungs[0] if lobe.startswith("R") else lungs[1]
     t, lat = lung.t, lung.lat
     fissure = rng.uniform(-0.03, 0.03)
+    fade = np.float32(1.0)  # borders without a fissure fade out
     if lobe == "RUL":  # above the horizontal fissure, which bows slightly upwards
-        lobe_mask = t < 0.45 + fissure - 0.04 * (1.0 - (2 * lat - 1) ** 2)
+        cond = t < 0.45 + fissure - 0.04 * (1.0 - (2.0 * lat - 1.0) ** 2)
     elif lobe == "RML":  # below the horizontal fissure, against the right heart border
-        lobe_mask = (t >= 0.45 + fissure) & (lat < 0.62 + 0.1 * t) & (t < 0.95)
+        cond = t >= 0.45 + fissure
+        fade = (1.0 - _smoothstep(lat, 0.45 + 0.1 * t, 0.8 + 0.1 * t)) * (1.0 - _smoothstep(t, 0.8, 1.0))
     elif lobe in ("RLL", "LLL"):  # lower lobe: an oblique upper border, obscures the dome
-        lobe_mask = t > 0.62 + fissure - 0.14 * lat
+        cond = t > 0.62 + fissure - 0.14 * lat
     else:  # LUL
-        lobe_mask = t < 0.5 + fissure + 0.08 * lat
-    lobe_mask &= lung.mask
-    # Sharp along the fissure and the lobe outline, homogeneous, with a faint texture.
-    dense = _blur(lobe_mask.astype(np.float32), 0.7 * k)
-    texture = 1.0 + 0.06 * _low_freq_noise(rng, n, 30)
-    op = 0.34 * dense * texture
-    # Air bronchograms: dark branching lines inside the consolidation, coming from the hilum side.
-    bronch = np.zeros((n, n), np.float32)
+        cond = t < 0.5 + fissure + 0.08 * lat
+    lobe_mask = cond & lung.mask & (fade > 0.5)
+    # Homogeneous, sharply bounded along the fissure, faint texture. The lobe's outer outline is
+    # the lung's own (the caller multiplies by the soft lung mask), hence ``cond`` here.
+    dense = _blur((cond & ((frame.X - 0.5) * lung.side > 0)).astype(np.float32), 0.7 * k)
+    op = 0.78 * dense * fade * (1.0 + 0.05 * _low_freq_noise(rng, n, 30))
+    # Air bronchograms: dark branching lines inside, running away from the hilum.
+    bronch = _Splat(frame)
     rows, cols = np.nonzero(lobe_mask)
     if rows.size:
-        cy, cx = _canon(frame, (int(rows.mean()), int(cols.mean())))[::-1]
-        base_angle = np.arctan2(cy - lung.hilum[1], cx - lung.hilum[0])
+        cx, cy = _canon(frame, (int(rows.mean()), int(cols.mean())))
+        away = np.arctan2(cy - lung.hilum[1], cx - lung.hilum[0])
         for rc in _sample(rng, lobe_mask * (1.0 - lat), int(rng.integers(3, 6))):
             X, Y = _canon(frame, rc)
-            path = _walk(rng, (X, Y), base_angle + rng.normal(0, 0.35), rng.uniform(0.05, 0.11), 0.008, 0.12)
-            _splat_polyline(bronch, frame, path, np.linspace(1.0, 0.2, len(path)))
-            child_at = len(path) // 2
-            child = _walk(rng, tuple(path[child_at]), base_angle + rng.choice([-1, 1]) * 0.5, 0.04, 0.008, 0.12)
-            _splat_polyline(bronch, frame, child, np.linspace(0.7, 0.2, len(child)))
-    op -= 0.16 * np.clip(_blur(bronch, 0.8 * k), 0, 1) * (lobe_mask > 0)
+            path = _walk(rng, (X, Y), away + rng.normal(0, 0.35), rng.uniform(0.05, 0.11), 0.008, 0.12)
+            bronch.line(path, np.linspace(1.0, 0.2, len(path)))
+            child = _walk(rng, tuple(path[len(path) // 2]), away + rng.choice([-1.0, 1.0]) * 0.5, 0.04, 0.008, 0.12)
+            bronch.line(child, np.linspace(0.7, 0.2, len(child)))
+    op -= 0.45 * np.clip(_line_image(bronch, 0.8 * k), 0.0, 1.0) * lobe_mask
     return op, lobe_mask
 
 
-def _viral(frame: _Frame, lungs: list[_Lung], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _reticular(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A fine net of curved lines (0..1): the zero crossings of band-pass noise."""
+    small = max(32, n // 2)
+    noise = rng.standard_normal((small, small)).astype(np.float32)
+    scale = small / 256.0
+    band = ndi.gaussian_filter(noise, 1.2 * scale, mode="wrap") - ndi.gaussian_filter(noise, 2.4 * scale, mode="wrap")
+    band /= band.std() + 1e-6
+    net = np.exp(-((band / 0.22) ** 2))
+    return _upsample(net, n) if small != n else net.astype(np.float32)
+
+
+def _viral(frame: _Frame, lungs: tuple[_Lung, _Lung], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     n = frame.size
     k = n / 512.0
     haze = np.zeros((n, n), np.float32)
-    streaks = np.zeros((n, n), np.float32)
-    for lung in lungs:
+    streaks = _Splat(frame)
+    for lung in lungs:  # both hila
         hx, hy = lung.hilum
-        _add_blob(haze, frame, hx + lung.side * 0.05, hy + 0.02, 0.085, 1.0, aspect=0.8, angle=np.pi / 2)
-        lateral = 0.0 if lung.side > 0 else np.pi
-        for _ in range(int(rng.integers(45, 70))):
+        _add_blob(haze, frame, hx + lung.side * 0.06, hy + 0.03, 0.1, 1.0, aspect=0.75, angle=np.pi / 2)
+        lateral = np.pi if lung.side < 0 else 0.0
+        for _ in range(int(rng.integers(45, 65))):
             spread = rng.uniform(-1.3, 1.4)
-            angle = lateral + spread if lung.side > 0 else lateral - spread
-            r0 = rng.uniform(0.0, 0.06)
-            start = (hx + lung.side * r0 * abs(np.cos(spread)) + rng.normal(0, 0.01), hy + r0 * np.sin(spread) + rng.normal(0, 0.015))
-            path = _walk(rng, start, angle, rng.uniform(0.04, 0.12), 0.007, 0.25)
-            _splat_polyline(streaks, frame, path, np.linspace(1.0, 0.3, len(path)))
+            angle = lateral - spread if lung.side < 0 else lateral + spread
+            r0 = rng.uniform(0.0, 0.1)
+            start = (
+                hx + lung.side * r0 * abs(np.cos(spread)) + rng.normal(0, 0.01),
+                hy + r0 * np.sin(spread) + rng.normal(0, 0.015),
+            )
+            path = _walk(rng, start, angle, rng.uniform(0.05, 0.15), 0.007, 0.25)
+            streaks.line(path, np.linspace(0.8, 0.2, len(path)))
+    haze = np.clip(haze, 0.0, 1.0)
     texture = np.clip(0.75 + 0.3 * _low_freq_noise(rng, n, 60), 0.2, 1.3)
-    streaks = np.clip(_blur(streaks, 0.8 * k), 0, 1)
-    op = 0.08 * haze * texture + 0.13 * streaks * np.clip(0.4 + haze, 0, 1)
-    region = (_blur(streaks, 4.0 * k) * 0.13 + 0.08 * haze) > 0.035
+    lines = np.clip(_line_image(streaks, 0.8 * k), 0.0, 1.0)
+    net = _reticular(rng, n)
+    op = haze * texture * (0.15 + 0.3 * net) + 0.35 * lines * np.clip(0.3 + haze, 0.0, 1.0)
+    region = (0.35 * _blur(lines, 4.0 * k) + 0.3 * haze) > 0.09
     return op, region
 
 
@@ -568,37 +627,57 @@ _PATTERNS = {"covid": _covid, "tb": _tb, "bacterial": _bacterial, "viral": _vira
 def make_phantom(label: str, seed: int = 0, size: int = 512) -> Phantom:
     """A synthetic PA chest radiograph of class ``label`` (one of ``MANET_CLASSES``).
 
-    Deterministic in ``(label, seed, size)``; the anatomy depends on ``seed`` only, so two labels
-    with the same seed differ only by the disease pattern.
+    Deterministic in ``(label, seed, size)``. The anatomy depends on ``seed`` only, so two labels
+    with the same seed show the same "patient" and differ only by the disease pattern.
     """
     if label not in MANET_CLASSES:
         raise ValueError(f"unknown label {label!r}; expected one of {', '.join(MANET_CLASSES)}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if not isinstance(size, (int, np.integer)) or size < MIN_SIZE:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < MIN_SIZE:
         raise ValueError(f"size must be an integer >= {MIN_SIZE}, got {size!r}")
     seed, size = int(seed), int(size)
+    k = size / 512.0
 
     anatomy_rng = np.random.default_rng([seed, _ANATOMY])
-    params = _Params.draw(anatomy_rng)
-    frame = _Frame.build(size, params.dx, params.dy, params.sx, params.sy, params.theta)
-    density, lungs, lung_soft = _anatomy(frame, params, anatomy_rng)
-    lung_mask = lungs[0].mask | lungs[1].mask
+    p = _Params.draw(anatomy_rng)
+    frame = _Frame.build(size, p.dx, p.dy, p.sx, p.sy, p.theta)
+    right, left, *_ = _lungs(frame, p)
+    for lung in (right, left):  # drop stray pixels at the tips of the analytic shapes
+        lung.mask = _largest_component(lung.mask)
+    lungs = (right, left)
+    lung_mask = right.mask | left.mask
+    lung_soft = _blur(lung_mask.astype(np.float32), 2.0 * k)  # as the lung edge in _attenuation
+
+    # The smooth anatomy is computed at half resolution for speed, then upsampled.
+    work = size // 2 if size >= 256 else size
+    if work == size:
+        att = _attenuation(frame, p)
+    else:
+        att = _attenuation(_Frame.build(work, p.dx, p.dy, p.sx, p.sy, p.theta), p)
+        att = _upsample(att, size)
+    vessels = _vessels(frame, lungs, anatomy_rng)
 
     opacity_mask = np.zeros((size, size), bool)
+    op = np.zeros((size, size), np.float32)
     if label in _PATTERNS:
         pattern_rng = np.random.default_rng([seed, _PATTERN, MANET_CLASSES.index(label)])
         op, region = _PATTERNS[label](frame, lungs, pattern_rng)
-        density += op * lung_soft
         opacity_mask = region & lung_mask
+    # Vessels fade behind dense opacities (silhouette), stay visible through ground glass.
+    att += lung_soft * (0.07 * vessels * (1.0 - 0.8 * np.clip(op, 0.0, 1.0)) + p.air * op)
 
-    k = size / 512.0
+    # Film-like response (compresses contrast in dense regions), then noise.
+    # Noise (fine and a coarser mottle), a mild blur, then a film-like response that compresses
+    # contrast in dense regions.
     noise_rng = np.random.default_rng([seed, _NOISE])
-    image = _blur(density, 0.8 * k)
-    image += 0.008 * noise_rng.standard_normal((size, size)).astype(np.float32)
-    image += 0.012 * _blur(noise_rng.standard_normal((size, size)).astype(np.float32), 1.5 * k)
-    image = np.clip(image, 0.0, 1.0) ** np.float32(params.gamma)
-    return Phantom(np.clip(image, 0.0, 1.0).astype(np.float32), lung_mask, opacity_mask, label, seed)
+    att += 0.016 * noise_rng.standard_normal((size, size), dtype=np.float32)
+    att += 0.006 * _upsample(noise_rng.standard_normal((size // 2, size // 2), dtype=np.float32), size)
+    att = _blur(att, 0.7 * k)
+    gain = np.float32(1.6)
+    image = (1.0 - np.exp(-gain * att)) / (1.0 - np.exp(-gain))
+    image = np.clip(image, 0.0, 1.0) ** np.float32(p.gamma)
+    return Phantom(image.astype(np.float32), lung_mask, opacity_mask, label, seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -654,7 +733,7 @@ def _write_dicom(path: Path, pixels: np.ndarray) -> None:
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.ViewPosition = "PA"
     ds.BodyPartExamined = "CHEST"
-    ds.PatientOrientation = ["R", "F"]  # not DICOM-meaningful for a phantom beyond orientation hints
+    ds.PatientOrientation = ["L", "F"]  # PA: rows run towards the patient's left, columns towards the feet
     ds.BurnedInAnnotation = "NO"
     ds.ImageComments = SYNTHETIC_WARNING
     spacing = f"{360.0 / cols:.4f}"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MAX_UPLOAD_MB = 50
 
 
 def weights_dir() -> Path:
@@ -24,5 +26,14 @@ def review_db_url() -> str:
 
 
 def max_upload_mb() -> int:
-    """Upload cap in MB; the same number as ``server.maxUploadSize`` in ``.streamlit/config.toml``."""
-    return int(os.environ.get("CHEST_MAX_UPLOAD_MB", "50"))
+    """Upload cap in MB: ``$CHEST_MAX_UPLOAD_MB``, else ``server.maxUploadSize`` of ``.streamlit/config.toml``.
+
+    Streamlit enforces the same number on uploads; core enforces it on every other path (CLI, tests).
+    """
+    if "CHEST_MAX_UPLOAD_MB" in os.environ:
+        return int(os.environ["CHEST_MAX_UPLOAD_MB"])
+    config = REPO_ROOT / ".streamlit" / "config.toml"
+    if config.is_file():
+        with open(config, "rb") as handle:
+            return int(tomllib.load(handle).get("server", {}).get("maxUploadSize", DEFAULT_MAX_UPLOAD_MB))
+    return DEFAULT_MAX_UPLOAD_MB

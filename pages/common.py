@@ -29,8 +29,14 @@ def show_error(error: ChestReviewError) -> None:
 
 
 @st.cache_resource(show_spinner=False)
-def review_store():
+def _review_store(url: str):
     from core.reviews import ReviewStore
+
+    return ReviewStore(url)  # a ReviewLogError is not cached: the next rerun tries again
+
+
+def review_store():
+    """The review log of ``core.settings.review_db_url()``, one store (one connection pool) per URL."""
     from core.settings import review_db_url
 
-    return ReviewStore(review_db_url())
+    return _review_store(review_db_url())

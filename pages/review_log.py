@@ -12,14 +12,9 @@ import streamlit as st
 
 from core.errors import ReviewLogError
 from core.reviews import Review, ReviewFilters, ReviewStore
-from core.settings import review_db_url
+from pages.common import review_store
 
 ALL = "All"
-
-
-@st.cache_resource(show_spinner=False)
-def _open_store(url: str) -> ReviewStore:
-    return ReviewStore(url)  # a ReviewLogError is not cached: the next rerun tries again
 
 
 def _choice(value: str) -> str | None:
@@ -107,7 +102,7 @@ def _download(store: ReviewStore, filters: ReviewFilters) -> None:
 def render() -> None:
     st.title("Review log")
     try:
-        store = _open_store(review_db_url())
+        store = review_store()
         everything = store.current_reviews()
         if not everything:
             st.info("No reviews have been saved yet. Reviews appear here once a case has been reviewed.")

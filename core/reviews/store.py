@@ -31,7 +31,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -105,7 +105,8 @@ class ReviewInput:
     key of ``predicted_probabilities``, or ``"other"`` / ``"uncertain"``, and not the predicted
     label); when ``verdict == "agree"`` leave it ``None`` (or pass the predicted label).
     ``where_wrong``: optional short free text (<= 200 chars), e.g. "missed left lower lobe
-    consolidation". Free text must not contain patient identifiers.
+    consolidation"; allowed with either verdict (e.g. right label, wrong region). Free text must not
+    contain patient identifiers: nothing checks that.
     """
 
     reviewer: str
@@ -225,7 +226,7 @@ class Review:
 
 @dataclass(frozen=True, kw_only=True)
 class ReviewFilters:
-    """All criteria are optional and combined with AND. Text criteria match exactly.
+    """All criteria are optional and combined with AND. Text criteria match exactly; blank means any.
 
     ``date_from`` / ``date_to`` bound ``created_at`` (UTC): a ``date`` covers that whole UTC day (both
     ends inclusive); a ``datetime`` is an exact bound (naive means UTC). ``case_hash_prefix`` is 1-64
@@ -384,7 +385,8 @@ def _filter_clauses(filters: ReviewFilters | None) -> list[ColumnElement[bool]]:
             continue
         if not isinstance(value, str):
             raise ReviewValidationError(name, f"Filter {name} must be text.")
-        clauses.append(t[name] == value.strip())
+        if value.strip():  # a blank text filter means "any"
+            clauses.append(t[name] == value.strip())
     if filters.verdict is not None:
         verdict = filters.verdict.strip().lower() if isinstance(filters.verdict, str) else None
         if verdict not in VERDICTS:
@@ -392,14 +394,14 @@ def _filter_clauses(filters: ReviewFilters | None) -> list[ColumnElement[bool]]:
         clauses.append(t.verdict == verdict)
     start = _bound("date_from", filters.date_from, end=False)
     stop = _bound("date_to", filters.date_to, end=True)
-    if start is not None and stop is not None and start > stop:
+    stop_inclusive = isinstance(filters.date_to, datetime)  # a date means "to the end of that day"
+    if start is not None and stop is not None and (start > stop or (start == stop and not stop_inclusive)):
         raise ReviewValidationError("date_to", "The end date is before the start date.")
     if start is not None:
         clauses.append(t.created_at >= start)
     if stop is not None:
-        # a date means "up to the end of that day"; a datetime is an inclusive bound
-        clauses.append(t.created_at < stop if not isinstance(filters.date_to, datetime) else t.created_at <= stop)
-    if filters.case_hash_prefix is not None:
+        clauses.append(t.created_at <= stop if stop_inclusive else t.created_at < stop)
+    if filters.case_hash_prefix is not None and filters.case_hash_prefix != "":
         prefix = filters.case_hash_prefix.strip().lower() if isinstance(filters.case_hash_prefix, str) else ""
         if not _HEX_PREFIX.match(prefix):
             raise ReviewValidationError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import numpy as np
 import pydicom
@@ -83,15 +84,19 @@ def to_bytes(ds: Dataset, *, preamble: bool = True) -> bytes:
 _DEFAULT = object()
 
 
+def make_dicom_bytes(pixels=_DEFAULT, *, preamble: bool = True, **kwargs) -> bytes:
+    """``pixels`` defaults to a 128 x 128 12-bit gradient; ``None`` builds a file without pixel data."""
+    pixels = gradient() if pixels is _DEFAULT else pixels
+    return to_bytes(build_dataset(pixels, **kwargs), preamble=preamble)
+
+
 @pytest.fixture
 def make_dicom() -> Callable[..., bytes]:
-    """``make_dicom(pixels, modality=..., photometric=..., preamble=True, **attributes) -> bytes``.
+    """``make_dicom(pixels, modality=..., photometric=..., bits_stored=..., preamble=True, **attributes)``."""
+    return make_dicom_bytes
 
-    ``pixels`` defaults to a 128 x 128 12-bit gradient; ``None`` builds a file without pixel data.
-    """
 
-    def make(pixels=_DEFAULT, *, preamble: bool = True, **kwargs) -> bytes:
-        pixels = gradient() if pixels is _DEFAULT else pixels
-        return to_bytes(build_dataset(pixels, **kwargs), preamble=preamble)
-
-    return make
+@pytest.fixture
+def dicom() -> SimpleNamespace:
+    """The builders for tests that need the dataset itself (to compress it, add private tags...)."""
+    return SimpleNamespace(gradient=gradient, dataset=build_dataset, to_bytes=to_bytes, make=make_dicom_bytes)

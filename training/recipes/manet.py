@@ -52,10 +52,10 @@ class Profile:
 PROFILES = {
     "paper": Profile(),
     "bundled": Profile(
-        seg_size=192, seg_widths=(16, 32, 64, 128, 256), seg_epochs=14, seg_batch=8, seg_lr=1e-3,
+        seg_size=192, seg_widths=(16, 32, 64, 128, 256), seg_epochs=10, seg_batch=8, seg_lr=1e-3,
         # Half-width ResNet34: a quarter of the FLOPs and 21 MB of weights, so the served
         # files stay under the 100 MB bundle cap and training fits a 2-core CPU.
-        cls_arch="resnet34", cls_width=32, cls_size=160, cls_epochs=12, cls_batch=32, cls_lr=0.02,
+        cls_arch="resnet34", cls_width=32, cls_size=160, cls_epochs=10, cls_batch=32, cls_lr=0.02,
         resolution_jitter=0.3,
     ),
     "gpu": Profile(amp=True),

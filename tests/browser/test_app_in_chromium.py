@@ -1,0 +1,119 @@
+"""The real app, really started, driven in Debian's headless Chromium by Playwright.
+
+Upload a synthetic chest X-ray, see the probabilities and the heat map, save a review, and find it
+in the Review log's CSV export.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.phantoms import make_phantom
+
+pytestmark = pytest.mark.browser
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, bundled_weights_dir):
+    port = free_port()
+    db = tmp_path_factory.mktemp("db") / "reviews.sqlite"
+    env = {**os.environ, "CHEST_REVIEW_DB": str(db), "CHEST_WEIGHTS_DIR": str(bundled_weights_dir)}
+    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("streamlit did not start: " + Path(log.name).read_text()[-2000:])
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed (scripts/test.sh installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        yield browser
+        browser.close()
+
+
+def test_upload_review_and_find_it_in_the_log(server, browser, tmp_path):
+    image_path = tmp_path / "chest.png"
+    Image.fromarray((make_phantom("covid", seed=11, size=384).pixels * 255).astype(np.uint8)).save(image_path)
+    page = browser.new_page(accept_downloads=True)
+    page.set_default_timeout(120_000)
+
+    page.goto(f"{server}/chest-xray")
+    page.get_by_text("Research use only").first.wait_for()
+    page.locator("input[type=file]").set_input_files(str(image_path))
+    page.get_by_text("Prediction:").wait_for()
+    page.get_by_text("Grad-CAM:").wait_for()  # the heat map panel's caption
+    assert page.locator("img").count() >= 4  # image, lung mask, Grad-CAM, mask attention
+    assert page.locator(".js-plotly-plot").count() >= 1  # the probabilities chart
+    assert "Traceback" not in page.content()
+
+    page.get_by_label("Reviewer name").fill("Dr Browser")
+    page.get_by_text("disagree", exact=True).click()
+    page.get_by_label("Where did the model go wrong? (optional)").fill("missed the left lower zone")
+    page.get_by_role("button", name="Save review").click()
+    page.get_by_text("Review saved").wait_for()
+
+    page.goto(f"{server}/review-log")
+    page.get_by_text("Download CSV").wait_for()
+    with page.expect_download() as download:
+        page.get_by_text("Download CSV").click()
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert len(rows) == 1
+    assert rows[0]["reviewer"] == "Dr Browser"
+    assert rows[0]["verdict"] == "disagree"
+    assert rows[0]["where_wrong"] == "missed the left lower zone"
+    page.close()
+
+
+def test_bad_upload_shows_a_message_not_a_trace(server, browser, tmp_path):
+    bad = tmp_path / "scan.png"
+    bad.write_bytes(b"this is not an image at all")
+    page = browser.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(f"{server}/chest-xray")
+    page.locator("input[type=file]").set_input_files(str(bad))
+    page.locator("[data-testid=stAlert]").first.wait_for()
+    assert "Traceback" not in page.content()
+    page.close()

@@ -1,0 +1,75 @@
+"""The chest X-ray pipeline end to end on synthetic phantoms, with the bundled models."""
+
+import csv
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.__main__ import main as core_main
+from core.classes import MANET_CLASSES
+from core.errors import UnsupportedInputError
+from core.phantoms import make_phantom
+from core.pipelines.cxr import CxrPipeline
+from core.registry import Registry
+from core.study import Study
+
+
+@pytest.fixture(scope="module")
+def pipelines(bundled_weights_dir):
+    registry = Registry.open(bundled_weights_dir)
+    return {backend: CxrPipeline(registry, backend=backend) for backend in ("torch", "onnx")}
+
+
+@pytest.mark.parametrize("label", MANET_CLASSES)
+def test_phantom_analysis_is_complete(pipelines, label):
+    study = make_phantom(label, seed=3, size=384).to_study()
+    result = pipelines["onnx"].analyse(study)
+    assert set(result.probabilities) == set(MANET_CLASSES)
+    assert np.isclose(sum(result.probabilities.values()), 1.0, atol=1e-5)
+    assert result.lung_mask.shape == study.pixels.shape
+    assert 0.05 < result.lung.area_fraction < 0.7
+    for heat in (result.gradcam, result.attention_map):
+        assert heat.shape == study.pixels.shape and 0 <= heat.min() and heat.max() <= 1
+    # Mask attention: the last map is zero far from the lungs (top corners are background).
+    assert result.attention_map[:10, :10].max() == 0
+    assert {"lung_mask", "classification", "gradcam"} <= set(result.timings_ms)
+    assert any("Synthetic" in w for w in result.warnings)
+
+
+def test_onnx_and_pytorch_agree(pipelines):
+    study = make_phantom("viral", seed=1, size=300).to_study()
+    onnx = pipelines["onnx"].analyse(study, explain=False)
+    torch_ = pipelines["torch"].analyse(study, explain=False)
+    assert np.abs(onnx.lung_probability - torch_.lung_probability).max() < 1e-3
+    for name in MANET_CLASSES:
+        assert abs(onnx.probabilities[name] - torch_.probabilities[name]) < 1e-3
+
+
+def test_an_image_without_lungs_is_refused(pipelines):
+    flat = np.full((256, 256), 0.8, np.float32)
+    flat[::8] = 0.2  # stripes: not blank, but nothing lung-like
+    with pytest.raises(UnsupportedInputError, match="No lungs were found"):
+        pipelines["onnx"].analyse(Study(pixels=flat, file_format="png"))
+
+
+def test_batch_predict_writes_one_row_per_file(tmp_path, bundled_weights_dir):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for label in ("normal", "tb"):
+        pixels = make_phantom(label, seed=2, size=256).pixels
+        Image.fromarray((pixels * 255).astype(np.uint8)).save(folder / f"{label}.png")
+    (folder / "notes.txt").write_text("not an image")  # skipped: not an image suffix
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    out = tmp_path / "results.csv"
+    assert core_main(["--weights", str(bundled_weights_dir), "predict", str(folder), "--out", str(out)]) == 0
+    rows = {r["file"].rsplit("/", 1)[-1]: r for r in csv.DictReader(open(out))}
+    assert set(rows) == {"normal.png", "tb.png", "broken.png"}
+    assert rows["broken.png"]["status"] == "refused" and rows["broken.png"]["message"]
+    for name in ("normal.png", "tb.png"):
+        row = rows[name]
+        assert row["status"] == "ok" and row["predicted_label"] in MANET_CLASSES
+        assert np.isclose(sum(float(row[f"prob_{c}"]) for c in MANET_CLASSES), 1.0, atol=1e-4)
+        assert 0 < float(row["lung_area_fraction"]) < 1 and float(row["seconds"]) > 0
+        assert row["model"] and row["model_version"]

@@ -1,0 +1,569 @@
+"""Review log: append-only storage, validation, filters, CSV, migrations, errors, multi-process writes.
+
+Every test uses a real SQLite file under tmp_path.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import multiprocessing
+import os
+import sqlite3
+import sys
+import types
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LIGHT_CORE_ENV = "CHEST_TEST_LIGHT_CORE"
+if os.environ.get(LIGHT_CORE_ENV) == "1" and "core" not in sys.modules:
+    # A spawned writer of test_concurrent_processes_lose_nothing. ``core/__init__.py`` imports torch
+    # (about 2 s of CPU per process, far more on a busy machine); core.reviews needs none of it, so
+    # the writers load the ``core`` package without running its __init__.
+    _core = types.ModuleType("core")
+    _core.__path__ = [str(REPO_ROOT / "core")]
+    sys.modules["core"] = _core
+
+import sqlalchemy as sa  # noqa: E402
+from alembic import command  # noqa: E402
+from alembic.autogenerate import compare_metadata  # noqa: E402
+from alembic.runtime.migration import MigrationContext  # noqa: E402
+
+from core.errors import ChestReviewError, ReviewLogError  # noqa: E402
+from core.reviews import (  # noqa: E402
+    CSV_COLUMNS,
+    ReviewConflictError,
+    ReviewFilters,
+    ReviewInput,
+    ReviewNotFoundError,
+    ReviewStorageError,
+    ReviewStore,
+    ReviewValidationError,
+    alembic_config,
+)
+from core.reviews.schema import Base  # noqa: E402
+
+PROBS = {"normal": 0.1, "covid": 0.6, "tb": 0.05, "bacterial": 0.15, "viral": 0.1}
+WEIGHTS = hashlib.sha256(b"weights").hexdigest()
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def make_input(**changes) -> ReviewInput:
+    values = dict(
+        reviewer="Dr Ann",
+        case_hash=sha("case-1"),
+        model_name="manet",
+        model_version="1.0",
+        weights_sha256=WEIGHTS,
+        predicted_probabilities=dict(PROBS),
+        predicted_label="covid",
+        verdict="agree",
+        confidence=4,
+    )
+    values.update(changes)
+    return ReviewInput(**values)
+
+
+class Clock:
+    """Deterministic store clock: each call advances by ``step``."""
+
+    def __init__(self, start: datetime, step: timedelta = timedelta(minutes=1)) -> None:
+        self.now = start
+        self.step = step
+
+    def __call__(self) -> datetime:
+        self.now += self.step
+        return self.now
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "reviews.sqlite"
+
+
+@pytest.fixture
+def url(db_path: Path) -> str:
+    return f"sqlite:///{db_path}"
+
+
+@pytest.fixture
+def store(url: str):
+    with ReviewStore(url) as opened:
+        yield opened
+
+
+def raw_rows(db_path: Path) -> list[tuple]:
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute("SELECT * FROM reviews ORDER BY id").fetchall()
+
+
+# ---------------------------------------------------------------------------------------------
+# add / amend / history / current
+
+
+def test_add_review_stores_version_one(store: ReviewStore, db_path: Path) -> None:
+    before = datetime.now(timezone.utc)
+    review = store.add_review(make_input(reviewer="  Dr Ann  ", case_hash=sha("case-1").upper()))
+    assert review.version == 1 and review.supersedes_id is None
+    assert len(review.review_uid) == 32 and int(review.review_uid, 16) >= 0
+    assert review.reviewer == "Dr Ann"
+    assert review.case_hash == sha("case-1")
+    assert review.corrected_label == "covid"  # agree: the predicted label
+    assert review.predicted_probabilities == PROBS
+    assert review.note == "" and review.where_wrong is None
+    assert review.created_at.tzinfo is not None and review.created_at.utcoffset() == timedelta(0)
+    assert before <= review.created_at <= datetime.now(timezone.utc)
+    assert store.current_reviews() == [review]
+    assert store.history(review.review_uid) == [review]
+    assert len(raw_rows(db_path)) == 1
+
+
+def test_amend_appends_versions_and_keeps_old_rows(store: ReviewStore, db_path: Path) -> None:
+    first = store.add_review(make_input())
+    other = store.add_review(make_input(case_hash=sha("case-2")))
+    second = store.amend_review(
+        first.review_uid,
+        first.to_input(verdict="disagree", corrected_label="bacterial", where_wrong="  missed  left lower lobe "),
+    )
+    third = store.amend_review(first.review_uid, second.to_input(confidence=2, note="second look"))
+
+    assert (second.version, second.supersedes_id) == (2, first.id)
+    assert (third.version, third.supersedes_id) == (3, second.id)
+    assert second.where_wrong == "missed left lower lobe"
+    assert third.corrected_label == "bacterial" and third.verdict == "disagree"
+    assert [r.version for r in store.history(first.review_uid)] == [1, 2, 3]
+    assert store.history(first.review_uid)[0] == first  # the original is untouched
+    current = store.current_reviews()
+    assert {r.id for r in current} == {third.id, other.id}
+    assert len(raw_rows(db_path)) == 4
+
+
+def test_amend_unknown_or_malformed_uid(store: ReviewStore) -> None:
+    with pytest.raises(ReviewNotFoundError):
+        store.amend_review("0" * 32, make_input())
+    with pytest.raises(ReviewNotFoundError):
+        store.history("f" * 32)
+    with pytest.raises(ReviewValidationError) as info:
+        store.amend_review("not-a-uid", make_input())
+    assert info.value.field == "review_uid"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"case_hash": sha("another case")},
+        {"model_name": "other-model"},
+        {"model_version": "2.0"},
+        {"weights_sha256": sha("other weights")},
+        {"predicted_label": "normal"},
+        {"predicted_probabilities": {**PROBS, "covid": 0.5, "normal": 0.2}},
+    ],
+)
+def test_amendment_must_describe_the_same_prediction(store: ReviewStore, change: dict) -> None:
+    first = store.add_review(make_input())
+    with pytest.raises(ReviewValidationError, match="same case and model prediction|predicted probabilities"):
+        store.amend_review(first.review_uid, first.to_input(**change))
+    assert len(store.history(first.review_uid)) == 1
+
+
+def test_expected_version_detects_concurrent_amendment(store: ReviewStore) -> None:
+    first = store.add_review(make_input())
+    store.amend_review(first.review_uid, first.to_input(confidence=3), expected_version=1)
+    with pytest.raises(ReviewConflictError):
+        store.amend_review(first.review_uid, first.to_input(confidence=5), expected_version=1)
+    assert [r.version for r in store.history(first.review_uid)] == [1, 2]
+
+
+# ---------------------------------------------------------------------------------------------
+# append-only enforcement
+
+
+def test_raw_update_and_delete_abort(store: ReviewStore, db_path: Path) -> None:
+    review = store.add_review(make_input())
+    store.amend_review(review.review_uid, review.to_input(note="v2"))
+    before = raw_rows(db_path)
+
+    conn = sqlite3.connect(db_path)
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("UPDATE reviews SET verdict = 'disagree' WHERE id = ?", (review.id,))
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("DELETE FROM reviews")
+        conn.rollback()
+    finally:
+        conn.close()
+
+    with pytest.raises(sa.exc.DatabaseError, match="append-only"):
+        with store.engine.begin() as sa_conn:
+            sa_conn.exec_driver_sql("UPDATE reviews SET note = 'tampered'")
+    assert raw_rows(db_path) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+BAD_INPUTS = [
+    ({"reviewer": "   "}, "reviewer"),
+    ({"reviewer": "x" * 101}, "reviewer"),
+    ({"reviewer": "Ann\nBob"}, "reviewer"),
+    ({"reviewer": None}, "reviewer"),
+    ({"case_hash": "abc"}, "case_hash"),
+    ({"case_hash": "g" * 64}, "case_hash"),
+    ({"case_hash": "scan_0001.dcm"}, "case_hash"),
+    ({"weights_sha256": ""}, "weights_sha256"),
+    ({"model_name": ""}, "model_name"),
+    ({"model_version": None}, "model_version"),
+    ({"predicted_probabilities": {}}, "predicted_probabilities"),
+    ({"predicted_probabilities": {**PROBS, "covid": 1.5}}, "predicted_probabilities"),
+    ({"predicted_probabilities": {**PROBS, "covid": float("nan")}}, "predicted_probabilities"),
+    ({"predicted_probabilities": {**PROBS, "covid": "0.6"}}, "predicted_probabilities"),
+    ({"predicted_probabilities": {**PROBS, "other": 0.0}}, "predicted_probabilities"),
+    ({"predicted_label": "pneumothorax"}, "predicted_label"),
+    ({"verdict": "maybe"}, "verdict"),
+    ({"verdict": "disagree"}, "corrected_label"),  # missing correction
+    ({"verdict": "disagree", "corrected_label": "covid"}, "corrected_label"),  # same as predicted
+    ({"verdict": "disagree", "corrected_label": "pneumothorax"}, "corrected_label"),
+    ({"verdict": "agree", "corrected_label": "tb"}, "corrected_label"),
+    ({"confidence": 0}, "confidence"),
+    ({"confidence": 6}, "confidence"),
+    ({"confidence": 3.5}, "confidence"),
+    ({"confidence": True}, "confidence"),
+    ({"note": "x" * 2001}, "note"),
+    ({"note": 12}, "note"),
+    ({"where_wrong": "y" * 201}, "where_wrong"),
+]
+
+
+@pytest.mark.parametrize(("change", "field"), BAD_INPUTS)
+def test_bad_input_is_rejected(store: ReviewStore, db_path: Path, change: dict, field: str) -> None:
+    with pytest.raises(ReviewValidationError) as info:
+        store.add_review(make_input(**change))
+    assert info.value.field == field
+    assert isinstance(info.value, ReviewLogError) and isinstance(info.value, ChestReviewError)
+    assert str(info.value)  # a message for the user
+    assert raw_rows(db_path) == []
+
+
+@pytest.mark.parametrize("label", ["other", "uncertain", "tb", " viral "])
+def test_disagree_accepts_model_classes_and_extras(store: ReviewStore, label: str) -> None:
+    review = store.add_review(make_input(verdict="disagree", corrected_label=label))
+    assert review.corrected_label == label.strip()
+
+
+def test_edge_values_are_accepted(store: ReviewStore) -> None:
+    review = store.add_review(
+        make_input(
+            reviewer="R" * 100,
+            note="n" * 2000,
+            where_wrong="w" * 200,
+            confidence=1,
+            verdict=" AGREE ",
+            corrected_label="covid",
+        )
+    )
+    assert (review.verdict, review.corrected_label, review.confidence) == ("agree", "covid", 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# filters
+
+
+@pytest.fixture
+def filled(url: str):
+    """Five reviews, one a day from 2024-03-01 10:00 UTC; review 0 later amended to disagree."""
+    clock = Clock(datetime(2024, 2, 29, 10, 0, tzinfo=timezone.utc), step=timedelta(days=1))
+    store = ReviewStore(url, clock=clock)
+    specs = [
+        dict(reviewer="Ann", predicted_label="covid", verdict="agree"),
+        dict(reviewer="Bob", predicted_label="covid", verdict="disagree", corrected_label="viral"),
+        dict(reviewer="Ann", predicted_label="tb", verdict="agree"),
+        dict(reviewer="Cy", predicted_label="normal", verdict="disagree", corrected_label="other", model_name="unet-cls"),
+        dict(reviewer="Bob", predicted_label="bacterial", verdict="agree"),
+    ]
+    made = [store.add_review(make_input(case_hash=sha(f"case-{i}"), **spec)) for i, spec in enumerate(specs)]
+    # 2024-03-06 10:00: review 0 amended to a disagreement
+    amended = store.amend_review(made[0].review_uid, made[0].to_input(verdict="disagree", corrected_label="uncertain"))
+    yield store, made, amended
+    store.close()
+
+
+def uids(reviews) -> set[str]:
+    return {r.review_uid for r in reviews}
+
+
+def test_filters(filled) -> None:
+    store, made, amended = filled
+    assert [r.created_at.date() for r in made] == [date(2024, 3, d) for d in range(1, 6)]
+    assert len(store.current_reviews()) == 5
+    assert store.current_reviews()[0] == amended  # newest first
+
+    assert uids(store.current_reviews(ReviewFilters(reviewer="Ann"))) == uids([made[0], made[2]])
+    assert uids(store.current_reviews(ReviewFilters(reviewer=" Bob "))) == uids([made[1], made[4]])
+    # filters look at the latest version only: review 0 is now a disagreement
+    assert uids(store.current_reviews(ReviewFilters(verdict="agree"))) == uids([made[2], made[4]])
+    assert uids(store.current_reviews(ReviewFilters(verdict="disagree"))) == uids([made[0], made[1], made[3]])
+    assert uids(store.current_reviews(ReviewFilters(predicted_label="covid"))) == uids(made[:2])
+    assert uids(store.current_reviews(ReviewFilters(corrected_label="uncertain"))) == uids([made[0]])
+    assert uids(store.current_reviews(ReviewFilters(model_name="unet-cls"))) == uids([made[3]])
+    assert uids(store.current_reviews(ReviewFilters(case_hash_prefix=sha("case-3")[:6].upper()))) == uids([made[3]])
+    assert store.current_reviews(ReviewFilters(reviewer="Ann", verdict="agree")) == [made[2]]
+    assert store.current_reviews(ReviewFilters(reviewer="Nobody")) == []
+    assert len(store.current_reviews(ReviewFilters(reviewer=" ", case_hash_prefix=""))) == 5
+
+
+def test_date_range_filter(filled) -> None:
+    store, made, amended = filled
+    # dates are whole UTC days, both ends inclusive
+    got = store.current_reviews(ReviewFilters(date_from=date(2024, 3, 2), date_to=date(2024, 3, 4)))
+    assert uids(got) == uids(made[1:4])
+    # review 0's current version is dated 2024-03-06
+    assert uids(store.current_reviews(ReviewFilters(date_from=date(2024, 3, 6)))) == uids([made[0]])
+    assert uids(store.current_reviews(ReviewFilters(date_to=date(2024, 3, 1)))) == set()
+    same_day = ReviewFilters(date_from=date(2024, 3, 3), date_to=date(2024, 3, 3))
+    assert uids(store.current_reviews(same_day)) == uids([made[2]])
+    # datetimes are exact bounds; other time zones are converted to UTC; naive means UTC
+    plus2 = timezone(timedelta(hours=2))
+    got = store.current_reviews(ReviewFilters(date_from=datetime(2024, 3, 5, 12, 0, tzinfo=plus2)))
+    assert uids(got) == uids([made[0], made[4]])
+    got = store.current_reviews(ReviewFilters(date_to=datetime(2024, 3, 2, 10, 0)))
+    assert uids(got) == uids([made[1]])
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        ReviewFilters(verdict="maybe"),
+        ReviewFilters(case_hash_prefix="xyz"),
+        ReviewFilters(case_hash_prefix="%"),
+        ReviewFilters(date_from=date(2024, 3, 5), date_to=date(2024, 3, 1)),
+        ReviewFilters(date_from=date(2024, 3, 5), date_to=date(2024, 3, 4)),
+        ReviewFilters(date_from=datetime(2024, 3, 5, tzinfo=timezone.utc), date_to=date(2024, 3, 4)),
+        ReviewFilters(reviewer=3),  # type: ignore[arg-type]
+    ],
+)
+def test_bad_filters_are_rejected(store: ReviewStore, filters: ReviewFilters) -> None:
+    with pytest.raises(ReviewValidationError):
+        store.current_reviews(filters)
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV export
+
+
+def parse_csv(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_export_csv_current_and_history(filled) -> None:
+    store, made, amended = filled
+    text = store.export_csv()
+    header = text.splitlines()[0].split(",")
+    prob_columns = [f"prob_{c}" for c in ("normal", "covid", "tb", "bacterial", "viral")]
+    assert header == [*CSV_COLUMNS, *prob_columns]
+    rows = parse_csv(text)
+    assert len(rows) == 5 and all(r["is_current"] == "true" for r in rows)
+    first = next(r for r in rows if r["review_uid"] == made[0].review_uid)
+    assert first["version"] == "2" and first["supersedes_id"] == str(made[0].id)
+    assert first["corrected_label"] == "uncertain"
+    assert float(first["prob_covid"]) == PROBS["covid"]
+    assert first["created_at"] == "2024-03-06T10:00:00+00:00"
+    for forbidden in ("patient", "file", "path", "image", "pixel"):
+        assert not any(forbidden in column for column in header)
+
+    rows = parse_csv(store.export_csv(ReviewFilters(reviewer="Ann"), include_history=True))
+    assert [(r["review_uid"], r["version"], r["is_current"]) for r in rows] == [
+        (made[0].review_uid, "1", "false"),
+        (made[0].review_uid, "2", "true"),
+        (made[2].review_uid, "1", "true"),
+    ]
+
+
+def test_export_csv_empty_and_awkward_text(store: ReviewStore) -> None:
+    assert parse_csv(store.export_csv()) == []
+    assert store.export_csv().splitlines()[0].split(",") == list(CSV_COLUMNS)
+    store.add_review(
+        make_input(
+            predicted_probabilities={"normal": 0.25, "effusion": 0.75},
+            predicted_label="effusion",
+            note='=HYPERLINK("http://x")\nsecond line, with "quotes"',
+            where_wrong="@left apex",
+        )
+    )
+    text = store.export_csv()
+    rows = parse_csv(text)
+    assert text.splitlines()[0].endswith("prob_normal,prob_effusion")
+    assert rows[0]["note"] == '\'=HYPERLINK("http://x")\nsecond line, with "quotes"'
+    assert rows[0]["where_wrong"] == "'@left apex"
+    assert rows[0]["prob_effusion"] == "0.75"
+
+
+# ---------------------------------------------------------------------------------------------
+# migrations
+
+
+def alembic_revision(db_path: Path) -> list[str]:
+    with sqlite3.connect(db_path) as conn:
+        return [r[0] for r in conn.execute("SELECT version_num FROM alembic_version")]
+
+
+def test_migration_from_empty_file_and_idempotent_reopen(db_path: Path, url: str) -> None:
+    db_path.touch()  # a zero-byte file is an empty SQLite database
+    with ReviewStore(url) as store:
+        review = store.add_review(make_input())
+    assert alembic_revision(db_path) == ["0001"]
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        triggers = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    assert triggers == {"reviews_no_update", "reviews_no_delete"}
+    for _ in range(2):
+        with ReviewStore(url) as store:
+            assert store.current_reviews() == [review]
+    assert alembic_revision(db_path) == ["0001"]
+
+
+def test_model_matches_migration(store: ReviewStore) -> None:
+    with store.engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diffs == []
+
+
+def test_older_database_is_upgraded_and_other_tables_kept(db_path: Path, url: str) -> None:
+    with sqlite3.connect(db_path) as conn:  # a database from before the review log existed
+        conn.execute("CREATE TABLE notes (x TEXT)")
+        conn.execute("INSERT INTO notes VALUES ('keep me')")
+    with ReviewStore(url) as store:
+        store.add_review(make_input())
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT x FROM notes").fetchall() == [("keep me",)]
+    assert alembic_revision(db_path) == ["0001"]
+
+    command.downgrade(alembic_config(url), "base")  # the CLI path (no connection passed in)
+    assert alembic_revision(db_path) == []
+    with ReviewStore(url) as store:
+        assert store.current_reviews() == []
+    assert alembic_revision(db_path) == ["0001"]
+
+
+def test_database_from_newer_app_is_refused_untouched(db_path: Path, url: str, store: ReviewStore) -> None:
+    store.add_review(make_input())
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    before = raw_rows(db_path)
+    with pytest.raises(ReviewStorageError, match="newer version"):
+        ReviewStore(url)
+    assert raw_rows(db_path) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# database failures
+
+
+def test_corrupt_file_raises_and_is_left_untouched(db_path: Path, url: str) -> None:
+    junk = b"this is not a database" * 300
+    db_path.write_bytes(junk)
+    with pytest.raises(ReviewStorageError, match="damaged"):
+        ReviewStore(url)
+    assert db_path.read_bytes() == junk
+
+
+def test_locked_database_raises_after_timeout_and_loses_nothing(db_path: Path, url: str, store: ReviewStore) -> None:
+    kept = store.add_review(make_input())
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
+    try:
+        impatient = ReviewStore(url, busy_timeout_s=0.2)
+        with pytest.raises(ReviewStorageError, match="busy"):
+            impatient.add_review(make_input(case_hash=sha("case-2")))
+        with pytest.raises(ReviewStorageError, match="busy"):
+            impatient.amend_review(kept.review_uid, kept.to_input(note="v2"))
+        assert impatient.current_reviews() == [kept]  # WAL: reading still works
+    finally:
+        blocker.rollback()
+        blocker.close()
+    impatient.add_review(make_input(case_hash=sha("case-3")))
+    impatient.close()
+    assert [r.version for r in store.history(kept.review_uid)] == [1]
+    assert len(store.current_reviews()) == 2
+
+
+def test_read_only_database_raises_on_write(db_path: Path, store: ReviewStore) -> None:
+    kept = store.add_review(make_input())
+    store.close()
+    with ReviewStore(f"sqlite:///file:{db_path}?mode=ro&uri=true") as read_only:
+        assert read_only.current_reviews() == [kept]
+        with pytest.raises(ReviewStorageError, match="read-only"):
+            read_only.add_review(make_input(case_hash=sha("case-2")))
+    assert len(raw_rows(db_path)) == 1
+
+
+@pytest.mark.parametrize("bad_url", ["sqlite:///{tmp}/missing-folder/reviews.sqlite", "sqlite:///{tmp}"])
+def test_unopenable_location_raises(tmp_path: Path, bad_url: str) -> None:
+    with pytest.raises(ReviewStorageError, match="cannot be opened"):
+        ReviewStore(bad_url.format(tmp=tmp_path))
+
+
+@pytest.mark.parametrize("bad_url", ["postgresql://u@localhost/db", "not a url"])
+def test_unsupported_url_raises(bad_url: str) -> None:
+    with pytest.raises(ReviewStorageError):
+        ReviewStore(bad_url)
+
+
+# ---------------------------------------------------------------------------------------------
+# several processes at once
+
+N_PROCESSES = 4
+N_ADDS = 25
+
+
+def _worker(url: str, worker: int, shared_uid: str, barrier) -> None:
+    store = ReviewStore(url)
+    shared = store.history(shared_uid)[0]
+    barrier.wait(timeout=120)  # start writing together
+    for i in range(N_ADDS):
+        review = store.add_review(make_input(reviewer=f"worker {worker}", case_hash=sha(f"{worker}-{i}")))
+        if i % 5 == 0:  # amend one's own review
+            store.amend_review(review.review_uid, review.to_input(verdict="disagree", corrected_label="tb"))
+        if i % 5 == 2:  # everyone amends the same review: versions must not collide
+            store.amend_review(shared_uid, shared.to_input(note=f"worker {worker} pass {i}"))
+    store.close()
+
+
+def test_concurrent_processes_lose_nothing(db_path: Path, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(LIGHT_CORE_ENV, "1")  # inherited by the spawned writers, see the top of the file
+    with ReviewStore(url) as store:
+        shared = store.add_review(make_input(reviewer="shared"))
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(N_PROCESSES)
+    processes = [ctx.Process(target=_worker, args=(url, w, shared.review_uid, barrier)) for w in range(N_PROCESSES)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(timeout=120)
+    assert [p.exitcode for p in processes] == [0] * N_PROCESSES
+
+    per_worker_amends = len(range(0, N_ADDS, 5))
+    shared_amends = len(range(2, N_ADDS, 5))
+    with ReviewStore(url) as store:
+        rows = raw_rows(db_path)
+        assert len(rows) == 1 + N_PROCESSES * (N_ADDS + per_worker_amends + shared_amends)
+        with sqlite3.connect(db_path) as conn:
+            dupes = conn.execute(
+                "SELECT review_uid, version FROM reviews GROUP BY review_uid, version HAVING count(*) > 1"
+            ).fetchall()
+        assert dupes == []
+        current = store.current_reviews()
+        assert len(current) == 1 + N_PROCESSES * N_ADDS
+        for w in range(N_PROCESSES):
+            mine = store.current_reviews(ReviewFilters(reviewer=f"worker {w}"))
+            assert len(mine) == N_ADDS
+            assert sum(r.version == 2 for r in mine) == per_worker_amends
+        history = store.history(shared.review_uid)
+        assert [r.version for r in history] == list(range(1, 2 + N_PROCESSES * shared_amends))
+        assert all(later.supersedes_id == earlier.id for earlier, later in zip(history, history[1:]))

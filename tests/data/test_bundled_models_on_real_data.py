@@ -1,0 +1,52 @@
+"""The bundled models on the real data pack's test split (skipped when ../shared/data is absent).
+
+A stratified sample keeps this under a minute on a 2-core CPU; the full figures are in the model
+cards, produced by the training command.
+"""
+
+import random
+
+import numpy as np
+import pytest
+
+from core.classes import MANET_CLASSES
+from core.pipelines.cxr import CxrPipeline
+from core.registry import Registry
+from core.study import Study
+from tests.conftest import DATA
+from training.data import load_gray, read_cxr_records
+from training.metrics import dice_iou
+
+pytestmark = [
+    pytest.mark.data,
+    pytest.mark.skipif(not (DATA / "cxr" / "labels.csv").is_file(), reason="real data pack not present"),
+]
+
+
+@pytest.fixture(scope="module")
+def pipeline(bundled_weights_dir):
+    return CxrPipeline(Registry.open(bundled_weights_dir))
+
+
+@pytest.fixture(scope="module")
+def test_records():
+    return [r for r in read_cxr_records(DATA) if r.split == "test"]
+
+
+def test_lung_masks_match_the_ground_truth(pipeline, test_records):
+    with_mask = random.Random(0).sample([r for r in test_records if r.lung_mask], 30)
+    dices = []
+    for record in with_mask:
+        result = pipeline.analyse(Study(pixels=load_gray(record.image), file_format="jpeg"), explain=False)
+        dices.append(dice_iou(result.lung_mask, load_gray(record.lung_mask) > 0.5)[0])
+    assert np.mean(dices) > 0.9
+
+
+def test_five_class_accuracy_on_a_stratified_sample(pipeline, test_records):
+    rng = random.Random(0)
+    sample = [r for label in MANET_CLASSES for r in rng.sample([x for x in test_records if x.label == label], 12)]
+    correct = 0
+    for record in sample:
+        result = pipeline.analyse(Study(pixels=load_gray(record.image), file_format="jpeg"), explain=False)
+        correct += result.predicted_label == record.label
+    assert correct / len(sample) > 0.75

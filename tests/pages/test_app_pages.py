@@ -1,0 +1,52 @@
+"""Streamlit AppTest: the pages run headless, in process, against the bundled models and a real DB file."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.reviews import ReviewStore
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path, bundled_weights_dir):
+    db = tmp_path / "reviews.sqlite"
+    monkeypatch.setenv("CHEST_REVIEW_DB", str(db))
+    monkeypatch.setenv("CHEST_WEIGHTS_DIR", str(bundled_weights_dir))
+    return db
+
+
+def test_home_page_says_research_only_and_lists_models(env):
+    app = AppTest.from_file("app.py", default_timeout=60).run()
+    assert not app.exception
+    text = " ".join(e.value for e in app.error) + " ".join(m.value for m in app.markdown)
+    assert "Research use only" in text
+    assert "lung-resunet" in text and "cxr-classification" in text
+
+
+def test_demo_case_analysis_and_review(env):
+    app = AppTest.from_file("pages/chest_xray.py", default_timeout=120).run()
+    assert not app.exception
+    app.radio[0].set_value("Synthetic demo case").run()
+    app.selectbox[0].set_value("tb").run()
+    assert not app.exception
+    assert any("SYNTHETIC" in w.value for w in app.warning)
+    assert any(h.value.startswith("Prediction:") for h in app.subheader)
+    app.text_input[0].input("Dr Apptest")
+    app.radio[1].set_value("disagree")
+    app.selectbox[1].set_value("covid")
+    app.button[0].click().run()
+    assert not app.exception
+    assert any("Review saved" in s.value for s in app.success)
+    reviews = ReviewStore(f"sqlite:///{env}").current_reviews()
+    assert len(reviews) == 1
+    review = reviews[0]
+    assert (review.reviewer, review.verdict, review.corrected_label) == ("Dr Apptest", "disagree", "covid")
+    assert review.model_name.startswith("manet-") and len(review.weights_sha256) == 64
+
+
+def test_review_without_a_name_is_refused_with_a_message(env):
+    app = AppTest.from_file("pages/chest_xray.py", default_timeout=120).run()
+    app.radio[0].set_value("Synthetic demo case").run()
+    app.button[0].click().run()
+    assert not app.exception
+    assert app.error and "name" in app.error[0].value.lower()
+    assert ReviewStore(f"sqlite:///{env}").current_reviews() == []
