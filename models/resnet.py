@@ -22,8 +22,7 @@ class BasicBlock(nn.Module):
         use_mask = attention == "mask"
         out_ch = width * self.expansion
         self.conv1 = MaskAttentionConv(in_ch, width, 3, stride, 1, use_mask=use_mask)
-        self.conv2 = MaskAttentionConv(width, out_ch, 3, 1, 1, use_mask=False, activation=False)
-        self.use_mask = use_mask
+        self.conv2 = MaskAttentionConv(width, out_ch, 3, 1, 1, use_mask=use_mask, activation=False)
         self.cbam = CBAM(out_ch) if attention == "cbam" else nn.Identity()
         self.shortcut = _shortcut(in_ch, out_ch, stride)
         self.relu = nn.ReLU(inplace=True)
@@ -31,10 +30,9 @@ class BasicBlock(nn.Module):
     def forward(self, x, mask):
         out, mask = self.conv1(x, mask)
         out, mask = self.conv2(out, mask)
-        out = self.cbam(out) + self.shortcut(x)
-        if self.use_mask:  # the fused features take the deep path's map, then the activation
-            out = out * mask
-        return self.relu(out), mask
+        # MA scales the deep path only. Scaling the fused sum instead would shrink the identity path
+        # by the map at every block (0.5 after one block is 0.5**16 after sixteen), which stalls training.
+        return self.relu(self.cbam(out) + self.shortcut(x)), mask
 
 
 class Bottleneck(nn.Module):

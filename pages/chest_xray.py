@@ -4,6 +4,7 @@ from core.classes import CLASS_TITLES, MANET_CLASSES
 from core.errors import ChestReviewError
 from core.guard import check_chest_xray
 from core.io import check_upload_size, load_image
+from core.model_card import card_markdown
 from core.phantoms import make_phantom
 from core.viz import heat_overlay, mask_overlay, probability_figure
 from pages.common import RESEARCH_ONLY, cxr_pipeline, review_store, show_error
@@ -74,6 +75,9 @@ with right:
         f"Models: {result.segmenter.name} {result.segmenter.version}, {result.classifier.name} {result.classifier.version} "
         f"({result.backend}) · " + " · ".join(f"{k} {v:.0f} ms" for k, v in result.timings_ms.items())
     )
+    with st.expander("Model cards"):
+        for card in (result.segmenter, result.classifier):
+            st.markdown(f"#### {card.name} {card.version}\n\n" + card_markdown(card))
     if study.metadata:
         with st.expander("Image information (identifiers removed)"):
             st.json(study.metadata)

@@ -72,7 +72,7 @@ def load_gray(path: Path) -> np.ndarray:
         return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
     folder = Path(os.environ.get("CHEST_CACHE", Path.home() / ".cache" / "chest-review"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
@@ -81,7 +81,7 @@ def _cache_dir() -> Path:
 def stack_resized(paths: list[Path], size: int, is_mask: bool = False) -> np.ndarray:
     """(N, size, size) uint8: images 0-255, masks 0/1. Cached by file list and size."""
     key = hashlib.sha256(("|".join(map(str, paths)) + f"|{size}|{is_mask}").encode()).hexdigest()[:20]
-    cache = _cache_dir() / f"{'mask' if is_mask else 'image'}-{size}-{key}.npy"
+    cache = cache_dir() / f"{'mask' if is_mask else 'image'}-{size}-{key}.npy"
     if cache.exists():
         return np.load(cache)
     out = np.zeros((len(paths), size, size), dtype=np.uint8)

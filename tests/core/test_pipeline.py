@@ -73,3 +73,16 @@ def test_batch_predict_writes_one_row_per_file(tmp_path, bundled_weights_dir):
         assert np.isclose(sum(float(row[f"prob_{c}"]) for c in MANET_CLASSES), 1.0, atol=1e-4)
         assert 0 < float(row["lung_area_fraction"]) < 1 and float(row["seconds"]) > 0
         assert row["model"] and row["model_version"]
+
+
+def test_benchmark_prints_every_stage_for_both_backends(bundled_weights_dir, capsys):
+    from core.benchmark import STAGES, run_benchmark
+
+    rows = run_benchmark(Registry.open(bundled_weights_dir), runs=2, size=256)
+    assert [r["backend"].split("/")[0] for r in rows] == ["torch", "onnx"]
+    for row in rows:
+        for stage in STAGES:
+            p50, p90 = row[stage]
+            assert 0 < p50 <= p90
+    out = capsys.readouterr().out
+    assert "lung_mask p50" in out and "total p50" in out

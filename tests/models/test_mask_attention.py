@@ -265,13 +265,11 @@ class Recorder:
             m1 = avg(m_in, 3, stride, 1)
             m2 = avg(m1, 3, 1, 1)
             assert torch.equal(m_out, m2), name  # the deep path's (larger) receptive field
-            if not block.use_mask:  # plain block: the map moves but nothing is scaled
+            if not block.conv1.use_mask:  # plain block: the map moves but nothing is scaled
                 m1 = m2 = 1.0
             h = relu(conv_bn(block.conv1, x) * m1)
-            pre, shortcut = conv_bn(block.conv2, h), block.shortcut(x)
-            close(y, relu((pre + shortcut) * m2), pre, shortcut)  # the last conv is scaled after the shortcut is added
-            if block.use_mask:
-                self.ma_points.append((name, y.detach().clone(), m_out.clone()))
+            pre, shortcut = conv_bn(block.conv2, h) * m2, block.shortcut(x)
+            close(y, relu(pre + shortcut), pre, shortcut)  # the deep path is scaled, the shortcut is not
             self.block_checks += 1
 
         return hook
@@ -324,7 +322,7 @@ _D = [(1, 1, 0), ((1, 7), 1, (0, 3)), ((7, 1), 1, (3, 0)), (3, 2, 0)]  # 9x9 > 3
 _E = [(1, 1, 0), (3, 1, 1), ((1, 3), 1, (0, 1))]  # 3x5 (ties with the 5x3 head, first wins)
 INCEPTION_CHAINS = {"5b": _A, "5c": _A, "5d": _A, "6a": _B, "6b": _C, "6c": _C, "6d": _C, "6e": _C,
                     "7a": _D, "7b": _E, "7c": _E}
-EXPECTED_MA_CONVS = {"resnet34": 1 + 16, "resnet50": 1 + 16, "vgg16": 13, "inception_v3": 5}
+EXPECTED_MA_CONVS = {"resnet34": 1 + 32, "resnet50": 1 + 16, "vgg16": 13, "inception_v3": 5}
 EXPECTED_BLOCKS = {"resnet34": 16, "resnet50": 16, "vgg16": 0, "inception_v3": 11}
 
 

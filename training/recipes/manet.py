@@ -6,6 +6,7 @@ app's default models on a 2-core CPU in about an hour (smaller inputs, fewer epo
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -20,7 +21,7 @@ from core.lung import predict_lung_mask
 from core.preprocess import classifier_input
 from models import create_model
 from training.augment import CLASSIFICATION_AUGMENT, SEGMENTATION_AUGMENT
-from training.data import CxrRecord, load_gray, read_cxr_records, stack_resized
+from training.data import CxrRecord, cache_dir, load_gray, read_cxr_records, stack_resized
 from training.engine import Engine, FitConfig, pick_device, seed_everything
 from training.losses import generalised_dice_loss
 from training.metrics import classification_report, dice_iou, segmentation_report
@@ -146,6 +147,13 @@ def evaluate_segmenter(model, records: list[CxrRecord], profile: Profile, split:
 def classifier_arrays(records, segmenter_model, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
     """Segmented images and predicted lung masks at the classifier's size, through the serving code."""
     device = next(segmenter_model.parameters()).device
+    key = hashlib.sha256(str(profile.cls_size).encode() + "|".join(str(r.image) for r in records).encode())
+    for tensor in segmenter_model.state_dict().values():
+        key.update(tensor.detach().cpu().numpy().tobytes())
+    cache = cache_dir() / f"classifier-inputs-{key.hexdigest()[:20]}.npz"
+    if cache.exists():
+        with np.load(cache) as stored:
+            return stored["images"], stored["masks"]
     segmenter = torch_segmenter(segmenter_model, device)
     images = np.zeros((len(records), profile.cls_size, profile.cls_size), np.float16)
     masks = np.zeros_like(images, dtype=np.uint8)
@@ -154,6 +162,7 @@ def classifier_arrays(records, segmenter_model, profile: Profile) -> tuple[np.nd
         lung_mask = predict_lung_mask(pixels, segmenter, profile.seg_size)
         image, mask = classifier_input(pixels, lung_mask, profile.cls_size)
         images[index], masks[index] = image[0], mask[0]
+    np.savez(cache, images=images, masks=masks)
     return images, masks
 
 
