@@ -2,15 +2,16 @@
 
 import streamlit as st
 
-st.set_page_config(page_title="Chest imaging review", page_icon="🫁", layout="wide")
+st.set_page_config(page_title="Chest imaging review", layout="wide")
 
+# url paths are Streamlit's defaults from the file names (chest_xray, review_log, model_cards).
 navigation = st.navigation(
     [
-        st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-        st.Page("pages/chest_xray.py", title="Chest X-ray", icon="🩻", url_path="chest-xray"),
-        st.Page("pages/review_log.py", title="Review log", icon="📋", url_path="review-log"),
-        st.Page("pages/model_cards.py", title="Model cards", icon="📇", url_path="model-cards"),
+        st.Page("pages/home.py", title="Home", default=True),
+        st.Page("pages/chest_xray.py", title="Chest X-ray"),
+        st.Page("pages/review_log.py", title="Review log"),
+        st.Page("pages/model_cards.py", title="Model cards"),
     ]
 )
-st.sidebar.warning("Research use only. Not for clinical use.", icon="⚠️")
+st.sidebar.warning("Research use only. Not for clinical use.")
 navigation.run()

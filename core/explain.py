@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-from skimage.transform import resize
-from torch import nn
 
-from models.mask_attention import MaskAttentionConv
+from models._torchvision_ops import ensure_torchvision_ops
+
+ensure_torchvision_ops()  # pytorch-grad-cam imports torchvision, which needs its operators registered first
+
+from pytorch_grad_cam import GradCAM  # noqa: E402
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+from skimage.transform import resize  # noqa: E402
+from torch import nn  # noqa: E402
+
+from models.mask_attention import MaskAttentionConv  # noqa: E402
 
 
 class MaskBound(nn.Module):

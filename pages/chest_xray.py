@@ -61,7 +61,7 @@ panels[1].image(mask_overlay(study.pixels, result.lung_mask, opacity), caption="
 if result.gradcam is not None:
     panels[2].image(heat_overlay(study.pixels, result.gradcam, opacity), caption=f"Grad-CAM: {CLASS_TITLES[result.predicted_label]}", width="stretch")
 if result.attention_map is not None:
-    panels[3].image(heat_overlay(study.pixels, result.attention_map, opacity, cmap="viridis"), caption="Mask-attention map (last block)", width="stretch")
+    panels[3].image(heat_overlay(study.pixels, result.attention_map, opacity, cmap="viridis"), caption="Mask-attention map (1/8 resolution)", width="stretch")
 
 left, right = st.columns([3, 2])
 with left:

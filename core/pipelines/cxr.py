@@ -34,7 +34,7 @@ class CxrResult:
     lung: LungMeasurements
     probabilities: dict[str, float]
     gradcam: np.ndarray | None  # [0, 1] at the image's shape, for the predicted class
-    attention_map: np.ndarray | None  # last mask-attention map, at the image's shape
+    attention_map: np.ndarray | None  # mask-attention map at 1/8 of the input (see _display_map), image shape
     segmenter: ModelCard
     classifier: ModelCard
     backend: str
@@ -108,12 +108,18 @@ class CxrPipeline:
             with _timed(timings, "gradcam"):
                 heat = to_image_shape(grad_cam(self.classifier_torch, image_t, mask_t, int(np.argmax(probs))), pixels.shape)
             maps = mask_attention_maps(self.classifier_torch, image_t, mask_t)
-            attention = to_image_shape(maps[-1], pixels.shape) if maps else None
+            attention = to_image_shape(_display_map(maps, size), pixels.shape) if maps else None
         return CxrResult(
             study=study, lung_probability=prob, lung_mask=lung_mask, lung=lung, probabilities=probabilities,
             gradcam=heat, attention_map=attention, segmenter=self.seg_card, classifier=self.cls_card,
             backend=self.backend, timings_ms=timings, warnings=warnings,
         )
+
+
+def _display_map(maps: list[np.ndarray], input_size: int) -> np.ndarray:
+    """The deepest map still at 1/8 of the input or finer: deeper maps (1/32) are too coarse to read."""
+    fine_enough = [m for m in maps if m.shape[-1] * 8 >= input_size]
+    return fine_enough[-1] if fine_enough else maps[0]
 
 
 def _has_onnx(*cards: ModelCard) -> bool:

@@ -80,22 +80,24 @@ def test_upload_review_and_find_it_in_the_log(server, browser, tmp_path):
     page = browser.new_page(accept_downloads=True)
     page.set_default_timeout(120_000)
 
-    page.goto(f"{server}/chest-xray")
+    page.goto(f"{server}/chest_xray")
     page.get_by_text("Research use only").first.wait_for()
     page.locator("input[type=file]").set_input_files(str(image_path))
     page.get_by_text("Prediction:").wait_for()
     page.get_by_text("Grad-CAM:").wait_for()  # the heat map panel's caption
     assert page.locator("img").count() >= 4  # image, lung mask, Grad-CAM, mask attention
-    assert page.locator(".js-plotly-plot").count() >= 1  # the probabilities chart
+    page.locator("[data-testid=stPlotlyChart]").first.wait_for()  # the probabilities chart
     assert "Traceback" not in page.content()
 
     page.get_by_label("Reviewer name").fill("Dr Browser")
     page.get_by_text("disagree", exact=True).click()
+    page.get_by_label("The label you believe is right").click()
+    page.get_by_role("option", name="Uncertain").click()
     page.get_by_label("Where did the model go wrong? (optional)").fill("missed the left lower zone")
     page.get_by_role("button", name="Save review").click()
     page.get_by_text("Review saved").wait_for()
 
-    page.goto(f"{server}/review-log")
+    page.goto(f"{server}/review_log")
     page.get_by_text("Download CSV").wait_for()
     with page.expect_download() as download:
         page.get_by_text("Download CSV").click()
@@ -103,6 +105,7 @@ def test_upload_review_and_find_it_in_the_log(server, browser, tmp_path):
     assert len(rows) == 1
     assert rows[0]["reviewer"] == "Dr Browser"
     assert rows[0]["verdict"] == "disagree"
+    assert rows[0]["corrected_label"] == "uncertain"
     assert rows[0]["where_wrong"] == "missed the left lower zone"
     page.close()
 
@@ -112,7 +115,7 @@ def test_bad_upload_shows_a_message_not_a_trace(server, browser, tmp_path):
     bad.write_bytes(b"this is not an image at all")
     page = browser.new_page()
     page.set_default_timeout(60_000)
-    page.goto(f"{server}/chest-xray")
+    page.goto(f"{server}/chest_xray")
     page.locator("input[type=file]").set_input_files(str(bad))
     page.locator("[data-testid=stAlert]").first.wait_for()
     assert "Traceback" not in page.content()

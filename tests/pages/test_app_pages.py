@@ -1,9 +1,15 @@
 """Streamlit AppTest: the pages run headless, in process, against the bundled models and a real DB file."""
 
 import pytest
+from pathlib import Path
+
 from streamlit.testing.v1 import AppTest
 
 from core.reviews import ReviewStore
+
+REPO = Path(__file__).resolve().parents[2]
+APP = str(REPO / "app.py")
+CHEST_XRAY = str(REPO / "pages" / "chest_xray.py")
 
 
 @pytest.fixture
@@ -15,7 +21,7 @@ def env(monkeypatch, tmp_path, bundled_weights_dir):
 
 
 def test_home_page_says_research_only_and_lists_models(env):
-    app = AppTest.from_file("app.py", default_timeout=60).run()
+    app = AppTest.from_file(APP, default_timeout=60).run()
     assert not app.exception
     text = " ".join(e.value for e in app.error) + " ".join(m.value for m in app.markdown)
     assert "Research use only" in text
@@ -23,7 +29,7 @@ def test_home_page_says_research_only_and_lists_models(env):
 
 
 def test_demo_case_analysis_and_review(env):
-    app = AppTest.from_file("pages/chest_xray.py", default_timeout=120).run()
+    app = AppTest.from_file(CHEST_XRAY, default_timeout=120).run()
     assert not app.exception
     app.radio[0].set_value("Synthetic demo case").run()
     app.selectbox[0].set_value("tb").run()
@@ -44,7 +50,7 @@ def test_demo_case_analysis_and_review(env):
 
 
 def test_review_without_a_name_is_refused_with_a_message(env):
-    app = AppTest.from_file("pages/chest_xray.py", default_timeout=120).run()
+    app = AppTest.from_file(CHEST_XRAY, default_timeout=120).run()
     app.radio[0].set_value("Synthetic demo case").run()
     app.button[0].click().run()
     assert not app.exception
