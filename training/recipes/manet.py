@@ -63,7 +63,7 @@ PROFILES = {
     # Seconds on tiny synthetic data: for tests only.
     "smoke": Profile(
         seg_size=32, seg_widths=(4, 8, 16), seg_epochs=1, seg_batch=4, seg_lr=1e-3,
-        cls_arch="resnet34", cls_size=32, cls_epochs=1, cls_batch=4, max_steps_per_epoch=2, device="cpu",
+        cls_arch="resnet34", cls_width=8, cls_size=32, cls_epochs=1, cls_batch=4, max_steps_per_epoch=2, device="cpu",
     ),
 }
 
@@ -76,12 +76,23 @@ def torch_segmenter(model: torch.nn.Module, device) -> callable:
     return run
 
 
+def shuffled_batches(count: int, batch: int, seed: int):
+    """``epoch -> index batches``, reshuffled per epoch from (seed, epoch) so a resumed run sees the same order."""
+
+    def batches(epoch):
+        generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+        order = torch.randperm(count, generator=generator)
+        return [order[i:i + batch] for i in range(0, count, batch)]
+
+    return batches
+
+
 # ---------------------------------------------------------------- stage 1: lung segmentation
 def train_segmenter(records: list[CxrRecord], profile: Profile, out_dir: Path) -> dict:
     with_mask = [r for r in records if r.lung_mask is not None]
     train = [r for r in with_mask if r.split == "train"]
     val = [r for r in with_mask if r.split == "val"]
-    generator = seed_everything(profile.seed)
+    seed_everything(profile.seed)
     images = {s: torch.from_numpy(stack_resized([r.image for r in rs], profile.seg_size)) for s, rs in (("train", train), ("val", val))}
     masks = {s: torch.from_numpy(stack_resized([r.lung_mask for r in rs], profile.seg_size, True)) for s, rs in (("train", train), ("val", val))}
 
@@ -114,15 +125,9 @@ def train_segmenter(records: list[CxrRecord], profile: Profile, out_dir: Path) -
                        max_steps_per_epoch=profile.max_steps_per_epoch)
     engine = Engine(model, optimizer, loss_step, evaluate, config)
 
-    def batches(epoch):
-        generator.manual_seed(profile.seed * 1000 + epoch)
-        order = torch.randperm(len(train), generator=generator)
-        return [order[i:i + profile.seg_batch] for i in range(0, len(order), profile.seg_batch)]
-
-    engine.fit(batches)
+    engine.fit(shuffled_batches(len(train), profile.seg_batch, profile.seed))
     model.load_state_dict(torch.load(engine.best_path, map_location=device, weights_only=True))
-    model.eval()
-    return model
+    return model.eval()
 
 
 def evaluate_segmenter(model, records: list[CxrRecord], profile: Profile, split: str = "test") -> dict:
@@ -183,7 +188,7 @@ def _resolution_jitter(x: torch.Tensor, p: float, generator=None) -> torch.Tenso
 
 def train_classifier(records, segmenter_model, profile: Profile, out_dir: Path):
     chosen = [r for r in records if r.label in MANET_CLASSES]
-    generator = seed_everything(profile.seed)
+    seed_everything(profile.seed)
     images, masks = classifier_arrays(chosen, segmenter_model, profile)
     labels = np.array([MANET_CLASSES.index(r.label) for r in chosen])
     split = np.array([r.split for r in chosen])
@@ -215,12 +220,7 @@ def train_classifier(records, segmenter_model, profile: Profile, out_dir: Path):
                        max_steps_per_epoch=profile.max_steps_per_epoch)
     engine = Engine(model, optimizer, loss_step, evaluate, config, scheduler)
 
-    def batches(epoch):
-        generator.manual_seed(profile.seed * 1000 + epoch)
-        order = torch.randperm(len(train_y), generator=generator)
-        return [order[i:i + profile.cls_batch] for i in range(0, len(order), profile.cls_batch)]
-
-    engine.fit(batches)
+    engine.fit(shuffled_batches(len(train_y), profile.cls_batch, profile.seed))
     model.load_state_dict(torch.load(engine.best_path, map_location=device, weights_only=True))
     model.eval()
     test_x, test_m, test_y = tensors["test"]
