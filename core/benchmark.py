@@ -57,7 +57,7 @@ def run_benchmark(registry: Registry, runs: int = 20, size: int = 1024) -> list[
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, device {device}")
     print(f"input: synthetic {size}x{size} PNG, {runs} runs after 1 warm-up; milliseconds")
-    print(f"{'backend':<14}" + "".join(f"{s + ' p50':>16}{'p90':>8}" for s in STAGES))
+    print(f"{'backend':<14}" + "".join(f"{s + ' p50':>20}{'p90':>8}" for s in STAGES))
     rows = []
     for backend in ("torch", "onnx"):
         pipeline = CxrPipeline(registry, backend=backend)
@@ -68,7 +68,7 @@ def run_benchmark(registry: Registry, runs: int = 20, size: int = 1024) -> list[
         for stage in STAGES:
             p50, p90 = np.percentile(samples[stage], [50, 90])
             row[stage] = (float(p50), float(p90))
-            line += f"{p50:>16.1f}{p90:>8.1f}"
+            line += f"{p50:>20.1f}{p90:>8.1f}"
         print(line)
         rows.append(row)
     return rows
