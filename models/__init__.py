@@ -20,14 +20,6 @@ _FACTORIES = {
 }
 
 
-def register(name: str):
-    def decorator(factory):
-        _FACTORIES[name] = factory
-        return factory
-
-    return decorator
-
-
 def available_models() -> list[str]:
     return sorted(_FACTORIES)
 
