@@ -19,6 +19,7 @@ from tqdm import tqdm
 from core.classes import MANET_CLASSES
 from core.lung import predict_lung_mask
 from core.preprocess import classifier_input
+from core.runtime import TorchModel
 from models import create_model
 from training.augment import CLASSIFICATION_AUGMENT, SEGMENTATION_AUGMENT
 from training.data import CxrRecord, cache_dir, load_gray, read_cxr_records, stack_resized
@@ -66,14 +67,6 @@ PROFILES = {
         cls_arch="resnet34", cls_width=8, cls_size=32, cls_epochs=1, cls_batch=4, max_steps_per_epoch=2, device="cpu",
     ),
 }
-
-
-def torch_segmenter(model: torch.nn.Module, device) -> callable:
-    def run(batch: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return model(torch.from_numpy(batch).to(device)).float().cpu().numpy()
-
-    return run
 
 
 def shuffled_batches(count: int, batch: int, seed: int):
@@ -133,7 +126,7 @@ def train_segmenter(records: list[CxrRecord], profile: Profile, out_dir: Path) -
 def evaluate_segmenter(model, records: list[CxrRecord], profile: Profile, split: str = "test") -> dict:
     """Dice/IoU at the image's own resolution, after the served post-processing, per class and source."""
     device = next(model.parameters()).device
-    segmenter = torch_segmenter(model, device)
+    segmenter = TorchModel(model, device)
     chosen = [r for r in records if r.lung_mask is not None and r.split == split]
     dices, ious = [], []
     for record in tqdm(chosen, desc=f"segmentation {split}", leave=False):
@@ -159,7 +152,7 @@ def classifier_arrays(records, segmenter_model, profile: Profile) -> tuple[np.nd
     if cache.exists():
         with np.load(cache) as stored:
             return stored["images"], stored["masks"]
-    segmenter = torch_segmenter(segmenter_model, device)
+    segmenter = TorchModel(segmenter_model, device)
     images = np.zeros((len(records), profile.cls_size, profile.cls_size), np.float16)
     masks = np.zeros_like(images, dtype=np.uint8)
     for index, record in enumerate(tqdm(records, desc="lung masks for classification", leave=False)):
