@@ -29,9 +29,12 @@ class MaskBound(nn.Module):
         return self.net(image, self.mask.expand(image.shape[0], -1, -1, -1))
 
 
-def grad_cam(net: nn.Module, image: torch.Tensor, mask: torch.Tensor, class_index: int) -> np.ndarray:
-    """Grad-CAM of ``class_index`` at ``net.gradcam_layer``, in [0, 1] at the input's size."""
-    wrapped = MaskBound(net, mask).eval()
+def grad_cam(net: nn.Module, image: torch.Tensor, mask: torch.Tensor | None, class_index: int) -> np.ndarray:
+    """Grad-CAM of output ``class_index`` at ``net.gradcam_layer``, in [0, 1] at the input's size.
+
+    ``mask`` is the lung mask of mask-taking networks (``net(image, mask)``); None for ``net(image)``.
+    """
+    wrapped = (MaskBound(net, mask) if mask is not None else net).eval()
     with GradCAM(model=wrapped, target_layers=[net.gradcam_layer]) as cam:
         heat = cam(input_tensor=image, targets=[ClassifierOutputTarget(class_index)])
     return heat[0].astype(np.float32)

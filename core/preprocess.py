@@ -39,3 +39,29 @@ def classifier_input(pixels: np.ndarray, lung_mask: np.ndarray, size: int) -> tu
     image = min_max(resize_square(pixels, size)) * 2.0 - 1.0
     image = np.where(mask > 0, image, -1.0).astype(np.float32)
     return image[None], mask[None]
+
+
+def lung_roi_box(lung_mask: np.ndarray, margin: float = 0.05) -> tuple[slice, slice] | None:
+    """Bounding box of the lungs grown by ``margin`` of the image side (COVID-CXNet's ROI); None if no lungs."""
+    rows, cols = np.flatnonzero(lung_mask.any(1)), np.flatnonzero(lung_mask.any(0))
+    if rows.size == 0:
+        return None
+    pad_r, pad_c = int(margin * lung_mask.shape[0]), int(margin * lung_mask.shape[1])
+    return (slice(max(rows[0] - pad_r, 0), min(rows[-1] + 1 + pad_r, lung_mask.shape[0])),
+            slice(max(cols[0] - pad_c, 0), min(cols[-1] + 1 + pad_c, lung_mask.shape[1])))
+
+
+def cxnet_input(pixels: np.ndarray, lung_mask: np.ndarray | None, size: int, reference: np.ndarray | None = None) -> np.ndarray:
+    """COVID-CXNet input (3, size, size) in [0, 1]: original, CLAHE, BEASF of the lung ROI.
+
+    ``lung_mask`` (already dilated) crops the image to the lungs plus a margin; None keeps the whole
+    image (the paper's model without segmentation). ``reference`` (size x size) histogram-matches the
+    image first, as the paper does for its multi-class set.
+    """
+    from .enhance import cxnet_channels, match_histogram
+
+    box = lung_roi_box(lung_mask) if lung_mask is not None else None
+    image = np.clip(resize_square(pixels[box] if box else pixels, size), 0.0, 1.0)
+    if reference is not None:
+        image = match_histogram(image, reference)
+    return cxnet_channels(image)

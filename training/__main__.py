@@ -1,40 +1,88 @@
-"""Command line: ``python -m training manet --profile bundled --data PATH --out runs/manet``."""
+"""Command line: ``python -m training <recipe> --profile P --data PATH --out runs/NAME``.
+
+Recipes: ``manet``, ``hrnet-unet``, ``covid-cxnet`` (one per paper); ``export`` turns a finished run
+folder into an entry of the app's model registry. ``--data`` takes one or more folders in any layout
+``training.adapters`` reads (the shared pack, Montgomery/Shenzhen, Cohen, Kermany); without it the
+shared pack is found through ``$CHEST_DATA`` or ``../shared/data``. Multi-GPU:
+``torchrun --nproc_per_node 4 -m training manet --profile gpu ...``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib
 from pathlib import Path
 
 import torch
 
+RECIPES = {  # command -> (module in training.recipes, help)
+    "manet": ("manet", "MANet: ResUNet lungs, then ResNet/VGG/Inception plain, with mask attention, with CBAM"),
+    "hrnet-unet": ("hrnet_unet", "UNet + HRNet: UNet lungs (10-fold), HRNet COVID classifier and baselines (10-fold)"),
+    "covid-cxnet": ("covid_cxnet", "COVID-CXNet: CLAHE/BEASF inputs, base model, DenseNet-121; binary, flat, hierarchical"),
+}
+
+
+def recipe_module(name: str):
+    return importlib.import_module(f"training.recipes.{RECIPES[name][0]}")
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """``--set cls_epochs=40 --set seeds=(0,)`` -> profile field overrides (Python literals)."""
+    overrides = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value
+    return overrides
+
+
+def load_records(paths: list[str] | None):
+    from training.adapters import read_records
+    from training.data import resolve_data_root
+
+    return read_records([resolve_data_root(None)] if not paths else paths)
+
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     sub = parser.add_subparsers(dest="command", required=True)
-    manet = sub.add_parser("manet", help="MANet: ResUNet lung segmenter + mask-attention classifier")
-    manet.add_argument("--data", help="data pack root (holds cxr/labels.csv); default $CHEST_DATA or ../shared/data")
-    manet.add_argument("--profile", default="bundled")
-    manet.add_argument("--out", default="runs/manet")
-    manet.add_argument("--export", metavar="WEIGHTS_DIR", help="also export both models into this registry folder")
-    export = sub.add_parser("export", help="export a finished MANet run folder into the app's model registry")
-    export.add_argument("run", help="run folder written by `python -m training manet`")
+    for name, (_, summary) in RECIPES.items():
+        recipe = sub.add_parser(name, help=summary)
+        recipe.add_argument("--data", nargs="+", help="data folder(s); default $CHEST_DATA or ../shared/data")
+        recipe.add_argument("--profile", default="cpu-quick", help="paper, gpu, cpu-quick, ... (see the recipe)")
+        recipe.add_argument("--out", help="run folder (default runs/<recipe>-<profile>)")
+        recipe.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a profile field")
+        recipe.add_argument("--tensorboard", action="store_true", help="also write a TensorBoard log per model")
+        recipe.add_argument("--export", metavar="WEIGHTS_DIR", help="also export the selected models into this registry folder")
+    export = sub.add_parser("export", help="export a finished run folder into the app's model registry")
+    export.add_argument("run", help="run folder written by a recipe")
     export.add_argument("--weights", default="weights", help="registry folder (holds manifest.json)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from training.data import resolve_data_root
-    from training.export import export_manet
-    from training.recipes import manet as recipe
+    from training.export import export_run
 
     if args.command == "export":
-        for card in export_manet(recipe.load_run(Path(args.run)), Path(args.run), Path(args.weights)):
+        for card in export_run(Path(args.run), Path(args.weights)):
             print(f"exported {card.name} {card.version} -> {args.weights}")
         return
-    result = recipe.run(resolve_data_root(args.data), Path(args.out), args.profile)
+    module = recipe_module(args.command)
+    if args.profile not in module.PROFILES:
+        parser.error(f"{args.command} has no profile {args.profile!r}; choose from {', '.join(module.PROFILES)}")
+    overrides = parse_overrides(args.set)
+    if args.tensorboard:
+        overrides["tensorboard"] = True
+    out = Path(args.out or f"runs/{args.command}-{args.profile}")
+    module.run(load_records(args.data), out, args.profile, **overrides)
     if args.export:
-        export_manet(result, Path(args.out), Path(args.export))
+        for card in export_run(out, Path(args.export)):
+            print(f"exported {card.name} {card.version} -> {args.export}")
 
 
 if __name__ == "__main__":

@@ -54,5 +54,90 @@ class AffineAugment:
         return torch.where(mask > 0, out, image) if mask is not None else out
 
 
-SEGMENTATION_AUGMENT = AffineAugment(rotate_degrees=10.0)
+def resolution_jitter(x: torch.Tensor, p: float, generator=None) -> torch.Tensor:
+    """Down- then up-sample a random subset of the batch, so every class is seen at low resolution.
+
+    Counters the data pack's resolution shortcut (TB images are mostly low resolution).
+    """
+    if p <= 0:
+        return x
+    size = x.shape[-1]
+    pick = torch.rand(x.shape[0], generator=generator) < p
+    if not pick.any():
+        return x
+    low = int(size * (0.35 + 0.4 * torch.rand(1, generator=generator).item()))
+    small = F.interpolate(x[pick], size=(low, low), mode="bilinear", antialias=True, align_corners=False)
+    x = x.clone()
+    x[pick] = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
+    return x
+
+
 CLASSIFICATION_AUGMENT = AffineAugment(rotate_degrees=30.0, brightness=0.2, contrast=0.2)
+
+
+@dataclass(frozen=True)
+class HrnetAugment:
+    """The UNet + HRNet paper's Table 3 on [0, 1] batches (N, C, H, W), with the mask moved alike.
+
+    x-scale 0.8-1.1 (p 1), rotation +-45 deg (p 1), x-shear +-0.2 (p 0.7); padding and centre crop to
+    the input size are implicit (the batch is already square); gamma 0.5-3 (p 1), salt-and-pepper on
+    1% of pixels (p 0.3), Gaussian blur with an 11 x 11 kernel (p 0.5), Gaussian noise (p 0.3).
+    """
+
+    x_scale: tuple = (0.8, 1.1)
+    rotate_degrees: float = 45.0
+    shear: float = 0.2
+    p_shear: float = 0.7
+    gamma: tuple = (0.5, 3.0)
+    salt_pepper: float = 0.01
+    p_salt_pepper: float = 0.3
+    p_blur: float = 0.5
+    blur_sigma: float = 1.5
+    noise_std: float = 0.03
+    p_noise: float = 0.3
+
+    def __call__(self, image, mask=None, generator=None):
+        n, device = image.shape[0], image.device
+
+        def uniform(low, high):
+            return low + (high - low) * torch.rand(n, generator=generator, device=device)
+
+        def chance(p):
+            return torch.rand(n, generator=generator, device=device) < p
+
+        angle = uniform(-1, 1) * math.radians(self.rotate_degrees)
+        sx = uniform(*self.x_scale)
+        shear = torch.where(chance(self.p_shear), uniform(-self.shear, self.shear), torch.zeros(n, device=device))
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        # Output-to-input map of rotate(angle) . shear_x . scale_x, as affine_grid expects.
+        forward = torch.stack([torch.stack([cos * sx, cos * shear - sin, torch.zeros_like(sx)], 1),
+                               torch.stack([sin * sx, sin * shear + cos, torch.zeros_like(sx)], 1)], 1)
+        full = torch.cat([forward, torch.tensor([0.0, 0.0, 1.0], device=device).expand(n, 1, 3)], 1)
+        theta = torch.linalg.inv(full)[:, :2]
+        grid = F.affine_grid(theta, list(image.shape), align_corners=False)
+        image = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if mask is not None:
+            mask = F.grid_sample(mask, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        return self._photometric(image.clamp(0, 1), uniform, chance), mask
+
+    def _photometric(self, image, uniform, chance):
+        shape = (-1, 1, 1, 1)
+        image = image ** uniform(*self.gamma).view(shape)
+        blurred = _gaussian_blur(image, 11, self.blur_sigma)
+        image = torch.where(chance(self.p_blur).view(shape), blurred, image)
+        noisy = image + self.noise_std * torch.randn_like(image)
+        image = torch.where(chance(self.p_noise).view(shape), noisy, image)
+        hits = (torch.rand_like(image) < self.salt_pepper) & chance(self.p_salt_pepper).view(shape)
+        salt = (torch.rand_like(image) < 0.5).float()
+        return torch.where(hits, salt, image).clamp(0, 1)
+
+
+def _gaussian_blur(image: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
+    offsets = torch.arange(kernel, device=image.device, dtype=image.dtype) - kernel // 2
+    weights = torch.exp(-(offsets**2) / (2 * sigma**2))
+    weights = weights / weights.sum()
+    channels = image.shape[1]
+    horizontal = weights.view(1, 1, 1, kernel).repeat(channels, 1, 1, 1)
+    vertical = weights.view(1, 1, kernel, 1).repeat(channels, 1, 1, 1)
+    padded = F.pad(image, (kernel // 2,) * 4, mode="reflect")
+    return F.conv2d(F.conv2d(padded, horizontal, groups=channels), vertical, groups=channels)

@@ -3,12 +3,18 @@
 A recipe supplies the model, the optimiser and scheduler, a ``loss_step(model, batch) -> loss`` and
 an ``evaluate(model) -> dict`` on the validation split. The engine owns everything else:
 device and AMP, seeds, per-epoch checkpoints (``last.pt``, resumable after an interruption),
-the best weights by the chosen validation metric (``best.pt``), and a CSV log (``log.csv``).
+the best weights by the chosen validation metric (``best.pt``), a CSV log (``log.csv``) and, when
+asked, a TensorBoard log (``tensorboard/``).
+
+Multi-GPU: launched under ``torchrun --nproc_per_node N``, the engine joins the process group, wraps
+the model in DistributedDataParallel and gives each process its share of every batch, so the global
+batch stays the recipe's batch. Every process validates (cheap next to training); only rank 0 writes.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -29,10 +35,41 @@ def seed_everything(seed: int) -> torch.Generator:
     return generator
 
 
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) unless launched by torchrun."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def is_main_process() -> bool:
+    return world()[0] == 0
+
+
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
     return torch.device(name)
+
+
+def _join_process_group(device: torch.device) -> None:
+    import torch.distributed as dist
+
+    if world()[1] > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def shuffled_batches(count: int, batch: int, seed: int):
+    """``epoch -> index batches``, reshuffled per epoch from (seed, epoch) so a resumed run sees the same order."""
+
+    def batches(epoch):
+        generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+        order = torch.randperm(count, generator=generator)
+        return [order[i:i + batch] for i in range(0, count, batch)]
+
+    return batches
 
 
 @dataclass
@@ -44,6 +81,7 @@ class FitConfig:
     device: str = "auto"
     amp: bool = False  # mixed precision, CUDA only
     max_steps_per_epoch: int | None = None  # quick profiles and tests
+    tensorboard: bool = False
 
 
 class Engine:
@@ -58,7 +96,14 @@ class Engine:
     ):
         self.config = config
         self.device = pick_device(config.device)
+        self.rank, self.world_size = world()
         self.model = model.to(self.device)
+        self.trained = self.model  # what the loss sees: the DDP wrapper when distributed
+        if self.world_size > 1:
+            _join_process_group(self.device)
+            self.trained = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.loss_step = loss_step
@@ -70,6 +115,14 @@ class Engine:
         self.start_epoch = 0
         self.best_score: float | None = None
         self._resume()
+        self.tensorboard = self._open_tensorboard() if config.tensorboard and self.rank == 0 else None
+
+    def _open_tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:
+            raise RuntimeError("TensorBoard logging needs the tensorboard package: pip install tensorboard") from error
+        return SummaryWriter(self.out_dir / "tensorboard", purge_step=self.start_epoch + 1)
 
     @property
     def last_path(self) -> Path:
@@ -101,12 +154,16 @@ class Engine:
         self.model.train()
         total, count = 0.0, 0
         limit = self.config.max_steps_per_epoch
-        progress = tqdm(batches, desc=f"epoch {epoch + 1}/{self.config.epochs}", leave=False, total=limit)
+        progress = tqdm(batches, desc=f"epoch {epoch + 1}/{self.config.epochs}", leave=False, total=limit,
+                        disable=self.rank != 0)
         for step, batch in enumerate(progress):
             if limit is not None and step >= limit:
                 break
+            if len(batch) < self.world_size:
+                continue  # a ragged last batch would leave a process without samples
+            batch = batch[self.rank::self.world_size]  # this process's share of the global batch
             with torch.autocast(self.device.type, enabled=self.use_amp):
-                loss = self.loss_step(self.model, batch)
+                loss = self.loss_step(self.trained, batch)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -131,13 +188,31 @@ class Engine:
             improved = self._is_better(score)
             if improved:
                 self.best_score = score
-                torch.save(self.model.state_dict(), self.best_path)
             row = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "seconds": round(time.time() - started, 1)}
             row.update({f"val_{k}": round(float(v), 5) for k, v in metrics.items()})
-            self._append_log(log_path, row)
-            print(" ".join(f"{k}={v}" for k, v in row.items()) + (" *best*" if improved else ""), flush=True)
-            self._save_last(epoch)
+            if self.rank == 0:
+                if improved:
+                    torch.save(self.model.state_dict(), self.best_path)
+                self._write_logs(log_path, row, improved)
+                self._save_last(epoch)
+            self._barrier()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         return {"best_score": self.best_score, "best_path": self.best_path}
+
+    def _write_logs(self, log_path: Path, row: dict, improved: bool) -> None:
+        self._append_log(log_path, row)
+        print(" ".join(f"{k}={v}" for k, v in row.items()) + (" *best*" if improved else ""), flush=True)
+        if self.tensorboard is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    self.tensorboard.add_scalar(key.replace("_", "/", 1), value, row["epoch"])
+            self.tensorboard.add_scalar("lr", self.optimizer.param_groups[0]["lr"], row["epoch"])
+            self.tensorboard.flush()
+
+    def _barrier(self) -> None:
+        if self.world_size > 1:
+            torch.distributed.barrier()
 
     def _save_last(self, epoch: int) -> None:
         state = {

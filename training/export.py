@@ -51,7 +51,7 @@ def _segmentation_limitations(report: dict) -> list[str]:
     ]
 
 
-def _classification_limitations(report: dict) -> list[str]:
+def _classification_limitations(report: dict, input_size: int) -> list[str]:
     weak = [
         f"{name}: recall {values['recall']:.2f}, precision {values['precision']:.2f}"
         for name, values in report["per_class"].items()
@@ -66,14 +66,31 @@ def _classification_limitations(report: dict) -> list[str]:
         "TB images mostly low resolution, COVID-19 images from publications): part of the accuracy can come "
         "from recognising the source rather than the disease. Read the per-source figures.",
         "Five classes only: other findings (effusion, masses, devices, fungal pneumonia...) are forced into one of them.",
-        "Trained at 160 px on downsized images: fine detail (small nodules, subtle interstitial change) is invisible to it.",
+        f"Trained at {input_size} px on downsized images: fine detail (small nodules, subtle interstitial change) is invisible to it.",
     ] + ([f"Weak classes on the test split: {'; '.join(weak)}."] if weak else []) + (
         [f"Per-source test accuracy: {'; '.join(sources)}."] if sources else []
     )
 
 
+ATTENTION_SUFFIX = {"mask": "ma", "none": "plain", "cbam": "cbam"}
+
+
+def export_run(run_dir: Path, weights_dir: Path) -> list[ModelCard]:
+    """Export the models a finished run selected (the recipe is read from its ``config.json``)."""
+    from training.__main__ import recipe_module
+
+    config = json.loads((Path(run_dir) / "config.json").read_text())
+    recipe = config.get("recipe", "manet")
+    result = recipe_module(recipe).load_run(Path(run_dir))
+    exporters = {"manet": export_manet}
+    if recipe not in exporters:
+        raise ValueError(f"runs of the {recipe} recipe cannot be exported yet")
+    return exporters[recipe](result, Path(run_dir), Path(weights_dir))
+
+
 def export_manet(result: dict, run_dir: Path, weights_dir: Path, version: str = "1.0.0") -> list[ModelCard]:
-    profile = result["profile"]
+    profile, selected = result["profile"], result["selected"]
+    arch, attention = selected["arch"], selected["attention"]
     command = f"python -m training manet --profile {json.loads((Path(run_dir) / 'config.json').read_text())['profile']} --data DATA --export {weights_dir}"
     data = "Shared public data pack (../shared/data/cxr, see its README): patient-wise train split."
     seg_size, cls_size = profile.seg_size, profile.cls_size
@@ -90,20 +107,20 @@ def export_manet(result: dict, run_dir: Path, weights_dir: Path, version: str = 
             "intended_use": INTENDED_USE, "limitations": _segmentation_limitations(result["segmentation"]),
         },
     )
-    arch_config = {"attention": profile.cls_attention, "num_classes": len(MANET_CLASSES), "width": profile.cls_width}
+    arch_config = {"attention": attention, "num_classes": len(MANET_CLASSES), "width": profile.cls_width}
     cls_card = export_model(
         result["classifier"], (torch.zeros(1, 1, cls_size, cls_size), torch.ones(1, 1, cls_size, cls_size)), weights_dir,
         {
-            "name": f"manet-{profile.cls_arch}-ma", "version": version, "task": "cxr-classification",
-            "architecture": profile.cls_arch, "architecture_config": arch_config, "classes": list(MANET_CLASSES),
+            "name": f"manet-{arch}-{ATTENTION_SUFFIX[attention]}", "version": version, "task": "cxr-classification",
+            "architecture": arch, "architecture_config": arch_config, "classes": list(MANET_CLASSES),
             "input_size": cls_size,
             "preprocessing": f"lung mask from lung-resunet; image resized to {cls_size}x{cls_size}, min-max to [-1, 1], "
-                             "-1 outside the lungs; the mask feeds the mask attention",
+                             "-1 outside the lungs" + ("; the mask feeds the mask attention" if attention == "mask" else ""),
             "training_data": data + " Labels normal/covid/tb/bacterial/viral (7,774 images in the pack; "
                                     "'pneumonia' of unspecified cause, fungal and other are left out).",
             "training_command": command,
             "metrics": {"test": result["classification"]},
-            "intended_use": INTENDED_USE, "limitations": _classification_limitations(result["classification"]),
+            "intended_use": INTENDED_USE, "limitations": _classification_limitations(result["classification"], cls_size),
         },
     )
     return [seg_card, cls_card]

@@ -48,6 +48,9 @@ def classification_report(y_true, probs, classes, sources=None, positive: str | 
         },
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
+    if len(classes) == 2:  # binary tasks: the positive class is the second one
+        out["sensitivity"] = float(recall[1])
+        out["specificity"] = float(recall[0])
     if positive in classes:
         index = classes.index(positive)
         binary = (y_true == index).astype(int)
@@ -62,5 +65,20 @@ def classification_report(y_true, probs, classes, sources=None, positive: str | 
                 "n": int(pick.sum()),
                 "accuracy": float((y_pred[pick] == y_true[pick]).mean()),
                 "labels": sorted({classes[i] for i in y_true[pick]}),
+                # What the model calls this source's images: a source predicted as one class whatever
+                # its labels is a shortcut, visible even where accuracy looks fine.
+                "predicted": {classes[i]: int((y_pred[pick] == i).sum()) for i in labels},
             }
     return out
+
+
+def mean_and_spread(values) -> dict:
+    """Mean, sample standard deviation, min and max over trials or folds."""
+    values = np.asarray(values, dtype=float)
+    return {
+        "mean": float(values.mean()),
+        "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "n": int(len(values)),
+    }

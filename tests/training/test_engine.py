@@ -5,7 +5,7 @@ import torch
 from training.engine import Engine, FitConfig, seed_everything
 
 
-def make_engine(out_dir, epochs):
+def make_engine(out_dir, epochs, **config):
     seed_everything(0)
     model = torch.nn.Linear(2, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -18,7 +18,7 @@ def make_engine(out_dir, epochs):
     def evaluate(net):
         return {"mse": float(torch.nn.functional.mse_loss(net(x), y))}
 
-    engine = Engine(model, optimizer, loss_step, evaluate, FitConfig(epochs, out_dir, "mse", higher_is_better=False, device="cpu"))
+    engine = Engine(model, optimizer, loss_step, evaluate, FitConfig(epochs, out_dir, "mse", higher_is_better=False, device="cpu", **config))
     return engine, lambda epoch: [torch.arange(i, i + 8) for i in range(0, 32, 8)]
 
 
@@ -35,3 +35,34 @@ def test_fit_keeps_best_and_resumes(tmp_path):
     assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
     assert float(rows[-1]["val_mse"]) < float(rows[0]["val_mse"])
     assert round(resumed.best_score, 5) == min(float(r["val_mse"]) for r in rows)
+
+
+def _train_one_process(rank, out_dir, port):
+    import os
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    engine, batches = make_engine(out_dir, epochs=2)
+    engine.fit(batches)
+    torch.save(engine.model.state_dict(), out_dir / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_distributed_training_keeps_processes_in_step(tmp_path):
+    """Two CPU processes (gloo), as torchrun would start them: identical weights, one log."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torch.multiprocessing.spawn(_train_one_process, args=(tmp_path, port), nprocs=2, join=True)
+    weights = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]  # written by rank 0 only
+
+
+def test_tensorboard_log(tmp_path):
+    engine, batches = make_engine(tmp_path, epochs=1, tensorboard=True)
+    engine.fit(batches)
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

@@ -11,40 +11,18 @@ from core.pipelines.cxr import CxrPipeline
 from core.registry import Registry
 from training.__main__ import main as training_main
 
-COLUMNS = ["image", "label", "finding", "source", "source_file", "patient_id", "split", "view", "width", "height",
-           "orig_width", "orig_height", "lung_mask", "lung_mask_source", "infection_mask", "license"]
-
-
-def write_pack(root):
-    folder = root / "cxr"
-    (folder / "images" / "synthetic").mkdir(parents=True)
-    (folder / "masks" / "lung" / "synthetic").mkdir(parents=True)
-    rows = []
-    for index in range(30):
-        label = MANET_CLASSES[index % 5]
-        split = ("train", "train", "train", "val", "test")[index // 5 % 5] if index < 25 else "test"
-        phantom = make_phantom(label, seed=index, size=96)
-        name = f"synthetic/{label}_{index}"
-        Image.fromarray((phantom.pixels * 255).astype(np.uint8)).save(folder / "images" / f"{name}.jpg")
-        Image.fromarray(phantom.lung_mask.astype(np.uint8) * 255).save(folder / "masks" / "lung" / f"{name}.png")
-        rows.append({
-            "image": f"images/{name}.jpg", "label": label, "source": "synthetic", "patient_id": f"p{index}",
-            "split": split, "orig_width": 96, "lung_mask": f"masks/lung/{name}.png",
-        })
-    with open(folder / "labels.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def test_recipe_trains_reports_and_exports_a_servable_registry(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHEST_CACHE", str(tmp_path / "cache"))
-    write_pack(tmp_path / "data")
+def test_recipe_trains_reports_and_exports_a_servable_registry(tmp_path, synthetic_pack):
     run, weights = tmp_path / "run", tmp_path / "weights"
-    training_main(["manet", "--profile", "smoke", "--data", str(tmp_path / "data"), "--out", str(run),
+    training_main(["manet", "--profile", "smoke", "--data", str(synthetic_pack), "--out", str(run),
                    "--export", str(weights)])
-    for name in ("config.json", "segmenter_test.json", "classifier_test.json", "segmenter/log.csv", "classifier/log.csv"):
+    for name in ("config.json", "segmenter_test.json", "summary.json", "segmenter/log.csv", "report.md",
+                 "confusion.png", "roc.png", "curves.png", "gradcam.png"):
         assert (run / name).is_file(), name
+    for variant in ("resnet34-none", "resnet34-mask"):  # the smoke profile: two variants x two seeds
+        for seed in (0, 1):
+            assert (run / "classifiers" / variant / f"seed{seed}" / "test.json").is_file()
+    report = (run / "report.md").read_text()
+    assert "Table 2" in report and "Attention vs plain" in report and "per source" in report
     registry = Registry.open(weights)
     classifier = registry.default("cxr-classification")
     assert classifier.classes == list(MANET_CLASSES)

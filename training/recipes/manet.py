@@ -1,7 +1,10 @@
-"""MANet (Xu, Lam, Jia 2021): stage 1 ResUNet lung segmentation, stage 2 mask-attention classifier.
+"""MANet (Xu, Lam, Jia 2021): stage 1 ResUNet lung segmentation, stage 2 mask-attention classifiers.
 
-Profiles hold every setting. ``paper`` is the published configuration; ``bundled`` is what trains the
-app's default models on a 2-core CPU in about an hour (smaller inputs, fewer epochs: see each field).
+Stage 2 trains every backbone of the paper (ResNet34, ResNet50, VGG16, Inception-v3), each plain, with
+mask attention (MA) and, for the ResNets, with CBAM, over several seeds on the same split, and writes
+the paper's Tables 2-5 (accuracy per trial, cost, per-class report, confusion matrix) plus the shortcut
+audit. Profiles hold every setting: ``paper`` is the published configuration; the others shrink
+inputs, widths, epochs or the training set to fit the hardware (each field says what it is).
 """
 
 from __future__ import annotations
@@ -17,15 +20,35 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from core.classes import MANET_CLASSES
+from core.explain import grad_cam
 from core.lung import predict_lung_mask
+from core.postprocess import manet_postprocess
 from core.preprocess import classifier_input
 from core.runtime import TorchModel
 from models import create_model
-from training.augment import CLASSIFICATION_AUGMENT, SEGMENTATION_AUGMENT
-from training.data import CxrRecord, cache_dir, load_gray, read_cxr_records, stack_resized
-from training.engine import Engine, FitConfig, pick_device, seed_everything
-from training.losses import generalised_dice_loss
-from training.metrics import classification_report, dice_iou, segmentation_report
+from training import reports
+from training.augment import CLASSIFICATION_AUGMENT, resolution_jitter
+from training.classification import ArraySet, evaluate_classifier, fit_classifier
+from training.data import cache_dir, load_gray
+from training.engine import FitConfig, is_main_process, pick_device
+from training.metrics import mean_and_spread
+from training.profiling import model_cost
+from training.segmentation import SEGMENTATION_AUGMENT, SegmenterConfig, evaluate_segmenter, train_segmenter
+from training.tasks import MANET, select
+
+PAPER_CLASSIFIERS = (
+    ("resnet34", "none"), ("resnet34", "mask"), ("resnet34", "cbam"),
+    ("resnet50", "none"), ("resnet50", "mask"), ("resnet50", "cbam"),
+    ("vgg16", "none"), ("vgg16", "mask"),
+    ("inception_v3", "none"), ("inception_v3", "mask"),
+)
+# Table 2, mean test accuracy (%) over three trials, for the results tables.
+PAPER_MEAN_ACCURACY = {
+    "resnet34-none": 95.78, "resnet34-mask": 96.03, "resnet34-cbam": 94.92, "resnet50-none": 96.08,
+    "resnet50-mask": 96.32, "resnet50-cbam": 95.59, "vgg16-none": 93.87, "vgg16-mask": 95.10,
+    "inception_v3-none": 95.39, "inception_v3-mask": 96.03,
+}
+PAPER_TEST_IOU = {"normal": 93.49, "tb": 93.14, "covid": 89.07, "all": 92.50}
 
 
 @dataclass(frozen=True)
@@ -36,116 +59,82 @@ class Profile:
     seg_batch: int = 64
     seg_lr: float = 2e-4
     seg_weight_decay: float = 1e-5
-    cls_arch: str = "resnet50"
-    cls_attention: str = "mask"
+    classifiers: tuple = PAPER_CLASSIFIERS  # (architecture, attention) pairs
+    seeds: tuple = (0, 1, 2)  # one trial per seed, same split
     cls_width: int = 64  # channels of the first stage (64 in the paper)
     cls_size: int = 224
     cls_epochs: int = 200
     cls_batch: int = 64
     cls_lr: float = 0.01
     cls_momentum: float = 0.9
+    max_train_per_class: int | None = None  # subsample the training split (quick profiles)
     resolution_jitter: float = 0.0  # p of random down/up-sampling (counters the TB low-resolution shortcut)
-    seed: int = 0
     max_steps_per_epoch: int | None = None
     device: str = "auto"
     amp: bool = False
+    tensorboard: bool = False
 
 
 PROFILES = {
     "paper": Profile(),
+    "gpu": Profile(amp=True, tensorboard=True),
+    # What trained the app's bundled models on a 2-core CPU in about an hour.
     "bundled": Profile(
         seg_size=192, seg_widths=(16, 32, 64, 128, 256), seg_epochs=10, seg_batch=8, seg_lr=1e-3,
         # Half-width ResNet34: a quarter of the FLOPs and 21 MB of weights, so the served
         # files stay under the 100 MB bundle cap and training fits a 2-core CPU.
-        cls_arch="resnet34", cls_width=32, cls_size=160, cls_epochs=10, cls_batch=32, cls_lr=0.02,
+        classifiers=(("resnet34", "mask"),), seeds=(0,),
+        cls_width=32, cls_size=160, cls_epochs=10, cls_batch=32, cls_lr=0.02, resolution_jitter=0.3,
+    ),
+    # Every stage and all ten classifiers x three seeds on a 2-core CPU: quarter-width networks at
+    # 96 px, 6 epochs, 240 training images per class.
+    "cpu-quick": Profile(
+        seg_size=128, seg_widths=(8, 16, 32, 64, 128), seg_epochs=6, seg_batch=8, seg_lr=1e-3,
+        cls_width=16, cls_size=96, cls_epochs=6, cls_batch=32, cls_lr=0.02, max_train_per_class=240,
         resolution_jitter=0.3,
     ),
-    "gpu": Profile(amp=True),
     # Seconds on tiny synthetic data: for tests only.
     "smoke": Profile(
         seg_size=32, seg_widths=(4, 8, 16), seg_epochs=1, seg_batch=4, seg_lr=1e-3,
-        cls_arch="resnet34", cls_width=8, cls_size=32, cls_epochs=1, cls_batch=4, max_steps_per_epoch=2, device="cpu",
+        classifiers=(("resnet34", "none"), ("resnet34", "mask")), seeds=(0, 1),
+        cls_width=8, cls_size=32, cls_epochs=1, cls_batch=4, max_steps_per_epoch=2, device="cpu",
     ),
 }
 
 
-def shuffled_batches(count: int, batch: int, seed: int):
-    """``epoch -> index batches``, reshuffled per epoch from (seed, epoch) so a resumed run sees the same order."""
+def variant_name(arch: str, attention: str) -> str:
+    return f"{arch}-{attention}"
 
-    def batches(epoch):
-        generator = torch.Generator().manual_seed(seed * 1000 + epoch)
-        order = torch.randperm(count, generator=generator)
-        return [order[i:i + batch] for i in range(0, count, batch)]
 
-    return batches
+def fit_config(profile: Profile, epochs: int, out_dir: Path, metric: str) -> FitConfig:
+    return FitConfig(epochs, out_dir, metric, device=profile.device, amp=profile.amp,
+                     max_steps_per_epoch=profile.max_steps_per_epoch, tensorboard=profile.tensorboard)
 
 
 # ---------------------------------------------------------------- stage 1: lung segmentation
-def train_segmenter(records: list[CxrRecord], profile: Profile, out_dir: Path) -> dict:
+def segmenter_config(profile: Profile) -> SegmenterConfig:
+    return SegmenterConfig(
+        "resunet", profile.seg_widths, profile.seg_size, profile.seg_epochs, profile.seg_batch, profile.seg_lr,
+        profile.seg_weight_decay, "generalised_dice", SEGMENTATION_AUGMENT, device=profile.device, amp=profile.amp,
+        tensorboard=profile.tensorboard, max_steps_per_epoch=profile.max_steps_per_epoch,
+    )
+
+
+def stage_one(records, profile: Profile, out_dir: Path):
     with_mask = [r for r in records if r.lung_mask is not None]
-    train = [r for r in with_mask if r.split == "train"]
-    val = [r for r in with_mask if r.split == "val"]
-    seed_everything(profile.seed)
-    images = {s: torch.from_numpy(stack_resized([r.image for r in rs], profile.seg_size)) for s, rs in (("train", train), ("val", val))}
-    masks = {s: torch.from_numpy(stack_resized([r.lung_mask for r in rs], profile.seg_size, True)) for s, rs in (("train", train), ("val", val))}
-
-    device = pick_device(profile.device)
-
-    def to_input(batch_u8):  # per-image min-max, as core.preprocess.segmenter_input
-        x = batch_u8.float()[:, None]
-        low = x.amin(dim=(2, 3), keepdim=True)
-        high = x.amax(dim=(2, 3), keepdim=True)
-        return (x - low) / (high - low).clamp(min=1e-8)
-
-    def loss_step(net, batch):
-        index = batch
-        x = to_input(images["train"][index]).to(device)
-        y = masks["train"][index].float()[:, None].to(device)
-        x, y = SEGMENTATION_AUGMENT(x, y, background=0.0)
-        return generalised_dice_loss(net(x), y)
-
-    def evaluate(net):
-        dices = []
-        for start in range(0, len(val), 16):
-            x = to_input(images["val"][start:start + 16]).to(device)
-            pred = (net(x) > 0).cpu().numpy()[:, 0]
-            dices += [dice_iou(p, t)[0] for p, t in zip(pred, masks["val"][start:start + 16].numpy())]
-        return {"dice": float(np.mean(dices))}
-
-    model = create_model("resunet", widths=profile.seg_widths)
-    optimizer = torch.optim.Adam(model.parameters(), lr=profile.seg_lr, weight_decay=profile.seg_weight_decay)
-    config = FitConfig(profile.seg_epochs, out_dir, "dice", device=profile.device, amp=profile.amp,
-                       max_steps_per_epoch=profile.max_steps_per_epoch)
-    engine = Engine(model, optimizer, loss_step, evaluate, config)
-
-    engine.fit(shuffled_batches(len(train), profile.seg_batch, profile.seed))
-    model.load_state_dict(torch.load(engine.best_path, map_location=device, weights_only=True))
-    return model.eval()
+    by_split = {s: [r for r in with_mask if r.split == s] for s in ("train", "val", "test")}
+    segmenter = train_segmenter(by_split["train"], by_split["val"], segmenter_config(profile), out_dir / "segmenter")
+    report = evaluate_segmenter(segmenter, by_split["test"], profile.seg_size, manet_postprocess)
+    reports.write_json(out_dir / "segmenter_test.json", report)
+    print(f"lung segmentation test: dice={report['by_class']['dice']:.4f} iou={report['by_class']['iou']:.4f}")
+    return segmenter, report
 
 
-def evaluate_segmenter(model, records: list[CxrRecord], profile: Profile, split: str = "test") -> dict:
-    """Dice/IoU at the image's own resolution, after the served post-processing, per class and source."""
-    device = next(model.parameters()).device
-    segmenter = TorchModel(model, device)
-    chosen = [r for r in records if r.lung_mask is not None and r.split == split]
-    dices, ious = [], []
-    for record in tqdm(chosen, desc=f"segmentation {split}", leave=False):
-        pred = predict_lung_mask(load_gray(record.image), segmenter, profile.seg_size)
-        dice, iou = dice_iou(pred, load_gray(record.lung_mask) > 0.5)
-        dices.append(dice)
-        ious.append(iou)
-    return {
-        "split": split,
-        "by_class": segmentation_report(dices, ious, [r.label for r in chosen]),
-        "by_source": segmentation_report(dices, ious, [r.source for r in chosen]),
-    }
-
-
-# ---------------------------------------------------------------- stage 2: mask-attention classifier
+# ---------------------------------------------------------------- stage 2: classifiers
 def classifier_arrays(records, segmenter_model, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
     """Segmented images and predicted lung masks at the classifier's size, through the serving code."""
     device = next(segmenter_model.parameters()).device
-    key = hashlib.sha256(str(profile.cls_size).encode() + "|".join(str(r.image) for r in records).encode())
+    key = hashlib.sha256(f"{profile.cls_size}|{profile.seg_size}|".encode() + "|".join(str(r.image) for r in records).encode())
     for tensor in segmenter_model.state_dict().values():
         key.update(tensor.detach().cpu().numpy().tobytes())
     cache = cache_dir() / f"classifier-inputs-{key.hexdigest()[:20]}.npz"
@@ -157,117 +146,217 @@ def classifier_arrays(records, segmenter_model, profile: Profile) -> tuple[np.nd
     masks = np.zeros_like(images, dtype=np.uint8)
     for index, record in enumerate(tqdm(records, desc="lung masks for classification", leave=False)):
         pixels = load_gray(record.image)
-        lung_mask = predict_lung_mask(pixels, segmenter, profile.seg_size)
-        image, mask = classifier_input(pixels, lung_mask, profile.cls_size)
+        image, mask = classifier_input(pixels, predict_lung_mask(pixels, segmenter, profile.seg_size), profile.cls_size)
         images[index], masks[index] = image[0], mask[0]
     np.savez(cache, images=images, masks=masks)
     return images, masks
 
 
-def _resolution_jitter(x: torch.Tensor, p: float, generator=None) -> torch.Tensor:
-    """Down- then up-sample a random subset of the batch, so every class is seen at low resolution."""
-    if p <= 0:
-        return x
-    size = x.shape[-1]
-    pick = torch.rand(x.shape[0], generator=generator) < p
-    if not pick.any():
-        return x
-    low = int(size * (0.35 + 0.4 * torch.rand(1, generator=generator).item()))
-    small = F.interpolate(x[pick], size=(low, low), mode="bilinear", antialias=True, align_corners=False)
-    x = x.clone()
-    x[pick] = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
-    return x
+def subsample_per_class(labels: np.ndarray, limit: int | None, seed: int = 0) -> np.ndarray:
+    """Indices keeping at most ``limit`` samples of each class (all when ``limit`` is None)."""
+    if limit is None:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:limit] for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep))
 
 
-def train_classifier(records, segmenter_model, profile: Profile, out_dir: Path):
-    chosen = [r for r in records if r.label in MANET_CLASSES]
-    seed_everything(profile.seed)
-    images, masks = classifier_arrays(chosen, segmenter_model, profile)
-    labels = np.array([MANET_CLASSES.index(r.label) for r in chosen])
-    split = np.array([r.split for r in chosen])
-    tensors = {
-        s: (torch.from_numpy(images[split == s]), torch.from_numpy(masks[split == s]), torch.from_numpy(labels[split == s]))
-        for s in ("train", "val", "test")
-    }
-    device = pick_device(profile.device)
-    train_x, train_m, train_y = tensors["train"]
+def stage_two_data(records, segmenter, profile: Profile) -> dict[str, ArraySet]:
+    chosen, labels = select(records, MANET)
+    images, masks = classifier_arrays(chosen, segmenter, profile)
+    splits = np.array([r.split for r in chosen])
+    sets = {}
+    for split in ("train", "val", "test"):
+        index = np.flatnonzero(splits == split)
+        if split == "train":
+            index = index[subsample_per_class(labels[index], profile.max_train_per_class)]
+        sets[split] = ArraySet(
+            (torch.from_numpy(images[index]), torch.from_numpy(masks[index])),
+            torch.from_numpy(labels[index]), [chosen[i].source for i in index],
+        )
+    return sets
 
-    def loss_step(net, index):
-        x = train_x[index].float()[:, None]
-        m = train_m[index].float()[:, None]
-        x = _resolution_jitter(x, profile.resolution_jitter)
-        x, m = CLASSIFICATION_AUGMENT(x.to(device), m.to(device), background=-1.0)
-        x = torch.where(m > 0, x, torch.full_like(x, -1.0))  # keep the outside black after resampling
-        return F.cross_entropy(net(x, m), train_y[index].to(device))
 
-    def evaluate(net):
-        probs = predict_probabilities(net, *tensors["val"][:2], device)
-        return {"accuracy": float((probs.argmax(1) == tensors["val"][2].numpy()).mean())}
+def prepare_batch(profile: Profile):
+    """Stored (image float16 in [-1, 1], mask uint8) -> network inputs; augmented while training."""
 
-    model = create_model(
-        profile.cls_arch, attention=profile.cls_attention, num_classes=len(MANET_CLASSES), width=profile.cls_width
-    )
+    def prepare(stored, device, training):
+        image, mask = stored[0].float()[:, None], stored[1].float()[:, None]
+        if training:
+            image = resolution_jitter(image, profile.resolution_jitter)
+            image, mask = CLASSIFICATION_AUGMENT(image.to(device), mask.to(device), background=-1.0)
+            image = torch.where(mask > 0, image, torch.full_like(image, -1.0))  # keep the outside black
+        return image.to(device), mask.to(device)
+
+    return prepare
+
+
+def build_classifier(profile: Profile, arch: str, attention: str):
+    return create_model(arch, attention=attention, num_classes=len(MANET_CLASSES), width=profile.cls_width)
+
+
+def train_trial(sets, profile: Profile, arch: str, attention: str, seed: int, out_dir: Path) -> dict:
+    torch.manual_seed(seed)  # same split, different initialisation and batch order
+    model = build_classifier(profile, arch, attention)
     optimizer = torch.optim.SGD(model.parameters(), lr=profile.cls_lr, momentum=profile.cls_momentum)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=profile.cls_epochs, eta_min=0.0)
-    config = FitConfig(profile.cls_epochs, out_dir, "accuracy", device=profile.device, amp=profile.amp,
-                       max_steps_per_epoch=profile.max_steps_per_epoch)
-    engine = Engine(model, optimizer, loss_step, evaluate, config, scheduler)
+    prepare = prepare_batch(profile)
+    model, val_accuracy = fit_classifier(
+        model, sets["train"], sets["val"], loss_fn=F.cross_entropy, optimizer=optimizer, scheduler=scheduler,
+        prepare=prepare, config=fit_config(profile, profile.cls_epochs, out_dir, "accuracy"),
+        batch=profile.cls_batch, seed=seed,
+    )
+    test, probs = evaluate_classifier(model, sets["test"], prepare, MANET_CLASSES, pick_device(profile.device))
+    trial = {"arch": arch, "attention": attention, "seed": seed, "val_accuracy": val_accuracy, "test": test}
+    reports.write_json(out_dir / "test.json", trial)
+    np.save(out_dir / "test_probabilities.npy", probs)
+    return {**trial, "model": model, "probabilities": probs}
 
-    engine.fit(shuffled_batches(len(train_y), profile.cls_batch, profile.seed))
-    model.load_state_dict(torch.load(engine.best_path, map_location=device, weights_only=True))
-    model.eval()
-    test_x, test_m, test_y = tensors["test"]
-    probs = predict_probabilities(model, test_x, test_m, device)
-    sources = [r.source for r, s in zip(chosen, split) if s == "test"]
-    report = classification_report(test_y.numpy(), probs, list(MANET_CLASSES), sources)
-    return model, report
+
+def stage_two(records, segmenter, profile: Profile, out_dir: Path) -> dict:
+    sets = stage_two_data(records, segmenter, profile)
+    trials = {}
+    for arch, attention in profile.classifiers:
+        name = variant_name(arch, attention)
+        for seed in profile.seeds:
+            trial = train_trial(sets, profile, arch, attention, seed, out_dir / "classifiers" / name / f"seed{seed}")
+            print(f"{name} seed {seed}: val {trial['val_accuracy']:.4f} test {trial['test']['accuracy']:.4f}", flush=True)
+            trials.setdefault(name, []).append(trial)
+    return {"sets": sets, "trials": trials}
 
 
-def predict_probabilities(net, images, masks, device, batch=64) -> np.ndarray:
-    net.eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch):
-            x = images[start:start + batch].float()[:, None].to(device)
-            m = masks[start:start + batch].float()[:, None].to(device)
-            out.append(torch.softmax(net(x, m).float(), 1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(MANET_CLASSES)))
+def select_model(trials: dict) -> dict:
+    """The variant with the best mean validation accuracy, and its best-validation trial (never test)."""
+    best_variant = max(trials, key=lambda name: np.mean([t["val_accuracy"] for t in trials[name]]))
+    return max(trials[best_variant], key=lambda t: t["val_accuracy"])
+
+
+# ---------------------------------------------------------------- report
+def write_report(out_dir: Path, profile_name: str, profile: Profile, seg: dict, stage2: dict, selected: dict) -> Path:
+    report = reports.Report(out_dir, f"MANet reproduction ({profile_name} profile)",
+                            f"Run folder `{out_dir}`. Settings: `config.json`. Test split of the data pack; "
+                            "models and epochs chosen on the validation split.")
+    _segmentation_tables(report, seg)
+    _accuracy_tables(report, stage2["trials"], profile)
+    _cost_table(report, profile, stage2["sets"]["test"])
+    name = variant_name(selected["arch"], selected["attention"])
+    report.text("Selected model", f"`{name}` seed {selected['seed']} (best mean validation accuracy, then best "
+                                  f"validation trial): test accuracy {reports.percent(selected['test']['accuracy'])} %.")
+    reports.add_classification_tables(report, f"Table 4/5 ({name}, seed {selected['seed']})", selected["test"])
+    reports.plot_confusion(selected["test"]["confusion_matrix"], list(MANET_CLASSES), out_dir / "confusion.png", name)
+    reports.plot_roc(stage2["sets"]["test"].labels.numpy(), selected["probabilities"], list(MANET_CLASSES), out_dir / "roc.png", name)
+    logs = {"segmenter": out_dir / "segmenter" / "log.csv"}
+    logs.update({f"{variant}/seed{t['seed']}": out_dir / "classifiers" / variant / f"seed{t['seed']}" / "log.csv"
+                 for variant, ts in stage2["trials"].items() for t in ts})
+    reports.plot_training_curves(logs, out_dir / "curves.png")
+    _gradcam_grid(selected["model"], stage2["sets"]["test"], profile, out_dir / "gradcam.png")
+    for title, file in (("Confusion matrix", "confusion.png"), ("ROC (one vs rest)", "roc.png"),
+                        ("Training curves", "curves.png"), ("Grad-CAM on test images", "gradcam.png")):
+        report.figure(title, file)
+    return report.write()
+
+
+def _segmentation_tables(report, seg: dict) -> None:
+    rows = [[group, v["n"], reports.percent(v["iou"]), reports.percent(v["dice"]),
+             PAPER_TEST_IOU.get(group, "-")] for group, v in seg["by_class"]["per_group"].items()]
+    rows.append(["all", seg["by_class"]["n"], reports.percent(seg["by_class"]["iou"]),
+                 reports.percent(seg["by_class"]["dice"]), PAPER_TEST_IOU["all"]])
+    report.table("Stage 1: lung segmentation on the test split, per class of image", ["class", "n", "IoU %", "Dice %", "paper IoU %"], rows,
+                 "Lung masks exist only for COVID-19 (Cohen/V7) and normal (OpenIST) images here; the paper also had TB.")
+    report.table("Stage 1: per source", ["source", "n", "IoU %", "Dice %"],
+                 [[g, v["n"], reports.percent(v["iou"]), reports.percent(v["dice"])] for g, v in seg["by_source"]["per_group"].items()])
+
+
+def _accuracy_tables(report, trials: dict, profile: Profile) -> None:
+    headers = ["model"] + [f"trial {i + 1} (seed {s})" for i, s in enumerate(profile.seeds)] + ["mean ± std (min-max)", "paper mean"]
+    rows = []
+    for name, ts in trials.items():
+        accuracies = [t["test"]["accuracy"] for t in ts]
+        rows.append([name] + [reports.percent(a) for a in accuracies]
+                    + [reports.spread(mean_and_spread(accuracies)), PAPER_MEAN_ACCURACY.get(name, "-")])
+    report.table("Table 2: test accuracy (%) per trial", headers, rows)
+    comparison = []
+    for arch in dict.fromkeys(a for a, _ in profile.classifiers):
+        plain = trials.get(variant_name(arch, "none"))
+        for attention in ("mask", "cbam"):
+            other = trials.get(variant_name(arch, attention))
+            if plain and other and len(plain) == len(other):
+                delta = [o["test"]["accuracy"] - p["test"]["accuracy"] for o, p in zip(other, plain)]
+                comparison.append([arch, attention, reports.spread(mean_and_spread(delta)), sum(d > 0 for d in delta), len(delta)])
+    if comparison:
+        report.table("Attention vs plain, same split and seed (test accuracy difference, percentage points)",
+                     ["backbone", "attention", "difference mean ± std (min-max)", "trials better", "trials"], comparison)
+
+
+def _cost_table(report, profile: Profile, test: ArraySet) -> None:
+    rows = []
+    example = (torch.zeros(1, 1, profile.cls_size, profile.cls_size), torch.ones(1, 1, profile.cls_size, profile.cls_size))
+    for arch, attention in profile.classifiers:
+        cost = model_cost(build_classifier(profile, arch, attention), example)
+        rows.append([variant_name(arch, attention), f"{cost['params_m']:.2f}", f"{cost['gflops'] * 1000:.1f}",
+                     f"{cost['ms_per_image']:.1f}"])
+    report.table(f"Table 3: cost at {profile.cls_size} px, width {profile.cls_width} (CPU, batch 1)",
+                 ["model", "params (M)", "MFLOPs", "ms / image"], rows)
+
+
+def _gradcam_grid(model, test: ArraySet, profile: Profile, path: Path, per_class: int = 2) -> None:
+    device = next(model.parameters()).device
+    panels = []
+    for label in range(len(MANET_CLASSES)):
+        for index in np.flatnonzero(test.labels.numpy() == label)[:per_class]:
+            image = test.inputs[0][index:index + 1].float()[:, None].to(device)
+            mask = test.inputs[1][index:index + 1].float()[:, None].to(device)
+            with torch.no_grad():
+                predicted = int(model(image, mask).argmax(1))
+            heat = grad_cam(model, image, mask, predicted)
+            caption = f"true {MANET_CLASSES[label]} / pred {MANET_CLASSES[predicted]}\n{test.sources[index]}"
+            panels.append(((image[0, 0].cpu().numpy() + 1) / 2, heat, caption))
+    reports.plot_heatmap_grid(panels, path, columns=per_class * 2 if per_class > 1 else 5)
 
 
 # ---------------------------------------------------------------- the whole recipe
-def load_run(run_dir: Path) -> dict:
-    """Rebuild ``run()``'s result from a finished run folder (best weights + test reports)."""
-    run_dir = Path(run_dir)
-    config = json.loads((run_dir / "config.json").read_text())
-    config.pop("profile")
+def load_profile(run_dir: Path) -> tuple[str, Profile]:
+    config = json.loads((Path(run_dir) / "config.json").read_text())
+    name = config.pop("profile")
+    config.pop("recipe", None)
     config["seg_widths"] = tuple(config["seg_widths"])
-    profile = Profile(**config)
+    config["classifiers"] = tuple(tuple(pair) for pair in config["classifiers"])
+    config["seeds"] = tuple(config["seeds"])
+    return name, Profile(**config)
+
+
+def load_run(run_dir: Path) -> dict:
+    """Rebuild ``run()``'s result from a finished run folder (the selected models and their test reports)."""
+    run_dir = Path(run_dir)
+    _, profile = load_profile(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    selected = summary["selected"]
     segmenter = create_model("resunet", widths=profile.seg_widths)
     segmenter.load_state_dict(torch.load(run_dir / "segmenter" / "best.pt", map_location="cpu", weights_only=True))
-    classifier = create_model(
-        profile.cls_arch, attention=profile.cls_attention, num_classes=len(MANET_CLASSES), width=profile.cls_width
-    )
-    classifier.load_state_dict(torch.load(run_dir / "classifier" / "best.pt", map_location="cpu", weights_only=True))
+    classifier = build_classifier(profile, selected["arch"], selected["attention"])
+    folder = run_dir / "classifiers" / variant_name(selected["arch"], selected["attention"]) / f"seed{selected['seed']}"
+    classifier.load_state_dict(torch.load(folder / "best.pt", map_location="cpu", weights_only=True))
     return {
         "profile": profile, "segmenter": segmenter.eval(), "classifier": classifier.eval(),
         "segmentation": json.loads((run_dir / "segmenter_test.json").read_text()),
-        "classification": json.loads((run_dir / "classifier_test.json").read_text()),
+        "classification": selected["test"], "selected": selected,
     }
 
 
-
-def run(data_root: Path, out_dir: Path, profile_name: str = "bundled", **overrides) -> dict:
+def run(records, out_dir: Path, profile_name: str = "cpu-quick", **overrides) -> dict:
+    """Both stages on ``records`` (``training.adapters``), every output in ``out_dir``."""
     profile = replace(PROFILES[profile_name], **overrides)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps({"profile": profile_name, **asdict(profile)}, indent=2))
-    records = read_cxr_records(data_root)
-    segmenter = train_segmenter(records, profile, out_dir / "segmenter")
-    seg_report = evaluate_segmenter(segmenter, records, profile)
-    (out_dir / "segmenter_test.json").write_text(json.dumps(seg_report, indent=2))
-    print(f"lung segmentation test: dice={seg_report['by_class']['dice']:.4f} iou={seg_report['by_class']['iou']:.4f}")
-    classifier, cls_report = train_classifier(records, segmenter, profile, out_dir / "classifier")
-    (out_dir / "classifier_test.json").write_text(json.dumps(cls_report, indent=2))
-    print(f"classification test: accuracy={cls_report['accuracy']:.4f} macro_f1={cls_report['macro_f1']:.4f}")
-    return {"profile": profile, "segmenter": segmenter, "classifier": classifier,
-            "segmentation": seg_report, "classification": cls_report}
+    reports.write_json(out_dir / "config.json", {"recipe": "manet", "profile": profile_name, **asdict(profile)})
+    segmenter, seg_report = stage_one(records, profile, out_dir)
+    stage2 = stage_two(records, segmenter, profile, out_dir)
+    selected = select_model(stage2["trials"])
+    if is_main_process():
+        summary = {name: [{k: t[k] for k in ("seed", "val_accuracy")} | {"test_accuracy": t["test"]["accuracy"]} for t in ts]
+                   for name, ts in stage2["trials"].items()}
+        plain_selected = {k: v for k, v in selected.items() if k not in ("model", "probabilities")}
+        reports.write_json(out_dir / "summary.json", {"trials": summary, "selected": plain_selected})
+        print(f"report: {write_report(out_dir, profile_name, profile, seg_report, stage2, selected)}")
+    return {"profile": profile, "segmenter": segmenter, "classifier": selected["model"],
+            "segmentation": seg_report, "classification": selected["test"], "selected": selected}
