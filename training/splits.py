@@ -66,3 +66,12 @@ def _majority_label_per_patient(patient_ids: Sequence[str], labels: Sequence) ->
     for patient, label in zip(patient_ids, labels):
         counts.setdefault(patient, Counter())[label] += 1
     return {patient: count.most_common(1)[0][0] for patient, count in counts.items()}
+
+
+def subsample_per_class(labels: Sequence, limit: int | None, seed: int = 0) -> np.ndarray:
+    """Sorted indices keeping at most ``limit`` random samples of each class (all when ``limit`` is None)."""
+    labels = np.asarray(labels)
+    if limit is None:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:limit] for c in np.unique(labels)]))

@@ -39,7 +39,7 @@ from training.data import cache_dir, load_gray
 from training.engine import FitConfig, is_main_process, pick_device
 from training.metrics import classification_report
 from training.segmentation import SegmenterConfig, evaluate_segmenter, train_segmenter
-from training.splits import holdout_split
+from training.splits import holdout_split, subsample_per_class
 from training.tasks import BINARY_COVID, CXNET_BINARY, CXNET_CAP_VS_COVID, CXNET_PNEUMONIA, CXNET_THREE, Task, select
 
 EXPERIMENTS = ("base-binary", "cxnet-binary", "cxnet-three", "cxnet-hierarchical", "loso", "no-lungs-control")
@@ -159,18 +159,11 @@ class Inputs:
         return ArraySet((torch.from_numpy(images),), torch.from_numpy(labels), [r.source for r in records])
 
 
-def balanced(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
-    if limit is None:
-        return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:limit] for c in np.unique(labels)]))
-
-
 def task_splits(records, task: Task, profile: Profile, test_records=None) -> dict:
     """80/20 patient-wise train/val from the pack's train + val, subsampled per class; test as given or the pack's."""
     chosen, labels = select(records, task)
     pool = np.array([i for i, r in enumerate(chosen) if r.split in ("train", "val")])
-    pool = pool[balanced(labels[pool], profile.max_per_class, profile.seed)]
+    pool = pool[subsample_per_class(labels[pool], profile.max_per_class, profile.seed)]
     train, val = holdout_split([chosen[i].patient_id for i in pool], labels[pool], profile.holdout, profile.seed)
     if test_records is None:
         test = [i for i, r in enumerate(chosen) if r.split == "test"]

@@ -34,7 +34,7 @@ from training.data import load_gray
 from training.engine import FitConfig, is_main_process, pick_device
 from training.metrics import classification_report, mean_and_spread
 from training.segmentation import SegmenterConfig, evaluate_segmenter, train_segmenter
-from training.splits import patient_kfold
+from training.splits import patient_kfold, subsample_per_class
 from training.tasks import BINARY_COVID, select
 
 PAPER_CLASSIFIERS = ("hrnet", "timm_resnet152", "timm_densenet121", "timm_efficientnet_b4")
@@ -137,19 +137,12 @@ def segmented_images(records, segmenter, profile: Profile) -> tuple[np.ndarray, 
     return images, kept
 
 
-def balanced(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
-    if limit is None:
-        return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:limit] for c in np.unique(labels)]))
-
-
 def stage_two_data(records, segmenter, profile: Profile) -> tuple[dict, list, dict]:
     chosen, labels = select(records, BINARY_COVID)
     splits = np.array([r.split for r in chosen])
     picked = {s: np.flatnonzero(splits == s) for s in ("train", "val", "test")}
-    picked["train"] = picked["train"][balanced(labels[picked["train"]], profile.max_per_class, profile.seed)]
-    picked["val"] = picked["val"][balanced(labels[picked["val"]], profile.max_per_class, profile.seed)]
+    picked["train"] = picked["train"][subsample_per_class(labels[picked["train"]], profile.max_per_class, profile.seed)]
+    picked["val"] = picked["val"][subsample_per_class(labels[picked["val"]], profile.max_per_class, profile.seed)]
     sets, dropped = {}, {}
     for split, index in picked.items():
         images, kept = segmented_images([chosen[i] for i in index], segmenter, profile)

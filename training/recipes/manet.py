@@ -34,6 +34,7 @@ from training.engine import FitConfig, is_main_process, pick_device
 from training.metrics import mean_and_spread
 from training.profiling import model_cost
 from training.segmentation import SEGMENTATION_AUGMENT, SegmenterConfig, evaluate_segmenter, train_segmenter
+from training.splits import subsample_per_class
 from training.tasks import MANET, select
 
 PAPER_CLASSIFIERS = (
@@ -150,15 +151,6 @@ def classifier_arrays(records, segmenter_model, profile: Profile) -> tuple[np.nd
         images[index], masks[index] = image[0], mask[0]
     np.savez(cache, images=images, masks=masks)
     return images, masks
-
-
-def subsample_per_class(labels: np.ndarray, limit: int | None, seed: int = 0) -> np.ndarray:
-    """Indices keeping at most ``limit`` samples of each class (all when ``limit`` is None)."""
-    if limit is None:
-        return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    keep = [rng.permutation(np.flatnonzero(labels == c))[:limit] for c in np.unique(labels)]
-    return np.sort(np.concatenate(keep))
 
 
 def stage_two_data(records, segmenter, profile: Profile) -> dict[str, ArraySet]:
