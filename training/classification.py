@@ -79,3 +79,24 @@ def evaluate_classifier(net, data: ArraySet, prepare: Prepare, classes, device) 
     probs = predict(net, data, prepare, device)
     return classification_report(data.labels.numpy(), probs, list(classes), data.sources), probs
 
+
+
+def binary_gradcam_panels(net, data: ArraySet, prepare: Prepare, classes, per_class: int = 4) -> list:
+    """Grad-CAM of the single (positive-class) output on the first test images of each class.
+
+    For one-input binary networks (HRNet and baselines, COVID-CXNet); panels for
+    ``training.reports.plot_heatmap_grid``, showing the first input channel.
+    """
+    from core.explain import grad_cam
+
+    device = next(net.parameters()).device
+    panels = []
+    for label, name in enumerate(classes):
+        for index in np.flatnonzero(data.labels.numpy() == label)[:per_class]:
+            (image,) = prepare(tuple(x[index:index + 1] for x in data.inputs), device, False)
+            with torch.no_grad():
+                positive = float(to_probabilities(net(image))[0, 1])
+            heat = grad_cam(net, image, None, 0)
+            caption = f"true {name}, p({classes[1]}) {positive:.2f}\n{data.sources[index]}"
+            panels.append((image[0, 0].cpu().numpy(), heat, caption))
+    return panels

@@ -83,6 +83,12 @@ class FitConfig:
     max_steps_per_epoch: int | None = None  # quick profiles and tests
     tensorboard: bool = False
 
+    @classmethod
+    def from_settings(cls, settings, epochs: int, out_dir: Path, select_metric: str) -> "FitConfig":
+        """Take device, AMP, step limit and TensorBoard from a recipe profile (or any object holding them)."""
+        return cls(epochs, out_dir, select_metric, device=settings.device, amp=settings.amp,
+                   max_steps_per_epoch=settings.max_steps_per_epoch, tensorboard=settings.tensorboard)
+
 
 class Engine:
     def __init__(

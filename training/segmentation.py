@@ -73,8 +73,7 @@ def train_segmenter(train: list[CxrRecord], val: list[CxrRecord], config: Segmen
 
     model = create_model(config.arch, widths=config.widths)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    fit = FitConfig(config.epochs, out_dir, "dice", device=config.device, amp=config.amp,
-                    max_steps_per_epoch=config.max_steps_per_epoch, tensorboard=config.tensorboard)
+    fit = FitConfig.from_settings(config, config.epochs, out_dir, "dice")
     engine = Engine(model, optimizer, loss_step, evaluate, fit)
     engine.fit(shuffled_batches(len(train), config.batch, config.seed))
     model.load_state_dict(torch.load(engine.best_path, map_location=engine.device, weights_only=True))

@@ -1,7 +1,6 @@
 """The chest X-ray pipeline end to end on synthetic phantoms, with the bundled models."""
 
 import csv
-import io
 
 import numpy as np
 import pytest

@@ -23,16 +23,6 @@ ONE_INPUT_CLASSIFIERS = {
 SIZE = 64
 
 
-@pytest.fixture(autouse=True)
-def _small_cpu():
-    # One thread: on a busy two-core machine, two threads make these small convolutions ~50x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_factories_are_registered():
     assert set(ONE_INPUT_CLASSIFIERS) <= set(models.available_models())
 

@@ -36,15 +36,6 @@ SMALL = {
 REL = 1e-5  # float32 recomputation error, relative to the largest value involved in the block
 
 
-@pytest.fixture(autouse=True)
-def _small_cpu():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
-
-
 def F_(*rows):
     """A tensor from rows of fractions (written by hand), shape (1, 1, H, W)."""
     return torch.tensor([[float(Fraction(v)) for v in row] for row in rows], dtype=torch.float64)[None, None]

@@ -1,9 +1,6 @@
 """The MANet recipe end to end on a tiny synthetic data pack in the shared pack's layout, then export."""
 
-import csv
 
-import numpy as np
-from PIL import Image
 
 from core.classes import MANET_CLASSES
 from core.phantoms import make_phantom

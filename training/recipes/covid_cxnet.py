@@ -25,7 +25,6 @@ from scipy import ndimage
 from skimage.transform import resize
 from tqdm import tqdm
 
-from core.explain import grad_cam
 from core.postprocess import manet_postprocess
 from core.lung import lung_probability
 from core.preprocess import cxnet_input, resize_square
@@ -34,7 +33,7 @@ from models import create_model
 from training import reports
 from training.augment import AffineAugment
 from training.chexnet import load_chexnet
-from training.classification import ArraySet, evaluate_classifier, fit_classifier, predict
+from training.classification import ArraySet, binary_gradcam_panels, evaluate_classifier, fit_classifier, predict
 from training.data import cache_dir, load_gray
 from training.engine import FitConfig, is_main_process, pick_device
 from training.metrics import classification_report
@@ -210,8 +209,7 @@ def train_model(data: dict, classes, profile: Profile, arch: str, epochs: int, o
     torch.manual_seed(profile.seed)
     model = build_model(profile, arch, len(classes))
     optimizer = torch.optim.Adam(model.parameters(), lr=profile.lr)
-    config = FitConfig(epochs, out_dir, "accuracy", device=profile.device, amp=profile.amp,
-                       max_steps_per_epoch=profile.max_steps_per_epoch, tensorboard=profile.tensorboard)
+    config = FitConfig.from_settings(profile, epochs, out_dir, "accuracy")
     model, _ = fit_classifier(model, data["train"], data["val"], optimizer=optimizer, prepare=prepare, config=config,
                               loss_fn=class_weighted_loss(data["train"].labels, len(classes), profile.label_smoothing),
                               batch=profile.batch, seed=profile.seed)
@@ -223,8 +221,8 @@ def task_data(inputs: Inputs, task: Task, profile: Profile, reference=None, test
             for name, (records, labels) in task_splits(inputs.records, task, profile, test_records).items()}
 
 
-def flat_experiment(inputs, task, profile, arch, epochs, out_dir, reference=None) -> dict:
-    data = task_data(inputs, task, profile, reference)
+def flat_experiment(inputs, task, profile, arch, epochs, out_dir, reference=None, blank_lungs=False) -> dict:
+    data = task_data(inputs, task, profile, reference, blank_lungs=blank_lungs)
     model = train_model(data, task.classes, profile, arch, epochs, out_dir)
     report, probs = evaluate_classifier(model, data["test"], prepare, task.classes, pick_device(profile.device))
     return {"report": report, "probabilities": probs, "model": model, "test": data["test"], "classes": task.classes,
@@ -308,22 +306,11 @@ def write_report(out_dir: Path, profile_name: str, profile: Profile, seg: dict, 
     reports.plot_training_curves(logs, out_dir / "curves.png")
     report.figure("Training curves", "curves.png")
     if "cxnet-binary" in results:
-        _gradcam_grid(results["cxnet-binary"], out_dir / "gradcam.png")
+        binary = results["cxnet-binary"]
+        panels = binary_gradcam_panels(binary["model"], binary["test"], prepare, binary["classes"])
+        reports.plot_heatmap_grid(panels, out_dir / "gradcam.png", columns=4)
         report.figure("Grad-CAM of the COVID-19 output (COVID-CXNet, binary; image channel 0)", "gradcam.png")
     return report.write()
-
-
-def _gradcam_grid(result: dict, path: Path, per_class: int = 4) -> None:
-    model, test = result["model"], result["test"]
-    device = next(model.parameters()).device
-    panels = []
-    for label, name in enumerate(result["classes"]):
-        for index in np.flatnonzero(test.labels.numpy() == label)[:per_class]:
-            image = test.inputs[0][index:index + 1].float().to(device)
-            heat = grad_cam(model, image, None, 0)
-            caption = f"true {name}, p(covid) {result['probabilities'][index, 1]:.2f}\n{test.sources[index]}"
-            panels.append((image[0, 0].cpu().numpy(), heat, caption))
-    reports.plot_heatmap_grid(panels, path, columns=per_class)
 
 
 # ---------------------------------------------------------------- the whole recipe
@@ -341,7 +328,8 @@ def run(records, out_dir: Path, profile_name: str = "cpu-quick", **overrides) ->
         "cxnet-binary": lambda: flat_experiment(inputs, CXNET_BINARY, profile, "covid_cxnet", profile.cxnet_epochs, out_dir / "cxnet-binary"),
         "cxnet-three": lambda: flat_experiment(inputs, CXNET_THREE, profile, "covid_cxnet", profile.three_epochs, out_dir / "cxnet-three", reference),
         "cxnet-hierarchical": lambda: hierarchical_experiment(inputs, profile, out_dir / "cxnet-hierarchical", reference),
-        "no-lungs-control": lambda: _no_lungs_control(inputs, profile, out_dir / "no-lungs-control"),
+        "no-lungs-control": lambda: flat_experiment(inputs, CXNET_BINARY, profile, "covid_cxnet", profile.cxnet_epochs,
+                                                    out_dir / "no-lungs-control", blank_lungs=True),
     }
     results = {}
     for name, experiment in plan.items():
@@ -356,10 +344,3 @@ def run(records, out_dir: Path, profile_name: str = "cpu-quick", **overrides) ->
         print(f"report: {write_report(out_dir, profile_name, profile, seg, results, loso)}")
     return {"profile": profile, "results": results, "leave_one_source_out": loso}
 
-
-def _no_lungs_control(inputs, profile: Profile, out_dir: Path) -> dict:
-    data = task_data(inputs, CXNET_BINARY, profile, blank_lungs=True)
-    model = train_model(data, CXNET_BINARY.classes, profile, "covid_cxnet", profile.cxnet_epochs, out_dir)
-    report, probs = evaluate_classifier(model, data["test"], prepare, CXNET_BINARY.classes, pick_device(profile.device))
-    return {"report": report, "probabilities": probs, "model": model, "test": data["test"], "classes": CXNET_BINARY.classes,
-            "sizes": {k: len(v) for k, v in data.items()}}

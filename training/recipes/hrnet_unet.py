@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from core.explain import grad_cam
 from core.lung import lung_probability
 from core.postprocess import hrnet_postprocess, manet_postprocess, passes_min_area
 from core.preprocess import min_max, resize_square
@@ -29,7 +28,7 @@ from core.runtime import TorchModel
 from models import create_model
 from training import reports
 from training.augment import HrnetAugment
-from training.classification import ArraySet, evaluate_classifier, fit_classifier
+from training.classification import ArraySet, binary_gradcam_panels, evaluate_classifier, fit_classifier
 from training.data import load_gray
 from training.engine import FitConfig, is_main_process, pick_device
 from training.metrics import classification_report, mean_and_spread
@@ -84,11 +83,6 @@ PROFILES = {
         cls_batch=4, max_per_class=None, max_steps_per_epoch=2, device="cpu",
     ),
 }
-
-
-def fit_config(profile: Profile, epochs: int, out_dir: Path, metric: str) -> FitConfig:
-    return FitConfig(epochs, out_dir, metric, device=profile.device, amp=profile.amp,
-                     max_steps_per_epoch=profile.max_steps_per_epoch, tensorboard=profile.tensorboard)
 
 
 # ---------------------------------------------------------------- stage 1: UNet, k-fold
@@ -178,7 +172,7 @@ def train_fold(sets, profile: Profile, arch: str, train_index, held_index, out_d
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(profile.cls_milestones), gamma=0.1)
     model, val_accuracy = fit_classifier(
         model, sets["train"].subset(train_index), sets["val"], loss_fn=bce_loss, optimizer=optimizer,
-        scheduler=scheduler, prepare=prepare, config=fit_config(profile, profile.cls_epochs, out_dir, "accuracy"),
+        scheduler=scheduler, prepare=prepare, config=FitConfig.from_settings(profile, profile.cls_epochs, out_dir, "accuracy"),
         batch=profile.cls_batch, seed=profile.seed,
     )
     device = pick_device(profile.device)
@@ -254,24 +248,12 @@ def write_report(out_dir: Path, profile_name: str, profile: Profile, seg: dict, 
     logs.update({f"{arch} fold {i + 1}": out_dir / "classifiers" / arch / f"fold{i + 1}" / "log.csv"
                  for arch, folds in cls.items() for i in range(len(folds))})
     reports.plot_training_curves(logs, out_dir / "curves.png")
-    _gradcam_grid(cls[best_arch][0]["model"], sets["test"], out_dir / "gradcam.png")
+    panels = binary_gradcam_panels(cls[best_arch][0]["model"], sets["test"], prepare, BINARY_COVID.classes)
+    reports.plot_heatmap_grid(panels, out_dir / "gradcam.png", columns=4)
     for title, file in (("Confusion matrix", "confusion.png"), ("ROC", "roc.png"), ("Training curves", "curves.png"),
                         (f"Grad-CAM of the COVID-19 output ({best_arch}, fold 1)", "gradcam.png")):
         report.figure(title, file)
     return report.write()
-
-
-def _gradcam_grid(model, test: ArraySet, path: Path, per_class: int = 4) -> None:
-    device = next(model.parameters()).device
-    panels = []
-    for label, name in enumerate(BINARY_COVID.classes):
-        for index in np.flatnonzero(test.labels.numpy() == label)[:per_class]:
-            image = test.inputs[0][index:index + 1].float()[:, None].to(device)
-            with torch.no_grad():
-                p_covid = float(torch.sigmoid(model(image))[0, 0])
-            heat = grad_cam(model, image, None, 0)
-            panels.append((image[0, 0].cpu().numpy(), heat, f"true {name}, p(covid) {p_covid:.2f}\n{test.sources[index]}"))
-    reports.plot_heatmap_grid(panels, path, columns=per_class)
 
 
 # ---------------------------------------------------------------- the whole recipe

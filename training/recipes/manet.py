@@ -107,11 +107,6 @@ def variant_name(arch: str, attention: str) -> str:
     return f"{arch}-{attention}"
 
 
-def fit_config(profile: Profile, epochs: int, out_dir: Path, metric: str) -> FitConfig:
-    return FitConfig(epochs, out_dir, metric, device=profile.device, amp=profile.amp,
-                     max_steps_per_epoch=profile.max_steps_per_epoch, tensorboard=profile.tensorboard)
-
-
 # ---------------------------------------------------------------- stage 1: lung segmentation
 def segmenter_config(profile: Profile) -> SegmenterConfig:
     return SegmenterConfig(
@@ -195,7 +190,7 @@ def train_trial(sets, profile: Profile, arch: str, attention: str, seed: int, ou
     prepare = prepare_batch(profile)
     model, val_accuracy = fit_classifier(
         model, sets["train"], sets["val"], loss_fn=F.cross_entropy, optimizer=optimizer, scheduler=scheduler,
-        prepare=prepare, config=fit_config(profile, profile.cls_epochs, out_dir, "accuracy"),
+        prepare=prepare, config=FitConfig.from_settings(profile, profile.cls_epochs, out_dir, "accuracy"),
         batch=profile.cls_batch, seed=seed,
     )
     test, probs = evaluate_classifier(model, sets["test"], prepare, MANET_CLASSES, pick_device(profile.device))
