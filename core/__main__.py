@@ -15,6 +15,7 @@ from pathlib import Path
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core", description="Chest imaging review: command line")
     parser.add_argument("--weights", help="registry folder (default: bundled weights/ or $CHEST_WEIGHTS_DIR)")
+    parser.add_argument("--classifier", help="registry name of the classifier (default: the registry's first)")
     sub = parser.add_subparsers(dest="command", required=True)
     predict = sub.add_parser("predict", help="classify images and folders into a CSV")
     predict.add_argument("inputs", nargs="+")
@@ -35,7 +36,7 @@ def main(argv=None) -> int:
         from .batch import expand_inputs, predict_rows, write_csv
         from .pipelines.cxr import CxrPipeline
 
-        pipeline = CxrPipeline(Registry.open(folder), backend=args.backend)
+        pipeline = CxrPipeline(Registry.open(folder), backend=args.backend, classifier=args.classifier)
         files = expand_inputs(args.inputs)
         if not files:
             print("no input files found", file=sys.stderr)
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
     elif args.command == "benchmark":
         from .benchmark import run_benchmark
 
-        run_benchmark(Registry.open(folder), runs=args.runs, size=args.size)
+        run_benchmark(Registry.open(folder), runs=args.runs, size=args.size, classifier=args.classifier)
     elif args.command == "demo-cases":
         from .phantoms import write_demo_cases
 

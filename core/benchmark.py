@@ -52,15 +52,16 @@ def time_pipeline(pipeline: CxrPipeline, data: bytes, runs: int) -> dict[str, li
     return samples
 
 
-def run_benchmark(registry: Registry, runs: int = 20, size: int = 1024) -> list[dict]:
+def run_benchmark(registry: Registry, runs: int = 20, size: int = 1024, classifier: str | None = None) -> list[dict]:
     data = _png_bytes(size)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, device {device}")
-    print(f"input: synthetic {size}x{size} PNG, {runs} runs after 1 warm-up; milliseconds")
+    print(f"input: synthetic {size}x{size} PNG, {runs} runs after 1 warm-up; milliseconds; "
+          f"classifier {classifier or registry.default('cxr-classification').name}")
     print(f"{'backend':<14}" + "".join(f"{s + ' p50':>20}{'p90':>8}" for s in STAGES))
     rows = []
     for backend in ("torch", "onnx"):
-        pipeline = CxrPipeline(registry, backend=backend)
+        pipeline = CxrPipeline(registry, backend=backend, classifier=classifier)
         samples = time_pipeline(pipeline, data, runs)
         label = f"{backend}/{device if backend == 'torch' else pipeline.classifier.provider.replace('ExecutionProvider', '').lower()}"
         row = {"backend": label}

@@ -1,4 +1,4 @@
-"""Label sets the app serves."""
+"""Label sets the app serves and how the page names them."""
 
 MANET_CLASSES = ("normal", "covid", "tb", "bacterial", "viral")
 
@@ -8,4 +8,10 @@ CLASS_TITLES = {
     "tb": "Tuberculosis",
     "bacterial": "Bacterial pneumonia",
     "viral": "Viral pneumonia",
+    "non-covid": "Not COVID-19",  # UNet + HRNet's negative class: normal, TB and every other pneumonia
+    "pneumonia": "Pneumonia (not COVID-19)",  # COVID-CXNet's community-acquired pneumonia
 }
+
+
+def class_title(name: str) -> str:
+    return CLASS_TITLES.get(name, name.capitalize())

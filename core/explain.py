@@ -10,7 +10,7 @@ from models._torchvision_ops import ensure_torchvision_ops
 ensure_torchvision_ops()  # pytorch-grad-cam imports torchvision, which needs its operators registered first
 
 from pytorch_grad_cam import GradCAM  # noqa: E402
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget, ClassifierOutputTarget  # noqa: E402
 from skimage.transform import resize  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -29,14 +29,17 @@ class MaskBound(nn.Module):
         return self.net(image, self.mask.expand(image.shape[0], -1, -1, -1))
 
 
-def grad_cam(net: nn.Module, image: torch.Tensor, mask: torch.Tensor | None, class_index: int) -> np.ndarray:
-    """Grad-CAM of output ``class_index`` at ``net.gradcam_layer``, in [0, 1] at the input's size.
+def grad_cam(net: nn.Module, image: torch.Tensor, mask: torch.Tensor | None, class_index: int,
+             single_logit: bool = False) -> np.ndarray:
+    """Grad-CAM of class ``class_index`` at ``net.gradcam_layer``, in [0, 1] at the input's size.
 
     ``mask`` is the lung mask of mask-taking networks (``net(image, mask)``); None for ``net(image)``.
+    ``single_logit``: a binary network with one sigmoid output, whose class 0 is the negated logit.
     """
     wrapped = (MaskBound(net, mask) if mask is not None else net).eval()
+    target = BinaryClassifierOutputTarget(class_index) if single_logit else ClassifierOutputTarget(class_index)
     with GradCAM(model=wrapped, target_layers=[net.gradcam_layer]) as cam:
-        heat = cam(input_tensor=image, targets=[ClassifierOutputTarget(class_index)])
+        heat = cam(input_tensor=image, targets=[target])
     return heat[0].astype(np.float32)
 
 

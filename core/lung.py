@@ -21,10 +21,18 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))).astype(np.float32)
 
 
+def lung_probability_small(pixels: np.ndarray, segmenter: Segmenter, size: int) -> np.ndarray:
+    """Lung probability in [0, 1] at the segmenter's own ``size x size`` resolution."""
+    return sigmoid(segmenter(segmenter_input(pixels, size)[None])[0, 0])
+
+
 def lung_probability(pixels: np.ndarray, segmenter: Segmenter, size: int) -> np.ndarray:
     """Lung probability in [0, 1] at the image's own shape."""
-    logits = segmenter(segmenter_input(pixels, size)[None])[0, 0]
-    prob = resize(sigmoid(logits), pixels.shape, order=1, preserve_range=True, anti_aliasing=False)
+    return probability_to_shape(lung_probability_small(pixels, segmenter, size), pixels.shape)
+
+
+def probability_to_shape(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    prob = resize(prob, shape, order=1, preserve_range=True, anti_aliasing=False)
     return np.clip(prob, 0.0, 1.0).astype(np.float32)
 
 

@@ -30,6 +30,14 @@ def hrnet_postprocess(mask: np.ndarray, dilation_iterations: int = 8, closing_it
     return ndimage.binary_closing(mask, iterations=closing_iterations)
 
 
+def cxnet_roi_mask(lung_probability: np.ndarray, dilation_iterations: int) -> np.ndarray:
+    """COVID-CXNet's lung region: the cleaned mask, dilated so that the lung borders stay inside the crop."""
+    mask = manet_postprocess(lung_probability >= 0.5)
+    if dilation_iterations <= 0 or not mask.any():  # scipy reads 0 iterations as "until nothing changes"
+        return mask
+    return ndimage.binary_dilation(mask, iterations=dilation_iterations)
+
+
 def passes_min_area(mask: np.ndarray, min_fraction: float = HRNET_MIN_AREA_FRACTION) -> bool:
     """The HRNet paper's minimum-area check, scaled from 512 x 512 to any image size."""
     return float(mask.astype(bool).mean()) >= min_fraction

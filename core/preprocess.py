@@ -41,6 +41,18 @@ def classifier_input(pixels: np.ndarray, lung_mask: np.ndarray, size: int) -> tu
     return image[None], mask[None]
 
 
+def mask_to_shape(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A boolean mask resized (nearest neighbour) to ``shape``."""
+    if mask.shape == tuple(shape):
+        return mask.astype(bool)
+    return resize(mask.astype(np.float32), shape, order=0, preserve_range=True, anti_aliasing=False) > 0.5
+
+
+def lung_only_input(pixels: np.ndarray, lung_mask: np.ndarray, size: int) -> np.ndarray:
+    """UNet + HRNet input (1, size, size): the image in [0, 1] inside the (dilated, closed) lung mask, 0 outside."""
+    return resize_square(np.where(mask_to_shape(lung_mask, pixels.shape), min_max(pixels), 0.0), size)[None]
+
+
 def lung_roi_box(lung_mask: np.ndarray, margin: float = 0.05) -> tuple[slice, slice] | None:
     """Bounding box of the lungs grown by ``margin`` of the image side (COVID-CXNet's ROI); None if no lungs."""
     rows, cols = np.flatnonzero(lung_mask.any(1)), np.flatnonzero(lung_mask.any(0))
@@ -54,13 +66,13 @@ def lung_roi_box(lung_mask: np.ndarray, margin: float = 0.05) -> tuple[slice, sl
 def cxnet_input(pixels: np.ndarray, lung_mask: np.ndarray | None, size: int, reference: np.ndarray | None = None) -> np.ndarray:
     """COVID-CXNet input (3, size, size) in [0, 1]: original, CLAHE, BEASF of the lung ROI.
 
-    ``lung_mask`` (already dilated) crops the image to the lungs plus a margin; None keeps the whole
-    image (the paper's model without segmentation). ``reference`` (size x size) histogram-matches the
+    ``lung_mask`` (already dilated, any resolution) crops the image to the lungs plus a margin; None
+    keeps the whole image (the paper's model without segmentation). ``reference`` (size x size) histogram-matches the
     image first, as the paper does for its multi-class set.
     """
     from .enhance import cxnet_channels, match_histogram
 
-    box = lung_roi_box(lung_mask) if lung_mask is not None else None
+    box = lung_roi_box(mask_to_shape(lung_mask, pixels.shape)) if lung_mask is not None else None
     image = np.clip(resize_square(pixels[box] if box else pixels, size), 0.0, 1.0)
     if reference is not None:
         image = match_histogram(image, reference)

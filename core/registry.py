@@ -15,6 +15,13 @@ from .errors import ModelError, UntrustedWeightsError
 
 MANIFEST = "manifest.json"
 TASKS = ("lung-segmentation", "cxr-classification")
+# How a classifier's inputs are built from the image and its lung mask (``core.pipelines.cxr``):
+#   image+mask  MANet: segmented image in [-1, 1] and the lung mask, two inputs
+#   lung-only   UNet + HRNet: image in [0, 1], 0 outside the dilated + closed lung mask, one input
+#   cxnet-roi   COVID-CXNet: lung bounding box + margin, original / CLAHE / BEASF as three channels
+INPUT_KINDS = ("image+mask", "lung-only", "cxnet-roi")
+# softmax: one logit per class; sigmoid: two classes, one logit for the second (BCE-trained binary models)
+OUTPUTS = ("softmax", "sigmoid")
 
 
 def sha256_of(path: Path) -> str:
@@ -41,13 +48,17 @@ class ModelCard:
     classes: list
     input_size: int
     preprocessing: str
-    files: dict  # format ("pytorch", "onnx") -> WeightFile
+    files: dict  # format ("pytorch", "onnx", "histogram_reference") -> WeightFile
     training_data: str
     training_command: str
     metrics: dict = field(default_factory=dict)
     intended_use: str = "Research use only. Not for clinical use."
     limitations: list = field(default_factory=list)
     synthetic: bool = False  # trained on generated data (test fixtures), never a real model
+    input_kind: str = "image+mask"  # one of INPUT_KINDS (classifiers)
+    input_config: dict = field(default_factory=dict)  # parameters of the input kind
+    output: str = "softmax"  # one of OUTPUTS (classifiers)
+    segmenter: str | None = None  # the lung-segmentation card the classifier was trained on; None: the default
 
     @property
     def weights_sha256(self) -> str:
@@ -79,10 +90,20 @@ class Registry:
             cards = [ModelCard.from_dict(entry) for entry in data["models"]]
         except (ValueError, KeyError, TypeError) as error:
             raise ModelError(f"The model manifest {manifest} is malformed: {error}") from error
+        registry = cls(folder, cards)
         for card in cards:
-            if card.task not in TASKS:
-                raise ModelError(f"Model {card.name!r} has unknown task {card.task!r}.")
-        return cls(folder, cards)
+            registry._check(card)
+        return registry
+
+    def _check(self, card: ModelCard) -> None:
+        if card.task not in TASKS:
+            raise ModelError(f"Model {card.name!r} has unknown task {card.task!r}.")
+        if card.input_kind not in INPUT_KINDS or card.output not in OUTPUTS:
+            raise ModelError(f"Model {card.name!r} has unknown input kind {card.input_kind!r} or output {card.output!r}.")
+        if card.output == "sigmoid" and len(card.classes) != 2:
+            raise ModelError(f"Model {card.name!r}: a sigmoid output needs exactly two classes, not {len(card.classes)}.")
+        if card.segmenter is not None and self.card(card.segmenter).task != "lung-segmentation":
+            raise ModelError(f"Model {card.name!r} names {card.segmenter!r} as its segmenter, which is not a lung model.")
 
     def cards(self, task: str | None = None) -> list[ModelCard]:
         return [card for card in self._cards.values() if task is None or card.task == task]
@@ -131,6 +152,15 @@ class Registry:
         except (RuntimeError, ValueError, OSError) as error:
             raise ModelError(f"Weights of {card.name!r} do not fit its architecture: {error}") from error
         return model.to(device).eval()
+
+    def load_array(self, card: ModelCard, fmt: str):
+        """A verified ``.npy`` file of the card (e.g. a histogram-matching reference), without pickles."""
+        import numpy as np
+
+        try:
+            return np.load(self.verified_path(card, fmt), allow_pickle=False)
+        except ValueError as error:
+            raise ModelError(f"The {fmt} file of {card.name!r} is not a plain array: {error}") from error
 
     def write_card(self, card: ModelCard) -> None:
         """Add or replace a card in the manifest (used by ``training.export``)."""

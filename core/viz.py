@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 from matplotlib import colormaps
 from skimage.segmentation import find_boundaries
 
-from .classes import CLASS_TITLES
+from .classes import class_title
 
 LUNG_COLOUR = (0, 200, 255)
 
@@ -39,7 +39,7 @@ def probability_figure(probabilities: dict[str, float]) -> go.Figure:
     top = int(np.argmax(values))
     figure = go.Figure(
         go.Bar(
-            x=values, y=[CLASS_TITLES.get(n, n) for n in names], orientation="h",
+            x=values, y=[class_title(n) for n in names], orientation="h",
             text=[f"{v:.1%}" for v in values], textposition="auto",
             marker_color=["#e4572e" if i == top else "#6c8ebf" for i in range(len(names))],
         )

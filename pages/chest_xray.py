@@ -1,13 +1,13 @@
 import streamlit as st
 
-from core.classes import CLASS_TITLES, MANET_CLASSES
+from core.classes import MANET_CLASSES, class_title
 from core.errors import ChestReviewError
 from core.guard import check_chest_xray
 from core.io import check_upload_size, load_image
 from core.model_card import card_markdown
 from core.phantoms import make_phantom
 from core.viz import heat_overlay, mask_overlay, probability_figure
-from pages.common import RESEARCH_ONLY, cxr_pipeline, review_store, show_error
+from pages.common import RESEARCH_ONLY, cxr_pipeline, registry, review_store, show_error
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "dcm", "dicom"]
 
@@ -23,7 +23,7 @@ try:
             check_upload_size(upload.size)
             study = check_chest_xray(load_image(upload.getvalue(), upload.name))
     else:
-        label = st.selectbox("Synthetic phantom (generated, not a patient)", MANET_CLASSES, format_func=CLASS_TITLES.get)
+        label = st.selectbox("Synthetic phantom (generated, not a patient)", MANET_CLASSES, format_func=class_title, key="phantom_label")
         seed = st.number_input("Phantom seed", min_value=0, max_value=9999, value=0, step=1)
         study = make_phantom(label, seed=int(seed)).to_study()
 except ChestReviewError as error:
@@ -33,17 +33,23 @@ if study is None:
     st.info("Upload an image or choose a synthetic demo case to start.")
     st.stop()
 
-# Results are kept per case so that moving a slider does not rerun the models.
+# Results are kept per case and model so that moving a slider does not rerun the models.
 results = st.session_state.setdefault("cxr_results", {})
 try:
-    pipeline = cxr_pipeline()
-    if study.case_hash not in results:
+    classifiers = {card.name: card for card in registry().cards("cxr-classification")}
+    classifier = None
+    if len(classifiers) > 1:
+        classifier = st.selectbox("Classifier", list(classifiers), key="classifier",
+                                  format_func=lambda name: f"{name} ({', '.join(map(class_title, classifiers[name].classes))})")
+    key = (study.case_hash, classifier)
+    if key not in results:
+        pipeline = cxr_pipeline(classifier)
         with st.status("Analysing…", expanded=False) as status:
             status.update(label="Segmenting the lungs, classifying, explaining…")
             results.clear()
-            results[study.case_hash] = pipeline.analyse(study)
+            results[key] = pipeline.analyse(study)
             status.update(label="Analysis done", state="complete")
-    result = results[study.case_hash]
+    result = results[key]
 except ChestReviewError as error:
     show_error(error)
     st.stop()
@@ -59,13 +65,13 @@ panels = st.columns(4)
 panels[0].image(study.pixels, caption="Image", clamp=True, width="stretch")
 panels[1].image(mask_overlay(study.pixels, result.lung_mask, opacity), caption="Lung mask", width="stretch")
 if result.gradcam is not None:
-    panels[2].image(heat_overlay(study.pixels, result.gradcam, opacity), caption=f"Grad-CAM: {CLASS_TITLES[result.predicted_label]}", width="stretch")
+    panels[2].image(heat_overlay(study.pixels, result.gradcam, opacity), caption=f"Grad-CAM: {class_title(result.predicted_label)}", width="stretch")
 if result.attention_map is not None:
     panels[3].image(heat_overlay(study.pixels, result.attention_map, opacity, cmap="viridis"), caption="Mask-attention map (1/8 resolution)", width="stretch")
 
 left, right = st.columns([3, 2])
 with left:
-    st.subheader(f"Prediction: {CLASS_TITLES[result.predicted_label]}")
+    st.subheader(f"Prediction: {class_title(result.predicted_label)}")
     st.plotly_chart(probability_figure(result.probabilities), width="stretch")
 with right:
     st.subheader("Lungs")
@@ -87,7 +93,7 @@ with st.form("review", clear_on_submit=False):
     reviewer = st.text_input("Reviewer name", value=st.session_state.get("reviewer", ""))
     verdict = st.radio("Do you agree with the model?", ["agree", "disagree"], horizontal=True)
     labels = list(result.classifier.classes) + ["other", "uncertain"]
-    corrected = st.selectbox("The label you believe is right", labels, index=labels.index(result.predicted_label), format_func=lambda c: CLASS_TITLES.get(c, c.capitalize()))
+    corrected = st.selectbox("The label you believe is right", labels, index=labels.index(result.predicted_label), format_func=class_title, key="corrected_label")
     confidence = st.slider("Your confidence", 1, 5, 3)
     where_wrong = st.text_input("Where did the model go wrong? (optional)")
     note = st.text_area("Note (optional, no patient identifiers)")

@@ -17,10 +17,11 @@ def registry() -> Registry:
 
 
 @st.cache_resource(show_spinner="Loading the chest X-ray models…")
-def cxr_pipeline():
+def cxr_pipeline(classifier: str | None = None):
+    """The pipeline serving ``classifier`` (a registry card name; None: the registry's default)."""
     from core.pipelines.cxr import CxrPipeline
 
-    return CxrPipeline(registry())
+    return CxrPipeline(registry(), classifier=classifier)
 
 
 def show_error(error: ChestReviewError) -> None:

@@ -17,7 +17,9 @@ DATA = Path(os.environ.get("CHEST_DATA", REPO.parent / "shared" / "data"))
 
 
 def build_tiny_registry(folder: Path) -> Path:
-    """A registry with a small segmenter and classifier (random weights), exported the real way."""
+    """A registry with a small segmenter and one small classifier per input kind (random weights), exported the real way."""
+    import numpy as np
+
     from core.classes import MANET_CLASSES
     from models import create_model
     from training.export import export_model
@@ -40,6 +42,21 @@ def build_tiny_registry(folder: Path) -> Path:
         "architecture_config": {"attention": "mask", "num_classes": 5, "width": 8},
         "classes": list(MANET_CLASSES), "input_size": 64,
     })
+    lung_only = create_model("cxnet_base", in_chans=1, input_size=64, num_outputs=1)
+    export_model(lung_only, (torch.zeros(1, 1, 64, 64),), folder, {
+        **common, "name": "tiny-lung-only", "task": "cxr-classification", "architecture": "cxnet_base",
+        "architecture_config": {"in_chans": 1, "input_size": 64, "num_outputs": 1}, "classes": ["non-covid", "covid"],
+        "input_size": 64, "segmenter": "tiny-seg", "input_kind": "lung-only", "input_config": {"dilation": 8, "closing": 2},
+        "output": "sigmoid",
+    })
+    cxnet_config = {"in_chans": 3, "num_outputs": 3, "growth_rate": 4, "num_init_features": 8}
+    reference = folder / "tiny-cxnet-three-reference.npy"
+    np.save(reference, np.linspace(0, 1, 48 * 48, dtype=np.float32).reshape(48, 48))
+    export_model(create_model("covid_cxnet", **cxnet_config), (torch.zeros(1, 3, 48, 48),), folder, {
+        **common, "name": "tiny-cxnet-three", "task": "cxr-classification", "architecture": "covid_cxnet",
+        "architecture_config": cxnet_config, "classes": ["normal", "pneumonia", "covid"], "input_size": 48,
+        "input_kind": "cxnet-roi", "input_config": {"roi_dilation": 2, "lung_roi": True},
+    }, {"histogram_reference": reference})
     return folder
 
 

@@ -96,7 +96,7 @@ def binary_gradcam_panels(net, data: ArraySet, prepare: Prepare, classes, per_cl
             (image,) = prepare(tuple(x[index:index + 1] for x in data.inputs), device, False)
             with torch.no_grad():
                 positive = float(to_probabilities(net(image))[0, 1])
-            heat = grad_cam(net, image, None, 0)
+            heat = grad_cam(net, image, None, 1, single_logit=True)
             caption = f"true {name}, p({classes[1]}) {positive:.2f}\n{data.sources[index]}"
             panels.append((image[0, 0].cpu().numpy(), heat, caption))
     return panels

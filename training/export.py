@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from core.classes import MANET_CLASSES
 from core.registry import ModelCard, Registry, WeightFile, sha256_of
+from models import create_model
+from training.recipes import load_profile
 
 INTENDED_USE = (
     "Research use only. Not for clinical use. Supports reviewers who study model behaviour on frontal "
@@ -16,8 +19,12 @@ INTENDED_USE = (
 )
 
 
-def export_model(model: torch.nn.Module, example_inputs: tuple, weights_dir: Path, card_fields: dict) -> ModelCard:
-    """Write ``<name>.pt`` (state dict) and ``<name>.onnx`` and add the card to the manifest."""
+def export_model(model: torch.nn.Module, example_inputs: tuple, weights_dir: Path, card_fields: dict,
+                 extra_files: dict | None = None) -> ModelCard:
+    """Write ``<name>.pt`` (state dict) and ``<name>.onnx`` and add the card to the manifest.
+
+    ``extra_files`` (format -> a file already in ``weights_dir``) are listed and hashed with the weights.
+    """
     weights_dir = Path(weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
     name = card_fields["name"]
@@ -32,7 +39,7 @@ def export_model(model: torch.nn.Module, example_inputs: tuple, weights_dir: Pat
     files = {
         "pytorch": WeightFile(pt_path.name, sha256_of(pt_path)),
         "onnx": WeightFile(onnx_path.name, sha256_of(onnx_path)),
-    }
+    } | {fmt: WeightFile(Path(path).name, sha256_of(path)) for fmt, path in (extra_files or {}).items()}
     card = ModelCard(files=files, **card_fields)
     registry = Registry.open_or_empty(weights_dir)
     registry.write_card(card)
@@ -51,7 +58,7 @@ def _segmentation_limitations(report: dict) -> list[str]:
     ]
 
 
-def _classification_limitations(report: dict, input_size: int) -> list[str]:
+def _classification_limitations(report: dict, input_size: int, classes_note: str) -> list[str]:
     weak = [
         f"{name}: recall {values['recall']:.2f}, precision {values['precision']:.2f}"
         for name, values in report["per_class"].items()
@@ -65,7 +72,7 @@ def _classification_limitations(report: dict, input_size: int) -> list[str]:
         "Class and source are entangled in the training data (paediatric images only in normal/bacterial/viral, "
         "TB images mostly low resolution, COVID-19 images from publications): part of the accuracy can come "
         "from recognising the source rather than the disease. Read the per-source figures.",
-        "Five classes only: other findings (effusion, masses, devices, fungal pneumonia...) are forced into one of them.",
+        f"{classes_note}: other findings (effusion, masses, devices, fungal pneumonia...) are forced into one of the classes.",
         f"Trained at {input_size} px on downsized images: fine detail (small nodules, subtle interstitial change) is invisible to it.",
     ] + ([f"Weak classes on the test split: {'; '.join(weak)}."] if weak else []) + (
         [f"Per-source test accuracy: {'; '.join(sources)}."] if sources else []
@@ -73,54 +80,150 @@ def _classification_limitations(report: dict, input_size: int) -> list[str]:
 
 
 ATTENTION_SUFFIX = {"mask": "ma", "none": "plain", "cbam": "cbam"}
+PACK = "Shared public data pack (../shared/data/cxr, see its README): patient-wise train split."
 
 
 def export_run(run_dir: Path, weights_dir: Path) -> list[ModelCard]:
     """Export the models a finished run selected (the recipe is read from its ``config.json``)."""
-    from training.__main__ import recipe_module
-
-    config = json.loads((Path(run_dir) / "config.json").read_text())
-    recipe = config.get("recipe", "manet")
-    result = recipe_module(recipe).load_run(Path(run_dir))
-    exporters = {"manet": export_manet}
-    if recipe not in exporters:
-        raise ValueError(f"runs of the {recipe} recipe cannot be exported yet")
-    return exporters[recipe](result, Path(run_dir), Path(weights_dir))
+    run_dir, weights_dir = Path(run_dir), Path(weights_dir)
+    recipe = json.loads((run_dir / "config.json").read_text()).get("recipe", "manet")
+    exporters = {"manet": export_manet, "hrnet-unet": export_hrnet_unet, "covid-cxnet": export_covid_cxnet}
+    return exporters[recipe](run_dir, weights_dir)
 
 
-def export_manet(result: dict, run_dir: Path, weights_dir: Path, version: str = "1.0.0") -> list[ModelCard]:
+def _command(recipe: str, profile_name: str, weights_dir: Path) -> str:
+    return f"python -m training {recipe} --profile {profile_name} --data DATA --export {weights_dir}"
+
+
+def _export_segmenter(model, name: str, arch: str, profile, metrics: dict, postprocess: str, command: str,
+                      weights_dir: Path, version: str) -> ModelCard:
+    size = profile.seg_size
+    return export_model(model, (torch.zeros(1, 1, size, size),), weights_dir, {
+        "name": name, "version": version, "task": "lung-segmentation", "architecture": arch,
+        "architecture_config": {"widths": list(profile.seg_widths)}, "classes": ["lung"], "input_size": size,
+        "preprocessing": f"greyscale, resized to {size}x{size}, min-max to [0, 1]; output sigmoid >= 0.5, resized back, "
+                         + postprocess,
+        "training_data": PACK + " Image/lung-mask pairs only: Cohen COVID-19 (V7 Labs masks) and OpenIST normals.",
+        "training_command": command, "metrics": {"test": metrics},
+        "intended_use": INTENDED_USE, "limitations": _segmentation_limitations(metrics),
+    })
+
+
+def export_manet(run_dir: Path, weights_dir: Path, version: str = "1.0.0") -> list[ModelCard]:
+    from training.recipes import manet
+
+    result = manet.load_run(run_dir)
     profile, selected = result["profile"], result["selected"]
     arch, attention = selected["arch"], selected["attention"]
-    command = f"python -m training manet --profile {json.loads((Path(run_dir) / 'config.json').read_text())['profile']} --data DATA --export {weights_dir}"
-    data = "Shared public data pack (../shared/data/cxr, see its README): patient-wise train split."
-    seg_size, cls_size = profile.seg_size, profile.cls_size
-    seg_card = export_model(
-        result["segmenter"], (torch.zeros(1, 1, seg_size, seg_size),), weights_dir,
-        {
-            "name": "lung-resunet", "version": version, "task": "lung-segmentation", "architecture": "resunet",
-            "architecture_config": {"widths": list(profile.seg_widths)}, "classes": ["lung"], "input_size": seg_size,
-            "preprocessing": f"greyscale, resized to {seg_size}x{seg_size}, min-max to [0, 1]; output sigmoid >= 0.5, "
-                             "resized back, holes filled, objects < 0.5% of the image removed",
-            "training_data": data + " Image/lung-mask pairs only: Cohen COVID-19 (V7 Labs masks) and OpenIST normals.",
-            "training_command": command,
-            "metrics": {"test": result["segmentation"]},
-            "intended_use": INTENDED_USE, "limitations": _segmentation_limitations(result["segmentation"]),
-        },
-    )
+    command = _command("manet", load_profile(run_dir, manet.Profile)[0], weights_dir)
+    cls_size = profile.cls_size
+    seg_card = _export_segmenter(result["segmenter"], "lung-resunet", "resunet", profile, result["segmentation"],
+                                 "holes filled, objects < 0.5% of the image removed", command, weights_dir, version)
     arch_config = {"attention": attention, "num_classes": len(MANET_CLASSES), "width": profile.cls_width}
     cls_card = export_model(
         result["classifier"], (torch.zeros(1, 1, cls_size, cls_size), torch.ones(1, 1, cls_size, cls_size)), weights_dir,
         {
             "name": f"manet-{arch}-{ATTENTION_SUFFIX[attention]}", "version": version, "task": "cxr-classification",
             "architecture": arch, "architecture_config": arch_config, "classes": list(MANET_CLASSES),
-            "input_size": cls_size,
-            "preprocessing": f"lung mask from lung-resunet; image resized to {cls_size}x{cls_size}, min-max to [-1, 1], "
+            "input_size": cls_size, "segmenter": seg_card.name,
+            "preprocessing": f"lung mask from {seg_card.name}; image resized to {cls_size}x{cls_size}, min-max to [-1, 1], "
                              "-1 outside the lungs" + ("; the mask feeds the mask attention" if attention == "mask" else ""),
-            "training_data": data + " Labels normal/covid/tb/bacterial/viral (7,774 images in the pack; "
+            "training_data": PACK + " Labels normal/covid/tb/bacterial/viral (7,774 images in the pack; "
                                     "'pneumonia' of unspecified cause, fungal and other are left out).",
             "training_command": command,
             "metrics": {"test": result["classification"]},
-            "intended_use": INTENDED_USE, "limitations": _classification_limitations(result["classification"], cls_size),
+            "intended_use": INTENDED_USE, "limitations": _classification_limitations(result["classification"], cls_size, "Five classes only"),
         },
     )
     return [seg_card, cls_card]
+
+
+def export_hrnet_unet(run_dir: Path, weights_dir: Path, version: str = "1.0.0") -> list[ModelCard]:
+    """The UNet fold best on val, and the fold model of the architecture best on val (mean over folds)."""
+    from training.recipes import hrnet_unet
+    from training.tasks import BINARY_COVID
+
+    profile_name, profile = load_profile(run_dir, hrnet_unet.Profile)
+    command = _command("hrnet-unet", profile_name, weights_dir)
+    seg = json.loads((run_dir / "segmenter_test.json").read_text())
+    segmenter = _load_state(create_model("unet", widths=profile.seg_widths), run_dir / "segmenter" / f"fold{seg['selected_fold']}")
+    seg_card = _export_segmenter(segmenter, "hrnet-unet-lungs", "unet", profile, seg["test_filled"],
+                                 "holes filled, objects < 0.5% of the image removed (the classifier's input is "
+                                 "then dilated 8 and closed 2)", command, weights_dir, version)
+    folds = json.loads((run_dir / "summary.json").read_text())["classifiers"]
+    arch = max(folds, key=lambda a: np.mean([f["val_accuracy"] for f in folds[a]]))
+    fold = int(np.argmax([f["val_accuracy"] for f in folds[arch]]))
+    classifier = _load_state(hrnet_unet.build_classifier(profile, arch), run_dir / "classifiers" / arch / f"fold{fold + 1}")
+    size, test = profile.cls_size, folds[arch][fold]["test"]
+    arch_config = {"num_classes": 1, "in_chans": 1} | ({"variant": profile.hrnet_variant} if arch == "hrnet" else {})
+    cls_card = export_model(classifier, (torch.zeros(1, 1, size, size),), weights_dir, {
+        "name": f"hrnet-unet-{arch.removeprefix('timm_')}", "version": version, "task": "cxr-classification",
+        "architecture": arch, "architecture_config": arch_config, "classes": list(BINARY_COVID.classes),
+        "input_size": size, "segmenter": seg_card.name, "input_kind": "lung-only",
+        "input_config": {"dilation": 8, "closing": 2}, "output": "sigmoid",
+        "preprocessing": f"lung mask from {seg_card.name} dilated (8) and closed (2); image min-max to [0, 1], "
+                         f"0 outside the mask, resized to {size}x{size}; one sigmoid output = P(covid)",
+        "training_data": PACK + f" COVID-19 vs every other label (at most {profile.max_per_class} images per class); "
+                                "images whose lung mask is under 50,000 px at 512 x 512 were left out.",
+        "training_command": command,
+        "metrics": {"test": test, "cross_validation_fold": fold + 1, "validation_accuracy": folds[arch][fold]["val_accuracy"]},
+        "intended_use": INTENDED_USE,
+        "limitations": _classification_limitations(test, size, "COVID-19 vs everything else (normal, TB, pneumonias)"),
+    })
+    return [seg_card, cls_card]
+
+
+def export_covid_cxnet(run_dir: Path, weights_dir: Path, version: str = "1.0.0") -> list[ModelCard]:
+    """The lung UNet and the binary and flat three-class COVID-CXNet models (the hierarchy is two models: not served)."""
+    from training.recipes import covid_cxnet
+    from training.tasks import CXNET_BINARY, CXNET_THREE
+
+    profile_name, profile = load_profile(run_dir, covid_cxnet.Profile)
+    command = _command("covid-cxnet", profile_name, weights_dir)
+    segmenter = _load_state(create_model("unet", widths=profile.seg_widths), run_dir / "segmenter")
+    seg_card = _export_segmenter(segmenter, "covid-cxnet-lungs", "unet", profile,
+                                 json.loads((run_dir / "segmenter_test.json").read_text()),
+                                 "holes filled, objects < 0.5% of the image removed", command, weights_dir, version)
+    cards = [seg_card]
+    for experiment, task in (("cxnet-binary", CXNET_BINARY), ("cxnet-three", CXNET_THREE)):
+        if not (run_dir / experiment / "best.pt").is_file():
+            continue
+        binary = len(task.classes) == 2
+        model = _load_state(covid_cxnet.build_model(profile, "covid_cxnet", len(task.classes)), run_dir / experiment)
+        name, size = f"covid-{experiment}", profile.size
+        extra = {} if binary else {"histogram_reference": _copy_reference(run_dir, weights_dir / f"{name}-reference.npy")}
+        test = json.loads((run_dir / experiment / "test.json").read_text())["report"]
+        cards.append(export_model(model, (torch.zeros(1, 3, size, size),), weights_dir, {
+            "name": name, "version": version, "task": "cxr-classification", "architecture": "covid_cxnet",
+            "architecture_config": {"in_chans": 3, "num_outputs": 1 if binary else len(task.classes),
+                                    "growth_rate": profile.growth_rate, "num_init_features": profile.num_init_features},
+            "classes": list(task.classes), "input_size": size, "segmenter": seg_card.name, "input_kind": "cxnet-roi",
+            "input_config": {"roi_dilation": profile.roi_dilation, "lung_roi": profile.lung_roi},
+            "output": "sigmoid" if binary else "softmax",
+            "preprocessing": f"lung mask from {seg_card.name} at {profile.seg_size} px dilated ({profile.roi_dilation}); "
+                             "bounding box + 5% margin cropped, resized to "
+                             f"{size}x{size}{'' if binary else ', histogram-matched to the reference normal'}; "
+                             "channels original / CLAHE / BEASF (gamma 1.5)",
+            "training_data": PACK + (" COVID-19 and normal images" if binary else
+                                     " normal, pneumonia (bacterial, viral, unspecified) and COVID-19 images")
+                             + f" (at most {profile.max_per_class or 'all'} per class), 80/20 patient-wise train/val.",
+            "training_command": command, "metrics": {"test": test},
+            "intended_use": INTENDED_USE,
+            "limitations": _classification_limitations(
+                test, size, "COVID-19 vs normal only" if binary else "Three classes only (normal / pneumonia / COVID-19)"),
+        }, extra))
+    return cards
+
+
+def _load_state(model, folder: Path):
+    model.load_state_dict(torch.load(folder / "best.pt", map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def _copy_reference(run_dir: Path, target: Path) -> Path:
+    source = run_dir / "histogram_reference.npy"
+    if not source.is_file():
+        raise FileNotFoundError(f"{source} is missing: the multi-class models need the run's histogram reference")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    np.save(target, np.load(source, allow_pickle=False).astype(np.float32))
+    return target

@@ -1,7 +1,9 @@
-"""Chest X-ray analysis: lung mask -> mask-attention classifier -> explanations.
+"""Chest X-ray analysis: lung mask -> classifier -> explanations.
 
 ``CxrPipeline.analyse`` takes a guarded ``Study`` and returns a ``CxrResult`` with everything the
-page, the batch command line and the benchmark show. Models come only from the registry.
+page, the batch command line and the benchmark show. Models come only from the registry; the
+classifier's card says how its inputs are built (``input_kind``: MANet's image + mask, UNet + HRNet's
+lung-only image, COVID-CXNet's enhanced lung crop) and how its outputs become probabilities.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import torch
 
 from ..errors import ModelError, UnsupportedInputError
 from ..explain import grad_cam, mask_attention_maps, to_image_shape
-from ..lung import lung_mask_from_probability, lung_probability
-from ..postprocess import HRNET_MIN_AREA_FRACTION, LungMeasurements, measure_lungs
-from ..preprocess import classifier_input
+from ..lung import lung_mask_from_probability, lung_probability_small, probability_to_shape, sigmoid
+from ..postprocess import HRNET_MIN_AREA_FRACTION, LungMeasurements, cxnet_roi_mask, hrnet_postprocess, measure_lungs
+from ..preprocess import classifier_input, cxnet_input, lung_only_input, lung_roi_box, mask_to_shape
 from ..registry import ModelCard, Registry
 from ..runtime import OnnxModel, TorchModel, torch_device
 from ..study import Study
@@ -53,13 +55,56 @@ def _timed(timings: dict, stage: str):
     timings[stage] = (time.perf_counter() - started) * 1000.0
 
 
+@dataclass
+class ClassifierInput:
+    arrays: tuple  # the network's inputs, each (C, S, S) float32
+    box: tuple | None = None  # (rows, cols) slices of the image the inputs cover; None: the whole image
+
+
+def classifier_inputs(card: ModelCard, pixels: np.ndarray, lung_small: np.ndarray, lung_mask: np.ndarray,
+                      reference: np.ndarray | None) -> ClassifierInput:
+    """Build the classifier's inputs as its recipe did in training (the same ``core`` functions)."""
+    size = card.input_size
+    if card.input_kind == "image+mask":
+        return ClassifierInput(classifier_input(pixels, lung_mask, size))
+    if card.input_kind == "lung-only":
+        dilated = hrnet_postprocess(probability_to_shape(lung_small, pixels.shape) >= 0.5)
+        return ClassifierInput((lung_only_input(pixels, dilated, size),))
+    roi = cxnet_roi_mask(lung_small, card.input_config["roi_dilation"])
+    box = lung_roi_box(mask_to_shape(roi, pixels.shape))
+    return ClassifierInput((cxnet_input(pixels, roi, size, reference),), box)
+
+
+def to_probabilities(logits: np.ndarray, output: str) -> np.ndarray:
+    if output == "sigmoid":
+        positive = float(sigmoid(logits[:1])[0])
+        return np.array([1.0 - positive, positive])
+    probs = np.exp(logits - logits.max())
+    return probs / probs.sum()
+
+
+def heat_to_image(heat: np.ndarray, shape: tuple[int, int], box: tuple | None) -> np.ndarray:
+    """A map over the classifier's input placed on the whole image (0 outside a cropped region)."""
+    if box is None:
+        return to_image_shape(heat, shape)
+    full = np.zeros(shape, np.float32)
+    rows, cols = box
+    full[box] = to_image_shape(heat, (rows.stop - rows.start, cols.stop - cols.start))
+    return full
+
+
 class CxrPipeline:
     def __init__(self, registry: Registry, backend: str = "auto", classifier: str | None = None):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}")
         self.device = torch_device()
-        self.seg_card = registry.default("lung-segmentation")
         self.cls_card = registry.card(classifier) if classifier else registry.default("cxr-classification")
+        if self.cls_card.task != "cxr-classification":
+            raise ModelError(f"{self.cls_card.name!r} is not a chest X-ray classifier.")
+        # The classifier was trained on masks from one segmenter (and its post-processing): serve that one.
+        self.seg_card = registry.card(self.cls_card.segmenter) if self.cls_card.segmenter else registry.default("lung-segmentation")
+        self.reference = (registry.load_array(self.cls_card, "histogram_reference")
+                          if "histogram_reference" in self.cls_card.files else None)
         # PyTorch copy of the classifier: Grad-CAM needs gradients, which ONNX Runtime does not give.
         self.classifier_torch = registry.load_torch(self.cls_card, self.device)
         self.backend = "onnx" if backend in ("auto", "onnx") and _has_onnx(self.seg_card, self.cls_card) else "torch"
@@ -80,7 +125,8 @@ class CxrPipeline:
         timings: dict[str, float] = {}
         pixels = study.pixels
         with _timed(timings, "lung_mask"):
-            prob = lung_probability(pixels, self.segmenter, self.seg_card.input_size)
+            lung_small = lung_probability_small(pixels, self.segmenter, self.seg_card.input_size)
+            prob = probability_to_shape(lung_small, pixels.shape)
             lung_mask = lung_mask_from_probability(prob)
             lung = measure_lungs(lung_mask)
         warnings = list(study.warnings)
@@ -94,21 +140,21 @@ class CxrPipeline:
                 f"The lung mask covers only {lung.area_fraction:.1%} of the image (expected at least "
                 f"{HRNET_MIN_AREA_FRACTION:.0%}): check the mask before trusting the classification."
             )
-        size = self.cls_card.input_size
-        image, mask = classifier_input(pixels, lung_mask, size)
+        card = self.cls_card
+        inputs = classifier_inputs(card, pixels, lung_small, lung_mask, self.reference)
         with _timed(timings, "classification"):
-            logits = self.classifier(image[None], mask[None])[0]
-            probs = np.exp(logits - logits.max())
-            probs = probs / probs.sum()
+            logits = self.classifier(*(x[None] for x in inputs.arrays))[0]
+            probs = to_probabilities(logits, card.output)
         probabilities = {name: float(p) for name, p in zip(self.classes, probs)}
         heat = attention = None
         if explain:
-            image_t = torch.from_numpy(image[None]).to(self.device)
-            mask_t = torch.from_numpy(mask[None]).to(self.device)
+            tensors = [torch.from_numpy(x[None]).to(self.device) for x in inputs.arrays]
+            image_t, mask_t = tensors[0], (tensors[1] if len(tensors) > 1 else None)
             with _timed(timings, "gradcam"):
-                heat = to_image_shape(grad_cam(self.classifier_torch, image_t, mask_t, int(np.argmax(probs))), pixels.shape)
-            maps = mask_attention_maps(self.classifier_torch, image_t, mask_t)
-            attention = to_image_shape(_display_map(maps, size), pixels.shape) if maps else None
+                heat = grad_cam(self.classifier_torch, image_t, mask_t, int(np.argmax(probs)), single_logit=card.output == "sigmoid")
+                heat = heat_to_image(heat, pixels.shape, inputs.box)
+            maps = mask_attention_maps(self.classifier_torch, image_t, mask_t) if mask_t is not None else []
+            attention = to_image_shape(_display_map(maps, card.input_size), pixels.shape) if maps else None
         return CxrResult(
             study=study, lung_probability=prob, lung_mask=lung_mask, lung=lung, probabilities=probabilities,
             gradcam=heat, attention_map=attention, segmenter=self.seg_card, classifier=self.cls_card,

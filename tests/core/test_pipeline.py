@@ -86,3 +86,31 @@ def test_benchmark_prints_every_stage_for_both_backends(bundled_weights_dir, cap
             assert 0 < p50 <= p90
     out = capsys.readouterr().out
     assert "lung_mask p50" in out and "total p50" in out
+
+
+@pytest.mark.parametrize("classifier", ["tiny-cls", "tiny-lung-only", "tiny-cxnet-three"])
+def test_every_input_kind_is_served_by_both_backends(tiny_registry_dir, classifier):
+    """MANet image+mask, UNet + HRNet lung-only and COVID-CXNet's enhanced lung crop, from their model cards."""
+    registry = Registry.open(tiny_registry_dir)
+    card = registry.card(classifier)
+    study = make_phantom("covid", seed=5, size=200).to_study()
+    results = {backend: CxrPipeline(registry, backend=backend, classifier=classifier).analyse(study) for backend in ("torch", "onnx")}
+    for result in results.values():
+        assert list(result.probabilities) == card.classes
+        assert np.isclose(sum(result.probabilities.values()), 1.0, atol=1e-5)
+        assert result.gradcam.shape == study.pixels.shape and 0 <= result.gradcam.min() and result.gradcam.max() <= 1
+        assert (result.attention_map is not None) == (card.input_kind == "image+mask")
+    for name in card.classes:
+        assert abs(results["onnx"].probabilities[name] - results["torch"].probabilities[name]) < 1e-3
+
+
+def test_binary_sigmoid_output_and_cropped_heat_maps():
+    from core.pipelines.cxr import heat_to_image, to_probabilities
+
+    assert np.allclose(to_probabilities(np.array([0.0]), "sigmoid"), [0.5, 0.5])
+    assert to_probabilities(np.array([3.0]), "sigmoid")[1] > 0.95
+    assert np.allclose(to_probabilities(np.array([1.0, 1.0, 1.0]), "softmax"), 1 / 3)
+    # A heat map over a crop lands in the crop's place on the whole image, zero elsewhere.
+    box = (slice(10, 30), slice(40, 60))
+    full = heat_to_image(np.ones((8, 8), np.float32), (50, 80), box)
+    assert full.shape == (50, 80) and full[box].min() == 1.0 and full.sum() == 20 * 20

@@ -1,6 +1,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,7 +11,7 @@ from core.registry import Registry, sha256_of
 
 def test_manifest_lists_every_file_with_its_hash(tiny_registry_dir):
     registry = Registry.open(tiny_registry_dir)
-    assert {c.name for c in registry.cards()} == {"tiny-seg", "tiny-cls"}
+    assert {c.name for c in registry.cards()} == {"tiny-seg", "tiny-cls", "tiny-lung-only", "tiny-cxnet-three"}
     for card in registry.cards():
         for entry in card.files.values():
             assert sha256_of(tiny_registry_dir / entry.path) == entry.sha256
@@ -70,3 +71,36 @@ def test_missing_or_malformed_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ModelError, match="malformed"):
         Registry.open(tmp_path)
+
+
+def _edited(tiny_registry_dir, tmp_path, name, **fields):
+    folder = tmp_path / "reg"
+    shutil.copytree(tiny_registry_dir, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for entry in manifest["models"]:
+        if entry["name"] == name:
+            entry.update(fields)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"input_kind": "rgb"}, "unknown input kind"),
+    ({"output": "sigmoid"}, "needs exactly two classes"),  # tiny-cxnet-three has three
+    ({"segmenter": "tiny-cls"}, "not a lung model"),
+    ({"segmenter": "missing-seg"}, "No model named"),
+])
+def test_inconsistent_cards_are_refused(tiny_registry_dir, tmp_path, fields, message):
+    with pytest.raises(ModelError, match=message):
+        Registry.open(_edited(tiny_registry_dir, tmp_path, "tiny-cxnet-three", **fields))
+
+
+def test_histogram_reference_is_verified_before_use(tiny_registry_dir, tmp_path):
+    folder = tmp_path / "reg"
+    shutil.copytree(tiny_registry_dir, folder)
+    registry = Registry.open(folder)
+    card = registry.card("tiny-cxnet-three")
+    assert registry.load_array(card, "histogram_reference").shape == (48, 48)
+    np.save(folder / card.files["histogram_reference"].path, np.zeros((48, 48), np.float32))
+    with pytest.raises(UntrustedWeightsError, match="does not match the SHA-256"):
+        registry.load_array(card, "histogram_reference")

@@ -58,3 +58,18 @@ def test_five_class_accuracy_on_a_stratified_sample(pipeline, test_records):
         correct += result.predicted_label == record.label
     # Balanced sample: chance is 0.2; the bundled model's test macro recall is about 0.70.
     assert correct / len(sample) > 0.6
+
+
+@pytest.mark.parametrize("classifier, task", [("covid-cxnet-binary", "cxnet-binary"), ("covid-cxnet-three", "cxnet-three")])
+def test_served_covid_cxnet_reproduces_its_recipe_test_accuracy(bundled_weights_dir, test_records, classifier, task):
+    """Serving (image -> lung UNet -> crop -> CLAHE/BEASF -> ONNX) must score what the recipe measured in training."""
+    from training.tasks import TASKS, select
+
+    registry = Registry.open(bundled_weights_dir)
+    served = CxrPipeline(registry, backend="onnx", classifier=classifier)
+    records, labels = select(test_records, TASKS[task])
+    predicted = [served.classes.index(served.analyse(Study(load_gray(r.image), "jpeg"), explain=False).predicted_label)
+                 for r in records]
+    card = registry.card(classifier).metrics["test"]
+    assert len(records) == card["n"]
+    assert abs(np.mean(np.array(predicted) == labels) - card["accuracy"]) < 0.005

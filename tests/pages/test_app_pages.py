@@ -32,13 +32,13 @@ def test_demo_case_analysis_and_review(env):
     app = AppTest.from_file(CHEST_XRAY, default_timeout=120).run()
     assert not app.exception
     app.radio[0].set_value("Synthetic demo case").run()
-    app.selectbox[0].set_value("tb").run()
+    app.selectbox(key="phantom_label").set_value("tb").run()
     assert not app.exception
     assert any("SYNTHETIC" in w.value for w in app.warning)
     assert any(h.value.startswith("Prediction:") for h in app.subheader)
     app.text_input[0].input("Dr Apptest")
     app.radio[1].set_value("disagree")
-    app.selectbox[1].set_value("covid")
+    app.selectbox(key="corrected_label").set_value("covid")
     app.button[0].click().run()
     assert not app.exception
     assert any("Review saved" in s.value for s in app.success)
@@ -47,6 +47,21 @@ def test_demo_case_analysis_and_review(env):
     review = reviews[0]
     assert (review.reviewer, review.verdict, review.corrected_label) == ("Dr Apptest", "disagree", "covid")
     assert review.model_name.startswith("manet-") and len(review.weights_sha256) == 64
+
+
+def test_every_bundled_classifier_can_be_chosen_and_reviewed(env):
+    """The COVID-CXNet models serve their own classes; a review records which model was reviewed."""
+    app = AppTest.from_file(CHEST_XRAY, default_timeout=120).run()
+    app.radio[0].set_value("Synthetic demo case").run()
+    app.selectbox(key="classifier").set_value("covid-cxnet-three").run()
+    assert not app.exception
+    assert any(h.value.startswith("Prediction:") for h in app.subheader)
+    assert app.selectbox(key="corrected_label").options == ["Normal", "Pneumonia (not COVID-19)", "COVID-19", "Other", "Uncertain"]
+    app.text_input[0].input("Dr Apptest")
+    app.button[0].click().run()
+    assert not app.exception
+    (review,) = ReviewStore(f"sqlite:///{env}").current_reviews()
+    assert review.model_name == "covid-cxnet-three" and set(review.predicted_probabilities) == {"normal", "pneumonia", "covid"}
 
 
 def test_review_without_a_name_is_refused_with_a_message(env):

@@ -2,12 +2,19 @@
 
 import json
 
+import numpy as np
+
+from core.registry import Registry
+from tests.training.serving import served_inputs
 from training.__main__ import main as training_main
+from training.adapters import read_records
+from training.recipes import hrnet_unet
 
 
 def test_recipe_cross_validates_and_writes_tables_6_and_7(tmp_path, synthetic_pack):
     run = tmp_path / "run"
-    training_main(["hrnet-unet", "--profile", "smoke", "--data", str(synthetic_pack), "--out", str(run)])
+    weights = tmp_path / "weights"
+    training_main(["hrnet-unet", "--profile", "smoke", "--data", str(synthetic_pack), "--out", str(run), "--export", str(weights)])
     for name in ("config.json", "segmenter_test.json", "summary.json", "report.md", "confusion.png", "roc.png",
                  "curves.png", "gradcam.png", "segmenter/fold1/best.pt", "segmenter/fold2/best.pt",
                  "classifiers/hrnet/fold2/result.json", "classifiers/timm_densenet121/fold1/result.json"):
@@ -21,3 +28,13 @@ def test_recipe_cross_validates_and_writes_tables_6_and_7(tmp_path, synthetic_pa
     assert {"sensitivity", "specificity", "per_source"} <= set(folds[0]["held_out"])
     report = (run / "report.md").read_text()
     assert "Table 6 (hrnet)" in report and "Table 7" in report and "dilation 8 + closing 2" in report
+
+    # Export: the UNet and the classifier chosen on val, served on the dilated lung-only image it was trained on.
+    registry = Registry.open(weights)
+    card = registry.default("cxr-classification")
+    assert (card.input_kind, card.output, card.segmenter) == ("lung-only", "sigmoid", "hrnet-unet-lungs")
+    assert card.classes == ["non-covid", "covid"] and card.metrics["test"]["n"] == summary["classifiers"]["hrnet"][0]["test"]["n"]
+    record = next(r for r in read_records([synthetic_pack]) if r.split == "test")
+    trained, _ = hrnet_unet.segmented_images([record], registry.load_torch(registry.card("hrnet-unet-lungs")),
+                                             hrnet_unet.PROFILES["smoke"])
+    assert np.abs(served_inputs(registry, card.name, record.image)[0] - trained[0].astype(np.float32)).max() < 2e-3

@@ -21,13 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
-from skimage.transform import resize
 from tqdm import tqdm
 
-from core.postprocess import manet_postprocess
-from core.lung import lung_probability
-from core.preprocess import cxnet_input, resize_square
+from core.lung import lung_probability_small
+from core.postprocess import cxnet_roi_mask, manet_postprocess
+from core.preprocess import cxnet_input, mask_to_shape, resize_square
 from core.runtime import TorchModel
 from models import create_model
 from training import reports
@@ -110,12 +108,8 @@ def train_lung_segmenter(records, profile: Profile, out_dir: Path):
 def lung_masks(records, segmenter, profile: Profile) -> list[np.ndarray]:
     """Dilated lung masks at the segmenter's size (small enough to keep for every image)."""
     run = TorchModel(segmenter, next(segmenter.parameters()).device)
-    masks = []
-    for record in tqdm(records, desc="lung masks", leave=False):
-        small = resize_square(load_gray(record.image), profile.seg_size)
-        mask = manet_postprocess(lung_probability(small, run, profile.seg_size) >= 0.5)
-        masks.append(ndimage.binary_dilation(mask, iterations=profile.roi_dilation) if mask.any() else mask)
-    return masks
+    return [cxnet_roi_mask(lung_probability_small(load_gray(record.image), run, profile.seg_size), profile.roi_dilation)
+            for record in tqdm(records, desc="lung masks", leave=False)]
 
 
 def build_inputs(records, masks, profile: Profile, reference=None, blank_lungs: bool = False) -> np.ndarray:
@@ -129,9 +123,8 @@ def build_inputs(records, masks, profile: Profile, reference=None, blank_lungs: 
     out = np.zeros((len(records), 3, profile.size, profile.size), np.float16)
     for index, (record, mask) in enumerate(tqdm(list(zip(records, masks)), desc="CXNet inputs", leave=False)):
         pixels = load_gray(record.image)
-        mask = resize(mask.astype(np.float32), pixels.shape, order=0, preserve_range=True, anti_aliasing=False) > 0.5
         if blank_lungs:
-            out[index] = cxnet_input(np.where(mask, 0.0, pixels), None, profile.size, reference)
+            out[index] = cxnet_input(np.where(mask_to_shape(mask, pixels.shape), 0.0, pixels), None, profile.size, reference)
         else:
             out[index] = cxnet_input(pixels, mask if profile.lung_roi else None, profile.size, reference)
     np.save(cache, out)
@@ -323,6 +316,7 @@ def run(records, out_dir: Path, profile_name: str = "cpu-quick", **overrides) ->
     reports.write_json(out_dir / "segmenter_test.json", seg)
     inputs = Inputs(records, segmenter, profile)
     reference = histogram_reference(records, profile)
+    np.save(out_dir / "histogram_reference.npy", reference)  # served with the multi-class models
     plan = {
         "base-binary": lambda: flat_experiment(inputs, CXNET_BINARY, profile, "cxnet_base", profile.base_epochs, out_dir / "base-binary"),
         "cxnet-binary": lambda: flat_experiment(inputs, CXNET_BINARY, profile, "covid_cxnet", profile.cxnet_epochs, out_dir / "cxnet-binary"),

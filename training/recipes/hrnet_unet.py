@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from core.lung import lung_probability
 from core.postprocess import hrnet_postprocess, manet_postprocess, passes_min_area
-from core.preprocess import min_max, resize_square
+from core.preprocess import lung_only_input
 from core.runtime import TorchModel
 from models import create_model
 from training import reports
@@ -127,7 +127,7 @@ def segmented_images(records, segmenter, profile: Profile) -> tuple[np.ndarray, 
         pixels = load_gray(record.image)
         mask = hrnet_postprocess(lung_probability(pixels, run, profile.seg_size) >= 0.5)
         kept[index] = passes_min_area(mask)
-        images[index] = resize_square(np.where(mask, min_max(pixels), 0.0), profile.cls_size)
+        images[index] = lung_only_input(pixels, mask, profile.cls_size)[0]
     return images, kept
 
 

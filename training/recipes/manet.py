@@ -33,6 +33,7 @@ from training.data import cache_dir, load_gray
 from training.engine import FitConfig, is_main_process, pick_device
 from training.metrics import mean_and_spread
 from training.profiling import model_cost
+from training.recipes import load_profile
 from training.segmentation import SEGMENTATION_AUGMENT, SegmenterConfig, evaluate_segmenter, train_segmenter
 from training.splits import subsample_per_class
 from training.tasks import MANET, select
@@ -302,20 +303,10 @@ def _gradcam_grid(model, test: ArraySet, profile: Profile, path: Path, per_class
 
 
 # ---------------------------------------------------------------- the whole recipe
-def load_profile(run_dir: Path) -> tuple[str, Profile]:
-    config = json.loads((Path(run_dir) / "config.json").read_text())
-    name = config.pop("profile")
-    config.pop("recipe", None)
-    config["seg_widths"] = tuple(config["seg_widths"])
-    config["classifiers"] = tuple(tuple(pair) for pair in config["classifiers"])
-    config["seeds"] = tuple(config["seeds"])
-    return name, Profile(**config)
-
-
 def load_run(run_dir: Path) -> dict:
     """Rebuild ``run()``'s result from a finished run folder (the selected models and their test reports)."""
     run_dir = Path(run_dir)
-    _, profile = load_profile(run_dir)
+    _, profile = load_profile(run_dir, Profile)
     summary = json.loads((run_dir / "summary.json").read_text())
     selected = summary["selected"]
     segmenter = create_model("resunet", widths=profile.seg_widths)
