@@ -24,8 +24,9 @@ def write_json(path: Path, payload) -> None:
 
 
 def fmt(value, digits: int = 4) -> str:
+    """Floats rounded to ``digits`` without padding zeros (a paper's 89.07 stays 89.07)."""
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return f"{value:.{digits}f}".rstrip("0").rstrip(".")
     return str(value)
 
 

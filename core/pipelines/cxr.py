@@ -64,13 +64,16 @@ class ClassifierInput:
 def classifier_inputs(card: ModelCard, pixels: np.ndarray, lung_small: np.ndarray, lung_mask: np.ndarray,
                       reference: np.ndarray | None) -> ClassifierInput:
     """Build the classifier's inputs as its recipe did in training (the same ``core`` functions)."""
-    size = card.input_size
+    size, config = card.input_size, card.input_config
     if card.input_kind == "image+mask":
         return ClassifierInput(classifier_input(pixels, lung_mask, size))
     if card.input_kind == "lung-only":
-        dilated = hrnet_postprocess(probability_to_shape(lung_small, pixels.shape) >= 0.5)
+        dilated = hrnet_postprocess(probability_to_shape(lung_small, pixels.shape) >= 0.5,
+                                    config.get("dilation", 8), config.get("closing", 2))
         return ClassifierInput((lung_only_input(pixels, dilated, size),))
-    roi = cxnet_roi_mask(lung_small, card.input_config["roi_dilation"])
+    if not config.get("lung_roi", True):  # COVID-CXNet without segmentation: the whole image
+        return ClassifierInput((cxnet_input(pixels, None, size, reference),))
+    roi = cxnet_roi_mask(lung_small, config["roi_dilation"])
     box = lung_roi_box(mask_to_shape(roi, pixels.shape))
     return ClassifierInput((cxnet_input(pixels, roi, size, reference),), box)
 
