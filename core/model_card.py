@@ -41,9 +41,13 @@ def _classification_metrics(test: dict) -> str:
 
 
 def card_markdown(card: ModelCard) -> str:
+    serving = ""
+    if card.task == "cxr-classification":
+        serving = (f" · **Input kind:** `{card.input_kind}` · **Output:** {card.output}"
+                   f" · **Lung model:** {card.segmenter or 'the registry default'}")
     lines = [
         f"**Task:** {card.task} · **Architecture:** `{card.architecture}` {card.architecture_config} · "
-        f"**Input:** {card.input_size}×{card.input_size} · **Classes:** {', '.join(card.classes)}",
+        f"**Input:** {card.input_size}×{card.input_size} · **Classes:** {', '.join(card.classes)}" + serving,
         f"**Intended use:** {card.intended_use}",
         f"**Preprocessing:** {card.preprocessing}",
         f"**Training data:** {card.training_data}",

@@ -71,3 +71,14 @@ def test_review_without_a_name_is_refused_with_a_message(env):
     assert not app.exception
     assert app.error and "name" in app.error[0].value.lower()
     assert ReviewStore(f"sqlite:///{env}").current_reviews() == []
+
+
+def test_model_cards_page_shows_every_bundled_model(env, bundled_weights_dir):
+    from core.registry import Registry
+
+    app = AppTest.from_file(str(REPO / "pages" / "model_cards.py"), default_timeout=60).run()
+    assert not app.exception
+    text = " ".join(m.value for m in app.markdown) + " ".join(e.label for e in app.expander)
+    for card in Registry.open(bundled_weights_dir).cards():
+        assert card.name in text
+    assert "**Input kind:** `cxnet-roi` · **Output:** sigmoid · **Lung model:** covid-cxnet-lungs" in text
