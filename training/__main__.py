@@ -1,7 +1,8 @@
 """Command line: ``python -m training <recipe> --profile P --data PATH --out runs/NAME``.
 
 Recipes: ``manet``, ``hrnet-unet``, ``covid-cxnet`` (one per paper); ``export`` turns a finished run
-folder into an entry of the app's model registry. ``--data`` takes one or more folders in any layout
+folder into an entry of the app's model registry; ``served-accuracy`` scores a registry classifier
+through the app's own pipeline. ``--data`` takes one or more folders in any layout
 ``training.adapters`` reads (the shared pack, Montgomery/Shenzhen, Cohen, Kermany); without it the
 shared pack is found through ``$CHEST_DATA`` or ``../shared/data``. Multi-GPU:
 ``torchrun --nproc_per_node 4 -m training manet --profile gpu ...``.
@@ -62,12 +63,24 @@ def main(argv=None) -> None:
     export = sub.add_parser("export", help="export a finished run folder into the app's model registry")
     export.add_argument("run", help="run folder written by a recipe")
     export.add_argument("--weights", default="weights", help="registry folder (holds manifest.json)")
+    served = sub.add_parser("served-accuracy", help="score a registry classifier through the app's pipeline on a split")
+    served.add_argument("--weights", default="weights", help="registry folder (holds manifest.json)")
+    served.add_argument("--classifier", help="card name (default: the registry's first classifier)")
+    served.add_argument("--data", nargs="+", help="data folder(s); default $CHEST_DATA or ../shared/data")
+    served.add_argument("--split", default="test")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     from training.export import export_run
 
+    if args.command == "served-accuracy":
+        from training.served import served_accuracy
+
+        result = served_accuracy(Path(args.weights), args.classifier, load_records(args.data), args.split)
+        print(f"{result['classifier']}: served accuracy {result['served_accuracy']:.4f} on {result['n']} {args.split} images "
+              f"({result['refused']} refused); model card's test accuracy: {result['card_accuracy']:.4f}")
+        return
     if args.command == "export":
         for card in export_run(Path(args.run), Path(args.weights)):
             print(f"exported {card.name} {card.version} -> {args.weights}")

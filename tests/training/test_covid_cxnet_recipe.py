@@ -9,6 +9,7 @@ from tests.training.serving import served_inputs
 from training.__main__ import main as training_main
 from training.adapters import read_records
 from training.recipes import covid_cxnet
+from training.served import served_accuracy
 
 
 def test_recipe_runs_every_experiment_and_the_shortcut_audit(tmp_path, synthetic_pack):
@@ -44,3 +45,6 @@ def test_recipe_runs_every_experiment_and_the_shortcut_audit(tmp_path, synthetic
     for card, reference in ((binary, None), (three, np.load(run / "histogram_reference.npy"))):
         trained = covid_cxnet.build_inputs([record], masks, profile, reference)[0].astype(np.float32)
         assert np.abs(served_inputs(registry, card.name, record.image) - trained).max() < 2e-3
+    # The served-accuracy command scores the same test split through the app's pipeline.
+    served = served_accuracy(weights, "covid-cxnet-binary", read_records([synthetic_pack]))
+    assert served["n"] == binary.metrics["test"]["n"] and 0 <= served["served_accuracy"] <= 1
