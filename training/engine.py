@@ -72,6 +72,16 @@ def shuffled_batches(count: int, batch: int, seed: int):
     return batches
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """Where and how every recipe trains; each recipe's ``Profile`` extends it with the paper's settings."""
+
+    max_steps_per_epoch: int | None = None  # cap for tests and smoke runs
+    device: str = "auto"
+    amp: bool = False
+    tensorboard: bool = False
+
+
 @dataclass
 class FitConfig:
     epochs: int
@@ -85,7 +95,7 @@ class FitConfig:
 
     @classmethod
     def from_settings(cls, settings, epochs: int, out_dir: Path, select_metric: str) -> "FitConfig":
-        """Take device, AMP, step limit and TensorBoard from a recipe profile (or any object holding them)."""
+        """Take device, AMP, step limit and TensorBoard from a ``RunSettings`` profile or a ``SegmenterConfig``."""
         return cls(epochs, out_dir, select_metric, device=settings.device, amp=settings.amp,
                    max_steps_per_epoch=settings.max_steps_per_epoch, tensorboard=settings.tensorboard)
 

@@ -61,14 +61,17 @@ class ClassifierInput:
     box: tuple | None = None  # (rows, cols) slices of the image the inputs cover; None: the whole image
 
 
-def classifier_inputs(card: ModelCard, pixels: np.ndarray, lung_small: np.ndarray, lung_mask: np.ndarray,
-                      reference: np.ndarray | None) -> ClassifierInput:
-    """Build the classifier's inputs as its recipe did in training (the same ``core`` functions)."""
+def classifier_inputs(card: ModelCard, pixels: np.ndarray, lung_small: np.ndarray, lung_prob: np.ndarray,
+                      lung_mask: np.ndarray, reference: np.ndarray | None) -> ClassifierInput:
+    """Build the classifier's inputs as its recipe did in training (the same ``core`` functions).
+
+    ``lung_small``: lung probability at the segmenter's size; ``lung_prob``: the same at the image's shape.
+    """
     size, config = card.input_size, card.input_config
     if card.input_kind == "image+mask":
         return ClassifierInput(classifier_input(pixels, lung_mask, size))
     if card.input_kind == "lung-only":
-        dilated = hrnet_postprocess(probability_to_shape(lung_small, pixels.shape) >= 0.5,
+        dilated = hrnet_postprocess(lung_prob >= 0.5,
                                     config.get("dilation", 8), config.get("closing", 2))
         return ClassifierInput((lung_only_input(pixels, dilated, size),))
     if not config.get("lung_roi", True):  # COVID-CXNet without segmentation: the whole image
@@ -144,7 +147,7 @@ class CxrPipeline:
                 f"{HRNET_MIN_AREA_FRACTION:.0%}): check the mask before trusting the classification."
             )
         card = self.cls_card
-        inputs = classifier_inputs(card, pixels, lung_small, lung_mask, self.reference)
+        inputs = classifier_inputs(card, pixels, lung_small, prob, lung_mask, self.reference)
         with _timed(timings, "classification"):
             logits = self.classifier(*(x[None] for x in inputs.arrays))[0]
             probs = to_probabilities(logits, card.output)

@@ -16,5 +16,5 @@ def served_inputs(registry: Registry, classifier: str, image_path) -> np.ndarray
     pixels = load_gray(image_path)
     small = lung_probability_small(pixels, TorchModel(registry.load_torch(seg_card), "cpu"), seg_card.input_size)
     reference = registry.load_array(card, "histogram_reference") if "histogram_reference" in card.files else None
-    lung_mask = lung_mask_from_probability(probability_to_shape(small, pixels.shape))
-    return classifier_inputs(card, pixels, small, lung_mask, reference).arrays[0]
+    prob = probability_to_shape(small, pixels.shape)
+    return classifier_inputs(card, pixels, small, prob, lung_mask_from_probability(prob), reference).arrays[0]

@@ -33,7 +33,7 @@ from training.augment import AffineAugment
 from training.chexnet import load_chexnet
 from training.classification import ArraySet, binary_gradcam_panels, evaluate_classifier, fit_classifier, predict
 from training.data import cache_dir, load_gray
-from training.engine import FitConfig, is_main_process, pick_device
+from training.engine import FitConfig, RunSettings, is_main_process, pick_device
 from training.metrics import classification_report
 from training.segmentation import SegmenterConfig, evaluate_segmenter, train_segmenter
 from training.splits import holdout_split, subsample_per_class
@@ -47,7 +47,7 @@ AUGMENT = AffineAugment(shift=0.05, scale=0.15, rotate_degrees=10.0)  # the pape
 
 
 @dataclass(frozen=True)
-class Profile:
+class Profile(RunSettings):
     size: int = 224
     seg_size: int = 512
     seg_widths: tuple = (32, 64, 128, 256, 512)
@@ -71,10 +71,6 @@ class Profile:
     loso_sources: tuple | None = None  # None: every source
     chexnet: str | None = None  # path of a CheXNet checkpoint to start DenseNet-121 from
     seed: int = 0
-    max_steps_per_epoch: int | None = None
-    device: str = "auto"
-    amp: bool = False
-    tensorboard: bool = False
 
 
 PROFILES = {

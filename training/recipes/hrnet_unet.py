@@ -30,7 +30,7 @@ from training import reports
 from training.augment import HrnetAugment
 from training.classification import ArraySet, binary_gradcam_panels, evaluate_classifier, fit_classifier
 from training.data import load_gray
-from training.engine import FitConfig, is_main_process, pick_device
+from training.engine import FitConfig, RunSettings, is_main_process, pick_device
 from training.metrics import classification_report, mean_and_spread
 from training.segmentation import SegmenterConfig, evaluate_segmenter, train_segmenter
 from training.splits import patient_kfold, subsample_per_class
@@ -45,7 +45,7 @@ AUGMENT = HrnetAugment()
 
 
 @dataclass(frozen=True)
-class Profile:
+class Profile(RunSettings):
     folds: int = 10
     seg_size: int = 512
     seg_widths: tuple = (32, 64, 128, 256, 512)
@@ -63,10 +63,6 @@ class Profile:
     cls_milestones: tuple = (30, 60, 90)  # lr x 0.1 (beyond 25 epochs, as published)
     max_per_class: int | None = 500  # the paper's set: 410 COVID + 500 non-COVID images
     seed: int = 0
-    max_steps_per_epoch: int | None = None
-    device: str = "auto"
-    amp: bool = False
-    tensorboard: bool = False
 
 
 PROFILES = {

@@ -30,7 +30,7 @@ from training import reports
 from training.augment import CLASSIFICATION_AUGMENT, resolution_jitter
 from training.classification import ArraySet, evaluate_classifier, fit_classifier
 from training.data import cache_dir, load_gray
-from training.engine import FitConfig, is_main_process, pick_device
+from training.engine import FitConfig, RunSettings, is_main_process, pick_device
 from training.metrics import mean_and_spread
 from training.profiling import model_cost
 from training.recipes import load_profile
@@ -54,7 +54,7 @@ PAPER_TEST_IOU = {"normal": 93.49, "tb": 93.14, "covid": 89.07, "all": 92.50}
 
 
 @dataclass(frozen=True)
-class Profile:
+class Profile(RunSettings):
     seg_size: int = 512
     seg_widths: tuple = (32, 64, 128, 256, 512)
     seg_epochs: int = 50
@@ -71,10 +71,6 @@ class Profile:
     cls_momentum: float = 0.9
     max_train_per_class: int | None = None  # subsample the training split (quick profiles)
     resolution_jitter: float = 0.0  # p of random down/up-sampling (counters the TB low-resolution shortcut)
-    max_steps_per_epoch: int | None = None
-    device: str = "auto"
-    amp: bool = False
-    tensorboard: bool = False
 
 
 PROFILES = {
