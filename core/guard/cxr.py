@@ -12,8 +12,8 @@ import re
 
 import numpy as np
 
-from .errors import ImageTooSmallError, UnsupportedInputError
-from .study import Study
+from ..errors import ImageTooSmallError, UnsupportedInputError
+from ..study import Study
 
 # --- modality ------------------------------------------------------------------------------------
 RADIOGRAPH_MODALITIES = {"CR", "DX", "DR"}  # accepted silently

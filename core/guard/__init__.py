@@ -1,0 +1,8 @@
+"""Is this input fit for the chosen analysis? One module per task; each refuses with a typed ``InputError``.
+
+``cxr``: frontal chest radiographs (the Chest X-ray page).
+"""
+
+from .cxr import MAX_ASPECT_RATIO, MIN_SIDE_PX, check_chest_xray
+
+__all__ = ["MAX_ASPECT_RATIO", "MIN_SIDE_PX", "check_chest_xray"]
