@@ -14,12 +14,19 @@ from pathlib import Path
 from .errors import ModelError, UntrustedWeightsError
 
 MANIFEST = "manifest.json"
-TASKS = ("lung-segmentation", "cxr-classification")
+TASKS = (
+    "lung-segmentation", "cxr-classification",  # chest X-ray
+    "ct-lung-segmentation", "ct-infection-segmentation", "ct-classification",  # CT slices
+    "image-kind",  # the gate: frontal chest radiograph / axial chest CT slice / other
+)
 # How a classifier's inputs are built from the image and its lung mask (``core.pipelines.cxr``):
 #   image+mask  MANet: segmented image in [-1, 1] and the lung mask, two inputs
 #   lung-only   UNet + HRNet: image in [0, 1], 0 outside the dilated + closed lung mask, one input
 #   cxnet-roi   COVID-CXNet: lung bounding box + margin, original / CLAHE / BEASF as three channels
-INPUT_KINDS = ("image+mask", "lung-only", "cxnet-roi")
+#   grey        one grey channel: ``core.preprocess.segmenter_input`` of the image (CT models take
+#               ``core.imaging.ct_input.ct_model_pixels`` first), the image-kind gate
+#   multisource paper 002's fusion classifier: global slice, heat-map crop, left/right infected sub-images
+INPUT_KINDS = ("image+mask", "lung-only", "cxnet-roi", "grey", "multisource")
 # softmax: one logit per class; sigmoid: two classes, one logit for the second (BCE-trained binary models)
 OUTPUTS = ("softmax", "sigmoid")
 
