@@ -26,15 +26,18 @@ class DataNotFoundError(FileNotFoundError):
     pass
 
 
-def resolve_data_root(path: str | os.PathLike | None = None) -> Path:
-    """``--data`` flag, else ``$CHEST_DATA``, else ``../shared/data`` beside the repository."""
+def resolve_data_root(path: str | os.PathLike | None = None, collections: tuple[str, ...] = ("cxr",)) -> Path:
+    """``--data`` flag, else ``$CHEST_DATA``, else ``../shared/data`` beside the repository.
+
+    The first candidate holding ``<collection>/labels.csv`` for every one of ``collections`` wins: the
+    X-ray recipes need ``cxr``; CT recipes pass e.g. ``("ct_infection",)`` so a CT-only folder is found.
+    """
     candidates = [path, os.environ.get(DATA_ENV), Path(__file__).resolve().parents[2] / "shared" / "data"]
     for candidate in candidates:
-        if candidate and (Path(candidate) / "cxr" / "labels.csv").is_file():
+        if candidate and all((Path(candidate) / name / "labels.csv").is_file() for name in collections):
             return Path(candidate)
-    raise DataNotFoundError(
-        "no data pack found: pass --data PATH or set CHEST_DATA to a folder holding cxr/labels.csv"
-    )
+    needed = " and ".join(f"{name}/labels.csv" for name in collections)
+    raise DataNotFoundError(f"no data pack found: pass --data PATH or set CHEST_DATA to a folder holding {needed}")
 
 
 @dataclass(frozen=True)
@@ -78,14 +81,30 @@ def cache_dir() -> Path:
     return folder
 
 
-def stack_resized(paths: list[Path], size: int, is_mask: bool = False) -> np.ndarray:
-    """(N, size, size) uint8: images 0-255, masks 0/1. Cached by file list and size."""
-    key = hashlib.sha256(("|".join(map(str, paths)) + f"|{size}|{is_mask}").encode()).hexdigest()[:20]
-    cache = cache_dir() / f"{'mask' if is_mask else 'image'}-{size}-{key}.npy"
+def load_label_map(path: Path) -> np.ndarray:
+    """A label mask as stored (e.g. 0 background, 1 ground glass, 2 consolidation), uint8, not rescaled."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+def stack_resized(paths: list[Path], size: int, is_mask: bool = False, multiclass: bool = False) -> np.ndarray:
+    """(N, size, size) uint8: images 0-255, masks 0/1. Cached by file list and size.
+
+    ``multiclass``: label masks (0/1/2...) resized by nearest neighbour, so the labels are kept as they
+    are and no in-between label appears at a boundary.
+    """
+    is_mask = is_mask or multiclass
+    # The key of binary masks and images is unchanged, so existing caches stay valid.
+    key = hashlib.sha256(("|".join(map(str, paths)) + f"|{size}|{is_mask}" + ("|multiclass" if multiclass else "")).encode())
+    kind = "labels" if multiclass else "mask" if is_mask else "image"
+    cache = cache_dir() / f"{kind}-{size}-{key.hexdigest()[:20]}.npy"
     if cache.exists():
         return np.load(cache)
     out = np.zeros((len(paths), size, size), dtype=np.uint8)
-    for index, path in enumerate(tqdm(paths, desc=f"decoding {'masks' if is_mask else 'images'} at {size}px", leave=False)):
+    for index, path in enumerate(tqdm(paths, desc=f"decoding {kind}s at {size}px", leave=False)):
+        if multiclass:
+            out[index] = resize_square(load_label_map(path).astype(np.float32), size, order=0).round()
+            continue
         pixels = load_gray(path)
         if is_mask:
             out[index] = resize_square(pixels, size, order=0) > 0.5
