@@ -21,6 +21,8 @@ RECIPES = {  # command -> (module in training.recipes, help)
     "manet": ("manet", "MANet: ResUNet lungs, then ResNet/VGG/Inception plain, with mask attention, with CBAM"),
     "hrnet-unet": ("hrnet_unet", "UNet + HRNet: UNet lungs (10-fold), HRNet COVID classifier and baselines (10-fold)"),
     "covid-cxnet": ("covid_cxnet", "COVID-CXNet: CLAHE/BEASF inputs, base model, DenseNet-121; binary, flat, hierarchical"),
+    "ct-lungs": ("ct_lungs", "CT lungs: ResUNet on the pack's ma2020 CT slices with lung masks"),
+    "infnet": ("infnet", "Inf-Net: CT infection segmentation, Semi-Inf-Net pseudo-label loop, multi-class GGO/consolidation"),
 }
 
 
@@ -45,6 +47,17 @@ def load_records(paths: list[str] | None):
     from training.data import resolve_data_root
 
     return read_records([resolve_data_root(None)] if not paths else paths)
+
+
+def run_recipe(module, paths: list[str] | None, out: Path, profile: str, overrides: dict) -> None:
+    """CT recipes read the pack themselves (``read_records(root)``) and get its root; X-ray recipes get adapter records."""
+    if hasattr(module, "read_records"):
+        from training.data import resolve_data_root
+
+        root = resolve_data_root(paths[0] if paths else None, module.DATA_COLLECTIONS)
+        module.run(module.read_records(root), out, profile, data_root=root, **overrides)
+    else:
+        module.run(load_records(paths), out, profile, **overrides)
 
 
 def main(argv=None) -> None:
@@ -92,7 +105,7 @@ def main(argv=None) -> None:
     if args.tensorboard:
         overrides["tensorboard"] = True
     out = Path(args.out or f"runs/{args.command}-{args.profile}")
-    module.run(load_records(args.data), out, args.profile, **overrides)
+    run_recipe(module, args.data, out, args.profile, overrides)
     if args.export:
         for card in export_run(out, Path(args.export)):
             print(f"exported {card.name} {card.version} -> {args.export}")

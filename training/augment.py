@@ -141,3 +141,30 @@ def _gaussian_blur(image: torch.Tensor, kernel: int, sigma: float) -> torch.Tens
     vertical = weights.view(1, 1, kernel, 1).repeat(channels, 1, 1, 1)
     padded = F.pad(image, (kernel // 2,) * 4, mode="reflect")
     return F.conv2d(F.conv2d(padded, horizontal, groups=channels), vertical, groups=channels)
+
+
+@dataclass(frozen=True)
+class CtSliceAugment:
+    """CT slices in [0, 1]: MANet's affine moves, then random gamma, blur and noise.
+
+    The pack's CT masks come with CLAHE-enhanced or differently windowed slices while users upload
+    lung-window exports or HU; the photometric part keeps the models from learning one exporter's contrast.
+    """
+
+    affine: AffineAugment = AffineAugment(rotate_degrees=15.0)
+    photometric: HrnetAugment = HrnetAugment(gamma=(0.6, 1.7), p_salt_pepper=0.0, p_blur=0.3, blur_sigma=1.0, noise_std=0.02)
+
+    def __call__(self, image, mask=None, generator=None):
+        image, mask = self.affine(image, mask, generator)
+        n, device = image.shape[0], image.device
+
+        def uniform(low, high):
+            return low + (high - low) * torch.rand(n, generator=generator, device=device)
+
+        def chance(p):
+            return torch.rand(n, generator=generator, device=device) < p
+
+        return self.photometric._photometric(image.clamp(0, 1), uniform, chance), mask
+
+
+CT_SEGMENTATION_AUGMENT = CtSliceAugment()

@@ -87,7 +87,8 @@ def export_run(run_dir: Path, weights_dir: Path) -> list[ModelCard]:
     """Export the models a finished run selected (the recipe is read from its ``config.json``)."""
     run_dir, weights_dir = Path(run_dir), Path(weights_dir)
     recipe = json.loads((run_dir / "config.json").read_text()).get("recipe", "manet")
-    exporters = {"manet": export_manet, "hrnet-unet": export_hrnet_unet, "covid-cxnet": export_covid_cxnet}
+    exporters = {"manet": export_manet, "hrnet-unet": export_hrnet_unet, "covid-cxnet": export_covid_cxnet,
+                 "ct-lungs": export_ct_lungs}
     return exporters[recipe](run_dir, weights_dir)
 
 
@@ -213,6 +214,43 @@ def export_covid_cxnet(run_dir: Path, weights_dir: Path, version: str = "1.0.0")
                 test, size, "COVID-19 vs normal only" if binary else "Three classes only (normal / pneumonia / COVID-19)"),
         }, extra))
     return cards
+
+
+CT_INTENDED_USE = (
+    "Research use only. Not for clinical use. Supports reviewers who study model behaviour on axial chest CT "
+    "slices; it is not a diagnostic device and was not validated prospectively."
+)
+CT_INPUT = ("one axial slice: HU through the lung window W1500/L-600 (the multi-source paper's [-1350, 150]) "
+            "quantised to 8 bits, or an 8-bit export as it is (core.imaging.ct_input.ct_model_pixels); ")
+
+
+def export_ct_lungs(run_dir: Path, weights_dir: Path, version: str = "1.0.0") -> list[ModelCard]:
+    """The CT lung ResUNet (best epoch on val) with its test Dice per subset."""
+    from training.recipes import ct_lungs
+
+    profile_name, profile = load_profile(run_dir, ct_lungs.Profile)
+    result = json.loads((run_dir / "segmenter_test.json").read_text())
+    size, test = profile.seg_size, result["test"]
+    hu = result.get("hu_volume")
+    card = export_model(ct_lungs.load_segmenter(run_dir, profile), (torch.zeros(1, 1, size, size),), weights_dir, {
+        "name": "ct-lungs-resunet", "version": version, "task": "ct-lung-segmentation", "architecture": "resunet",
+        "architecture_config": {"widths": list(profile.seg_widths)}, "classes": ["lung"], "input_size": size,
+        "input_kind": "grey",
+        "preprocessing": CT_INPUT + f"resized to {size}x{size}, min-max to [0, 1]; output sigmoid >= 0.5, resized back, "
+                         "holes filled, objects < 0.5% of the slice removed",
+        "training_data": "Shared public data pack (../shared/data/ct_infection): the 457 `train` slices of ma2020 "
+                         "(Ma et al., COVID-19 CT Lung and Infection Segmentation, CC BY 4.0) with their lung masks.",
+        "training_command": _command("ct-lungs", profile_name, weights_dir), "metrics": {"test": test, "hu_volume": hu},
+        "intended_use": CT_INTENDED_USE,
+        "limitations": [
+            "Trained on 20 COVID-19 CT volumes of one collection (ma2020), CLAHE-enhanced slices: other scanners, "
+            "windows and non-COVID lungs are outside its training data.",
+            "Slice by slice: it knows nothing of the neighbouring slices.",
+            f"Test Dice {test['dice']:.3f} on {test['n']} ma2020 slices of held-out volumes.",
+        ] + ([f"On the pack's real HU volume it found lungs on {hu['slices_with_lungs']} of {hu['slices']} sampled slices."]
+             if hu else []),
+    })
+    return [card]
 
 
 def _load_state(model, folder: Path):

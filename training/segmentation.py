@@ -80,8 +80,12 @@ def train_segmenter(train: list[CxrRecord], val: list[CxrRecord], config: Segmen
     return model.eval()
 
 
-def evaluate_segmenter(model, records: list[CxrRecord], size: int, postprocess: Callable[[np.ndarray], np.ndarray]) -> dict:
-    """Dice/IoU at each image's own resolution after ``postprocess``, per class of image and per source."""
+def evaluate_segmenter(model, records: list[CxrRecord], size: int, postprocess: Callable[[np.ndarray], np.ndarray],
+                       group_by: dict[str, str] | None = None) -> dict:
+    """Dice/IoU at each image's own resolution after ``postprocess``, per group of records.
+
+    ``group_by``: report key -> record attribute (default: per class of image and per source).
+    """
     segmenter = TorchModel(model, next(model.parameters()).device)
     dices, ious = [], []
     for record in tqdm(records, desc="segmentation evaluation", leave=False):
@@ -89,10 +93,8 @@ def evaluate_segmenter(model, records: list[CxrRecord], size: int, postprocess: 
         dice, iou = dice_iou(pred, load_gray(record.lung_mask) > 0.5)
         dices.append(dice)
         ious.append(iou)
-    return {
-        "by_class": segmentation_report(dices, ious, [r.label for r in records]),
-        "by_source": segmentation_report(dices, ious, [r.source for r in records]),
-    }
+    group_by = group_by or {"by_class": "label", "by_source": "source"}
+    return {key: segmentation_report(dices, ious, [getattr(r, attr) for r in records]) for key, attr in group_by.items()}
 
 
 SEGMENTATION_AUGMENT = AffineAugment(rotate_degrees=10.0)
