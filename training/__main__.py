@@ -23,6 +23,7 @@ RECIPES = {  # command -> (module in training.recipes, help)
     "covid-cxnet": ("covid_cxnet", "COVID-CXNet: CLAHE/BEASF inputs, base model, DenseNet-121; binary, flat, hierarchical"),
     "ct-lungs": ("ct_lungs", "CT lungs: ResUNet on the pack's ma2020 CT slices with lung masks"),
     "infnet": ("infnet", "Inf-Net: CT infection segmentation, Semi-Inf-Net pseudo-label loop, multi-class GGO/consolidation"),
+    "image-kind": ("image_kind", "Image-kind gate: chest radiograph / axial chest CT slice / other (the app's pixel check)"),
 }
 
 

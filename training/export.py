@@ -88,7 +88,7 @@ def export_run(run_dir: Path, weights_dir: Path) -> list[ModelCard]:
     run_dir, weights_dir = Path(run_dir), Path(weights_dir)
     recipe = json.loads((run_dir / "config.json").read_text()).get("recipe", "manet")
     exporters = {"manet": export_manet, "hrnet-unet": export_hrnet_unet, "covid-cxnet": export_covid_cxnet,
-                 "ct-lungs": export_ct_lungs}
+                 "ct-lungs": export_ct_lungs, "image-kind": export_image_kind}
     return exporters[recipe](run_dir, weights_dir)
 
 
@@ -249,6 +249,43 @@ def export_ct_lungs(run_dir: Path, weights_dir: Path, version: str = "1.0.0") ->
             f"Test Dice {test['dice']:.3f} on {test['n']} ma2020 slices of held-out volumes.",
         ] + ([f"On the pack's real HU volume it found lungs on {hu['slices_with_lungs']} of {hu['slices']} sampled slices."]
              if hu else []),
+    })
+    return [card]
+
+
+def export_image_kind(run_dir: Path, weights_dir: Path, version: str = "1.0.0") -> list[ModelCard]:
+    """The image-kind gate (chest radiograph / axial chest CT slice / other) that every page and ``core predict`` use."""
+    from training.recipes import image_kind
+
+    profile_name, profile = load_profile(run_dir, image_kind.Profile)
+    result = json.loads((run_dir / "test.json").read_text())
+    test, phantoms = result["report"], result["phantoms"]
+    size = profile.size
+    per_source = [f"{source}: {values['accuracy']:.3f} (n={values['n']})" for source, values in test["per_source"].items()
+                  if values["accuracy"] < 0.95]
+    card = export_model(image_kind.load_gate(run_dir, profile), (torch.zeros(1, 1, size, size),), weights_dir, {
+        "name": "image-kind-gate", "version": version, "task": "image-kind", "architecture": profile.arch,
+        "architecture_config": image_kind.architecture_config(profile), "classes": list(image_kind.KINDS),
+        "input_size": size, "input_kind": "grey", "output": "softmax",
+        "preprocessing": f"displayed grey pixels (CT: the lung window) resized to {size}x{size}, min-max to [0, 1] "
+                         "(core.preprocess.segmenter_input); softmax over chest-xray / chest-ct / other",
+        "training_data": "Shared public data pack (../shared/data): cxr (chest radiographs, every source), ct_slices and "
+                         "ct_infection (CT slices) with their train splits; non-medical and non-chest images shipped "
+                         "with scikit-image, scikit-learn and Matplotlib (augmented; whole images held out for test); "
+                         "synthetic X-ray and CT phantoms (seeds apart from the test seeds).",
+        "training_command": _command("image-kind", profile_name, weights_dir),
+        "metrics": {"test": test, "phantoms": phantoms, "training_images_per_second": result["speed"]["images_per_second"]},
+        "intended_use": "Research use only. Not for clinical use. Checks that an upload looks like the kind of image a "
+                        "page analyses (frontal chest radiograph or axial chest CT slice) before any model sees it; it "
+                        "does not judge image quality, view or body part beyond that.",
+        "limitations": [
+            "Trained on a few dozen non-medical sample images (augmented): unusual uploads (screenshots with text "
+            "around an image, photos of a screen or film, other body parts' radiographs) may be called a chest image.",
+            "Non-chest radiographs and CT slices of other body regions were not in training: the gate cannot be "
+            "relied on to refuse them (the DICOM guards check the body part where the tags exist).",
+            f"Held-out test accuracy {test['accuracy']:.3f} on {test['n']} images; phantoms {phantoms['accuracy']:.3f} "
+            f"on {phantoms['n']}.",
+        ] + ([f"Weaker sources on the test split: {'; '.join(per_source)}."] if per_source else []),
     })
     return [card]
 
