@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import ReviewLogError
-from core.reviews import Review, ReviewFilters, ReviewStore
+from core.reviews import TASK_TITLES, TASKS, Review, ReviewFilters, ReviewStore
 from pages.common import review_store
 
 ALL = "All"
@@ -21,11 +21,16 @@ def _choice(value: str) -> str | None:
     return None if value == ALL else value
 
 
+def _task_title(task: str) -> str:
+    return TASK_TITLES.get(task, task)
+
+
 def _rows(reviews: list[Review]) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
                 "Saved (UTC)": r.created_at.strftime("%Y-%m-%d %H:%M"),
+                "Task": _task_title(r.task),
                 "Reviewer": r.reviewer,
                 "Case": r.case_hash[:12],
                 "Model": f"{r.model_name} {r.model_version}",
@@ -47,8 +52,12 @@ def _filters(everything: list[Review]) -> ReviewFilters:
     reviewers = sorted({r.reviewer for r in everything})
     labels = sorted({r.predicted_label for r in everything} | {r.corrected_label for r in everything})
     models = sorted({r.model_name for r in everything})
+    tasks = [task for task in TASKS if any(r.task == task for r in everything)]  # the pages' order
     with st.expander("Filters", expanded=True):
-        c1, c2, c3 = st.columns(3)
+        c0, c1, c2, c3 = st.columns(4)
+        task = c0.selectbox(
+            "Task", [ALL, *tasks], format_func=lambda t: t if t == ALL else _task_title(t), key="rl_task"
+        )
         reviewer = c1.selectbox("Reviewer", [ALL, *reviewers], key="rl_reviewer")
         verdict = c2.selectbox("Verdict", [ALL, "agree", "disagree"], key="rl_verdict")
         model = c3.selectbox("Model", [ALL, *models], key="rl_model")
@@ -60,6 +69,7 @@ def _filters(everything: list[Review]) -> ReviewFilters:
         date_from: date | None = c7.date_input("From (UTC)", value=None, key="rl_from")
         date_to: date | None = c8.date_input("To (UTC)", value=None, key="rl_to")
     return ReviewFilters(
+        task=_choice(task),
         reviewer=_choice(reviewer),
         verdict=_choice(verdict),
         model_name=_choice(model),
@@ -79,7 +89,8 @@ def _history(store: ReviewStore, reviews: list[Review]) -> None:
         index=None,
         placeholder="Choose a review",
         format_func=lambda u: (
-            f"{by_uid[u].created_at:%Y-%m-%d %H:%M} · {by_uid[u].reviewer} · case {by_uid[u].case_hash[:12]}"
+            f"{by_uid[u].created_at:%Y-%m-%d %H:%M} · {_task_title(by_uid[u].task)} · {by_uid[u].reviewer}"
+            f" · case {by_uid[u].case_hash[:12]}"
             f" · v{by_uid[u].version}"
         ),
         key="rl_history_uid",

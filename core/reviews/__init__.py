@@ -11,6 +11,10 @@ Public API::
     store.history(review_uid) -> list[Review]
     store.export_csv(ReviewFilters | None, include_history=False) -> str
 
+Every review records the page it was made on: ``ReviewInput.task`` / ``Review.task`` /
+``ReviewFilters.task``, one of ``TASKS`` = ``("cxr", "ct-slice", "ct-volume")`` (default ``"cxr"``);
+``TASK_TITLES`` holds their display names ("Chest X-ray", "CT slice", "CT volume").
+
 Errors are ``core.errors.ReviewLogError`` subclasses: ``ReviewValidationError`` (bad input, has
 ``.field``), ``ReviewNotFoundError``, ``ReviewConflictError``, ``ReviewStorageError`` (database busy,
 read-only, corrupt, or from a newer app version). Their messages are meant for the user.
@@ -19,7 +23,7 @@ Migrations live in ``core/reviews/migrations`` (no alembic.ini); command line:
 ``python -m core.reviews upgrade head`` / ``current`` / ``history`` (see ``migrations/env.py``).
 """
 
-from core.reviews.schema import EXTRA_LABELS, VERDICTS, ReviewRow
+from core.reviews.schema import DEFAULT_TASK, EXTRA_LABELS, TASK_TITLES, TASKS, VERDICTS, ReviewRow
 from core.reviews.store import (
     CSV_COLUMNS,
     Review,
@@ -35,6 +39,7 @@ from core.reviews.store import (
 
 __all__ = [
     "CSV_COLUMNS",
+    "DEFAULT_TASK",
     "EXTRA_LABELS",
     "VERDICTS",
     "Review",
@@ -46,5 +51,7 @@ __all__ = [
     "ReviewStorageError",
     "ReviewStore",
     "ReviewValidationError",
+    "TASKS",
+    "TASK_TITLES",
     "alembic_config",
 ]

@@ -4,6 +4,10 @@ The table is append-only: a review is never updated or deleted. Correcting a rev
 row of the same ``review_uid`` with ``version + 1`` whose ``supersedes_id`` points at the row it
 replaces. On SQLite the migration ``0001`` installs triggers that abort any UPDATE or DELETE.
 
+``task`` records which page (analysis task) a review came from: ``cxr`` (chest X-ray page),
+``ct-slice`` (CT slice page) or ``ct-volume`` (CT volume page). Migration ``0002`` added it; rows
+written before then all came from the X-ray page and read ``cxr``.
+
 Nothing here identifies a patient: a case is known only by ``case_hash`` (SHA-256 of the pixel
 content, see ``core.study.Study.case_hash``); no file name, no DICOM tag, no image bytes.
 
@@ -37,7 +41,13 @@ LABEL_MAX = 64
 NOTE_MAX = 2000
 WHERE_WRONG_MAX = 200
 
+TASK_MAX = 32
+
 VERDICTS = ("agree", "disagree")
+TASKS = ("cxr", "ct-slice", "ct-volume")  # the pages a review can come from; a new one needs a migration
+DEFAULT_TASK = "cxr"  # what every review written before migration 0002 was
+TASK_TITLES = {"cxr": "Chest X-ray", "ct-slice": "CT slice", "ct-volume": "CT volume"}
+_TASK_LIST = ", ".join(f"'{task}'" for task in TASKS)  # SQL text of the CHECK constraint
 EXTRA_LABELS = ("other", "uncertain")  # allowed as corrected_label besides the model's own classes
 
 
@@ -90,6 +100,8 @@ class ReviewRow(Base):
         Index("ix_reviews_case_hash", "case_hash"),
         Index("ix_reviews_created_at", "created_at"),
         Index("ix_reviews_reviewer", "reviewer"),
+        CheckConstraint(f"task IN ({_TASK_LIST})", name="ck_reviews_task"),
+        Index("ix_reviews_task", "task"),
         {"sqlite_autoincrement": True},
     )
 
@@ -112,6 +124,8 @@ class ReviewRow(Base):
     note: Mapped[str] = mapped_column(Text, nullable=False)
     where_wrong: Mapped[str | None] = mapped_column(String(WHERE_WRONG_MAX), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    # Last because migration 0002 appended it with ALTER TABLE ADD COLUMN.
+    task: Mapped[str] = mapped_column(String(TASK_MAX), nullable=False, server_default=DEFAULT_TASK)
 
 
 reviews_table = ReviewRow.__table__

@@ -48,11 +48,13 @@ from sqlalchemy.sql import ColumnElement
 from core.classes import MANET_CLASSES
 from core.errors import ReviewLogError
 from core.reviews.schema import (
+    DEFAULT_TASK,
     EXTRA_LABELS,
     LABEL_MAX,
     MODEL_FIELD_MAX,
     NOTE_MAX,
     REVIEWER_MAX,
+    TASKS,
     VERDICTS,
     WHERE_WRONG_MAX,
     reviews_table,
@@ -107,6 +109,8 @@ class ReviewInput:
     ``where_wrong``: optional short free text (<= 200 chars), e.g. "missed left lower lobe
     consolidation"; allowed with either verdict (e.g. right label, wrong region). Free text must not
     contain patient identifiers: nothing checks that.
+    ``task``: the page the review was made on, one of ``core.reviews.TASKS`` (``"cxr"``,
+    ``"ct-slice"``, ``"ct-volume"``); an amendment must carry the task of the review it amends.
     """
 
     reviewer: str
@@ -121,9 +125,11 @@ class ReviewInput:
     corrected_label: str | None = None
     note: str = ""
     where_wrong: str | None = None
+    task: str = DEFAULT_TASK
 
     def validated(self) -> dict[str, Any]:
         """Normalised column values; raises ``ReviewValidationError`` naming the first bad field."""
+        task = _task("task", self.task)
         probabilities = _probabilities(self.predicted_probabilities)
         predicted = _label("predicted_label", self.predicted_label)
         if predicted not in probabilities:
@@ -179,6 +185,7 @@ class ReviewInput:
             "confidence": _confidence(self.confidence),
             "note": _note(self.note),
             "where_wrong": _where_wrong(self.where_wrong),
+            "task": task,
         }
 
 
@@ -203,6 +210,7 @@ class Review:
     note: str
     where_wrong: str | None
     created_at: datetime  # timezone-aware UTC
+    task: str  # the page the review was made on: one of TASKS
 
     def to_input(self, **changes: Any) -> ReviewInput:
         """A ``ReviewInput`` carrying this review's values, e.g. as the starting point of an amendment."""
@@ -219,6 +227,7 @@ class Review:
             "corrected_label": self.corrected_label if self.verdict == "disagree" else None,
             "note": self.note,
             "where_wrong": self.where_wrong,
+            "task": self.task,
         }
         values.update(changes)
         return ReviewInput(**values)
@@ -230,9 +239,10 @@ class ReviewFilters:
 
     ``date_from`` / ``date_to`` bound ``created_at`` (UTC): a ``date`` covers that whole UTC day (both
     ends inclusive); a ``datetime`` is an exact bound (naive means UTC). ``case_hash_prefix`` is 1-64
-    hex digits.
+    hex digits. ``task`` is one of ``TASKS``.
     """
 
+    task: str | None = None
     reviewer: str | None = None
     verdict: str | None = None
     predicted_label: str | None = None
@@ -356,6 +366,15 @@ def _where_wrong(value: Any) -> str | None:
     return value
 
 
+def _task(field_name: str, value: Any) -> str:
+    task = value.strip().lower() if isinstance(value, str) else None
+    if task not in TASKS:
+        raise ReviewValidationError(
+            field_name, f"Unknown task; a review comes from one of these pages: {', '.join(TASKS)}."
+        )
+    return task
+
+
 def _review_uid(value: Any) -> str:
     text = value.strip().lower() if isinstance(value, str) else ""
     if not _UID.match(text):
@@ -392,6 +411,8 @@ def _filter_clauses(filters: ReviewFilters | None) -> list[ColumnElement[bool]]:
         if verdict not in VERDICTS:
             raise ReviewValidationError("verdict", "Verdict filter must be 'agree' or 'disagree'.")
         clauses.append(t.verdict == verdict)
+    if filters.task is not None:
+        clauses.append(t.task == _task("task", filters.task))
     start = _bound("date_from", filters.date_from, end=False)
     stop = _bound("date_to", filters.date_to, end=True)
     stop_inclusive = isinstance(filters.date_to, datetime)  # a date means "to the end of that day"
@@ -514,6 +535,7 @@ CSV_COLUMNS = (
     "supersedes_id",
     "is_current",
     "created_at",
+    "task",
     "reviewer",
     "case_hash",
     "model_name",
@@ -762,6 +784,7 @@ def _to_review(row: Mapping[str, Any]) -> Review:
 
 def _check_same_prediction(latest: Mapping[str, Any], values: dict[str, Any]) -> None:
     titles = {
+        "task": "page (task)",
         "case_hash": "case",
         "model_name": "model name",
         "model_version": "model version",

@@ -408,6 +408,9 @@ def test_export_csv_empty_and_awkward_text(store: ReviewStore) -> None:
 # migrations
 
 
+HEAD_REVISION = "0002"
+
+
 def alembic_revision(db_path: Path) -> list[str]:
     with sqlite3.connect(db_path) as conn:
         return [r[0] for r in conn.execute("SELECT version_num FROM alembic_version")]
@@ -417,7 +420,7 @@ def test_migration_from_empty_file_and_idempotent_reopen(db_path: Path, url: str
     db_path.touch()  # a zero-byte file is an empty SQLite database
     with ReviewStore(url) as store:
         review = store.add_review(make_input())
-    assert alembic_revision(db_path) == ["0001"]
+    assert alembic_revision(db_path) == [HEAD_REVISION]
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         triggers = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
@@ -425,7 +428,7 @@ def test_migration_from_empty_file_and_idempotent_reopen(db_path: Path, url: str
     for _ in range(2):
         with ReviewStore(url) as store:
             assert store.current_reviews() == [review]
-    assert alembic_revision(db_path) == ["0001"]
+    assert alembic_revision(db_path) == [HEAD_REVISION]
 
 
 def test_model_matches_migration(store: ReviewStore) -> None:
@@ -442,13 +445,13 @@ def test_older_database_is_upgraded_and_other_tables_kept(db_path: Path, url: st
         store.add_review(make_input())
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("SELECT x FROM notes").fetchall() == [("keep me",)]
-    assert alembic_revision(db_path) == ["0001"]
+    assert alembic_revision(db_path) == [HEAD_REVISION]
 
     command.downgrade(alembic_config(url), "base")  # the CLI path (no connection passed in)
     assert alembic_revision(db_path) == []
     with ReviewStore(url) as store:
         assert store.current_reviews() == []
-    assert alembic_revision(db_path) == ["0001"]
+    assert alembic_revision(db_path) == [HEAD_REVISION]
 
 
 def test_database_from_newer_app_is_refused_untouched(db_path: Path, url: str, store: ReviewStore) -> None:
@@ -567,3 +570,211 @@ def test_concurrent_processes_lose_nothing(db_path: Path, url: str, monkeypatch:
         history = store.history(shared.review_uid)
         assert [r.version for r in history] == list(range(1, 2 + N_PROCESSES * shared_amends))
         assert all(later.supersedes_id == earlier.id for earlier, later in zip(history, history[1:]))
+
+
+# ---------------------------------------------------------------------------------------------
+# task: the page a review came from (migration 0002)
+
+TASK_TRIGGERS = {"reviews_no_update", "reviews_no_delete"}
+
+
+def schema_objects(db_path: Path, kind: str) -> set[str]:
+    with sqlite3.connect(db_path) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = ?", (kind,))}
+
+
+def column_names(db_path: Path) -> list[str]:
+    with sqlite3.connect(db_path) as conn:
+        return [r[1] for r in conn.execute("PRAGMA table_info(reviews)")]
+
+
+def assert_append_only(db_path: Path) -> None:
+    """Raw UPDATE and DELETE are refused by the triggers and change nothing."""
+    before = raw_rows(db_path)
+    conn = sqlite3.connect(db_path)
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("UPDATE reviews SET note = 'tampered'")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("DELETE FROM reviews")
+        conn.rollback()
+    finally:
+        conn.close()
+    assert raw_rows(db_path) == before
+
+
+V1_ROW = dict(
+    review_uid="a" * 32,
+    version=1,
+    supersedes_id=None,
+    reviewer="Dr Old",
+    case_hash=sha("old case"),
+    model_name="manet",
+    model_version="0.9",
+    weights_sha256=WEIGHTS,
+    predicted_probabilities='{"normal": 0.1, "covid": 0.6, "tb": 0.05, "bacterial": 0.15, "viral": 0.1}',
+    predicted_label="covid",
+    verdict="agree",
+    corrected_label="covid",
+    confidence=3,
+    note="written by the 0001 app",
+    where_wrong=None,
+    created_at="2023-06-01 08:00:00.000000",
+)
+
+
+def make_0001_database_with_rows(db_path: Path, url: str) -> None:
+    """A review log as the app before migration 0002 left it: schema 0001, one review in two versions."""
+    command.upgrade(alembic_config(url), "0001")
+    second = dict(V1_ROW, version=2, supersedes_id=1, verdict="disagree", corrected_label="tb",
+                  created_at="2023-06-02 08:00:00.000000")
+    with sqlite3.connect(db_path) as conn:
+        for row in (V1_ROW, second):
+            conn.execute(
+                f"INSERT INTO reviews ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                list(row.values()),
+            )
+    assert alembic_revision(db_path) == ["0001"] and "task" not in column_names(db_path)
+
+
+def test_upgrade_of_a_0001_database_gives_old_rows_task_cxr_and_keeps_triggers(db_path: Path, url: str) -> None:
+    make_0001_database_with_rows(db_path, url)
+    before = raw_rows(db_path)
+    assert_append_only(db_path)
+
+    with ReviewStore(url) as store:  # opening migrates to head
+        assert alembic_revision(db_path) == [HEAD_REVISION]
+        assert raw_rows(db_path) == [row + ("cxr",) for row in before]  # same rows, task appended
+        assert [(r.version, r.task) for r in store.history(V1_ROW["review_uid"])] == [(1, "cxr"), (2, "cxr")]
+        assert schema_objects(db_path, "trigger") == TASK_TRIGGERS
+        assert "ix_reviews_task" in schema_objects(db_path, "index")
+        assert_append_only(db_path)
+        with pytest.raises(sa.exc.DatabaseError, match="append-only"):
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql("UPDATE reviews SET task = 'ct-slice'")
+
+        old = store.current_reviews()[0]
+        amended = store.amend_review(old.review_uid, old.to_input(note="third look"))
+        assert (amended.version, amended.task) == (3, "cxr")
+        ct = store.add_review(make_input(task="ct-slice"))
+        assert ct.task == "ct-slice"
+    assert_append_only(db_path)
+    with sqlite3.connect(db_path) as conn:  # the CHECK constraint guards raw inserts too
+        with pytest.raises(sqlite3.IntegrityError, match="ck_reviews_task"):
+            conn.execute(
+                f"INSERT INTO reviews ({', '.join(V1_ROW)}, task) VALUES ({', '.join('?' * len(V1_ROW))}, 'mri')",
+                list(dict(V1_ROW, review_uid="b" * 32).values()),
+            )
+
+
+def test_fresh_database_has_task_column_index_and_check(db_path: Path, store: ReviewStore) -> None:
+    assert column_names(db_path)[-1] == "task"
+    assert "ix_reviews_task" in schema_objects(db_path, "index")
+    assert schema_objects(db_path, "trigger") == TASK_TRIGGERS
+    with sqlite3.connect(db_path) as conn:
+        with pytest.raises(sqlite3.IntegrityError, match="ck_reviews_task"):
+            conn.execute(
+                f"INSERT INTO reviews ({', '.join(V1_ROW)}, task) VALUES ({', '.join('?' * len(V1_ROW))}, 'xray')",
+                list(V1_ROW.values()),
+            )
+
+
+def test_downgrade_to_0001_keeps_rows_and_triggers_and_upgrades_again(db_path: Path, url: str) -> None:
+    with ReviewStore(url) as store:
+        kept = store.add_review(make_input())
+        store.amend_review(kept.review_uid, kept.to_input(note="v2"))
+    before = raw_rows(db_path)
+
+    command.downgrade(alembic_config(url), "0001")
+    assert alembic_revision(db_path) == ["0001"]
+    assert "task" not in column_names(db_path)
+    assert "ix_reviews_task" not in schema_objects(db_path, "index")
+    assert raw_rows(db_path) == [row[:-1] for row in before]
+    assert schema_objects(db_path, "trigger") == TASK_TRIGGERS
+    assert_append_only(db_path)
+
+    with ReviewStore(url) as store:
+        assert raw_rows(db_path) == before
+        assert [r.task for r in store.history(kept.review_uid)] == ["cxr", "cxr"]
+    assert alembic_revision(db_path) == [HEAD_REVISION]
+    assert_append_only(db_path)
+
+
+def test_downgrade_is_refused_while_ct_reviews_exist_unless_forced(db_path: Path, url: str) -> None:
+    from core.reviews.__main__ import main as reviews_cli
+
+    with ReviewStore(url) as store:
+        store.add_review(make_input())
+        store.add_review(make_input(case_hash=sha("ct case"), task="ct-slice"))
+    before = raw_rows(db_path)
+    with pytest.raises(RuntimeError, match="1 review.*CT pages"):
+        command.downgrade(alembic_config(url), "0001")
+    assert alembic_revision(db_path) == [HEAD_REVISION] and raw_rows(db_path) == before
+
+    reviews_cli(["--url", url, "-x", "drop_tasks=yes", "downgrade", "0001"])  # the documented escape
+    assert alembic_revision(db_path) == ["0001"]
+    assert raw_rows(db_path) == [row[:-1] for row in before]
+    assert_append_only(db_path)
+
+
+def test_reviews_record_their_task(store: ReviewStore, db_path: Path) -> None:
+    xray = store.add_review(make_input())  # callers that predate the task get "cxr"
+    ct = store.add_review(make_input(case_hash=sha("ct"), task=" CT-Slice "))
+    volume = store.add_review(make_input(case_hash=sha("volume"), task="ct-volume"))
+    assert (xray.task, ct.task, volume.task) == ("cxr", "ct-slice", "ct-volume")
+    assert {r.review_uid: r.task for r in store.current_reviews()} == {
+        xray.review_uid: "cxr", ct.review_uid: "ct-slice", volume.review_uid: "ct-volume"
+    }
+    assert store.history(ct.review_uid)[0].task == "ct-slice"
+    assert [row[-1] for row in raw_rows(db_path)] == ["cxr", "ct-slice", "ct-volume"]
+
+
+@pytest.mark.parametrize("task", ["xray", "", "  ", None, 3, "CT slice", "ct_slice"])
+def test_unknown_task_is_refused(store: ReviewStore, db_path: Path, task) -> None:
+    with pytest.raises(ReviewValidationError) as info:
+        store.add_review(make_input(task=task))
+    assert info.value.field == "task" and "cxr, ct-slice, ct-volume" in str(info.value)
+    assert raw_rows(db_path) == []
+    if task is None:  # a filter of None means any task
+        return
+    with pytest.raises(ReviewValidationError) as info:
+        store.current_reviews(ReviewFilters(task=task))
+    assert info.value.field == "task"
+
+
+def test_amendment_keeps_the_task_of_the_review(store: ReviewStore) -> None:
+    ct = store.add_review(make_input(task="ct-slice"))
+    amended = store.amend_review(ct.review_uid, ct.to_input(verdict="disagree", corrected_label="tb"))
+    assert (amended.version, amended.task) == (2, "ct-slice")
+    with pytest.raises(ReviewValidationError, match="page") as info:
+        store.amend_review(ct.review_uid, amended.to_input(task="cxr"))
+    assert info.value.field == "task"
+    with pytest.raises(ReviewValidationError) as info:  # a fresh input defaults to "cxr": refused too
+        store.amend_review(ct.review_uid, make_input(note="from the X-ray page"))
+    assert info.value.field == "task"
+    assert [r.task for r in store.history(ct.review_uid)] == ["ct-slice", "ct-slice"]
+
+
+def test_filter_and_csv_by_task(url: str) -> None:
+    clock = Clock(datetime(2024, 4, 1, 9, 0, tzinfo=timezone.utc))
+    with ReviewStore(url, clock=clock) as store:
+        xray = store.add_review(make_input(reviewer="Ann"))
+        ct = store.add_review(make_input(reviewer="Ann", case_hash=sha("ct-1"), task="ct-slice"))
+        ct_bob = store.add_review(make_input(reviewer="Bob", case_hash=sha("ct-2"), task="ct-slice"))
+        ct_amended = store.amend_review(ct.review_uid, ct.to_input(note="v2"))
+
+        assert uids(store.current_reviews(ReviewFilters(task="ct-slice"))) == uids([ct, ct_bob])
+        assert store.current_reviews(ReviewFilters(task=" CXR ")) == [xray]
+        assert store.current_reviews(ReviewFilters(task="ct-volume")) == []
+        assert store.current_reviews(ReviewFilters(task="ct-slice", reviewer="Ann")) == [ct_amended]
+
+        text = store.export_csv(ReviewFilters(task="ct-slice"), include_history=True)
+        header = text.splitlines()[0].split(",")
+        assert header.index("task") == header.index("created_at") + 1
+        rows = parse_csv(text)
+        assert [(r["review_uid"], r["version"], r["task"]) for r in rows] == [
+            (ct.review_uid, "1", "ct-slice"),  # newest current version first, then its history
+            (ct.review_uid, "2", "ct-slice"),
+            (ct_bob.review_uid, "1", "ct-slice"),
+        ]
+        assert {r["task"] for r in parse_csv(store.export_csv())} == {"cxr", "ct-slice"}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -161,3 +163,79 @@ def test_broken_database_shows_error_not_traceback(db_path: Path) -> None:
     assert at.error and "damaged" in at.error[0].value
     assert not at.dataframe
     assert db_path.read_bytes() == b"definitely not sqlite" * 200
+
+
+# ---------------------------------------------------------------------------------------------
+# task: the page a review came from
+
+CT_PROBS = {"non-covid": 0.3, "covid": 0.7}
+
+
+@pytest.fixture
+def mixed(db_path: Path) -> dict:
+    """One chest X-ray review and two CT-slice reviews (one amended)."""
+    days = iter(datetime(2024, 6, d, 9, 30, tzinfo=timezone.utc) for d in range(1, 10))
+    with ReviewStore(f"sqlite:///{db_path}", clock=lambda: next(days)) as store:
+        xray = store.add_review(review())
+        ct = store.add_review(
+            review(reviewer="Cy", case_hash=sha("ct-a"), model_name="multisource-fusion",
+                   predicted_probabilities=CT_PROBS, task="ct-slice")
+        )
+        ct_bob = store.add_review(
+            review(reviewer="Bob", case_hash=sha("ct-b"), model_name="multisource-fusion",
+                   predicted_probabilities=CT_PROBS, verdict="disagree", corrected_label="non-covid",
+                   task="ct-slice")
+        )
+        store.amend_review(ct.review_uid, ct.to_input(note="second look"))
+    return {"xray": xray, "ct": ct, "ct_bob": ct_bob}
+
+
+def test_task_column_and_filter(mixed: dict) -> None:
+    at = run_page()
+    df = table(at)
+    assert dict(zip(df["Reviewer"], df["Task"])) == {"Ann": "Chest X-ray", "Cy": "CT slice", "Bob": "CT slice"}
+    task_filter = at.selectbox(key="rl_task")
+    assert task_filter.label == "Task"
+    assert task_filter.options == ["All", "Chest X-ray", "CT slice"]  # only the tasks in the log
+
+    task_filter.select("ct-slice").run()
+    assert sorted(table(at)["Reviewer"]) == ["Bob", "Cy"]
+    assert set(table(at)["Task"]) == {"CT slice"}
+
+    at.selectbox(key="rl_task").select("cxr").run()
+    assert list(table(at)["Reviewer"]) == ["Ann"]
+
+    at.selectbox(key="rl_verdict").select("disagree").run()  # the task filter combines with the others
+    assert not at.dataframe and "No reviews match" in at.info[0].value
+
+
+def test_csv_download_has_the_task_and_follows_the_task_filter(
+    mixed: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    original = ReviewStore.export_csv
+
+    def spy(self, filters=None, include_history=False):
+        text = original(self, filters, include_history=include_history)
+        calls.append((filters, text))
+        return text
+
+    monkeypatch.setattr(ReviewStore, "export_csv", spy)
+    at = run_page()
+    _, text = calls[-1]
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert sorted(r["task"] for r in rows) == ["ct-slice", "ct-slice", "cxr"]
+
+    at.selectbox(key="rl_task").select("ct-slice").run()
+    filters, text = calls[-1]
+    assert filters.task == "ct-slice"
+    assert {r["task"] for r in csv.DictReader(io.StringIO(text))} == {"ct-slice"}
+    assert at.download_button[0].label == "Download CSV"
+
+
+def test_history_of_a_ct_review_names_its_task(mixed: dict) -> None:
+    at = run_page()
+    at.selectbox(key="rl_history_uid").select(mixed["ct"].review_uid).run()
+    history = table(at, 1)
+    assert list(history["Version"]) == [1, 2] and set(history["Task"]) == {"CT slice"}
+    assert any("CT slice" in option for option in at.selectbox(key="rl_history_uid").options)
