@@ -24,6 +24,7 @@ RECIPES = {  # command -> (module in training.recipes, help)
     "ct-lungs": ("ct_lungs", "CT lungs: ResUNet on the pack's ma2020 CT slices with lung masks"),
     "infnet": ("infnet", "Inf-Net: CT infection segmentation, Semi-Inf-Net pseudo-label loop, multi-class GGO/consolidation"),
     "image-kind": ("image_kind", "Image-kind gate: chest radiograph / axial chest CT slice / other (the app's pixel check)"),
+    "multisource-ct": ("multisource_ct", "Multi-source attention (paper 002): global, heat-map, infected, fusion branches on CT slices"),
 }
 
 
