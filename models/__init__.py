@@ -8,6 +8,12 @@ One-input classifiers (``forward(image)``): ``cxnet_base`` and ``covid_cxnet`` (
 CNN and its DenseNet-121 / CheXNet model), ``hrnet`` (the HRNet paper's classifier, timm) and that
 paper's timm baselines ``timm_resnet152``, ``timm_densenet121``, ``timm_efficientnet_b4``.
 
+CT slices: ``infnet`` (Inf-Net, Fan et al., IEEE TMI 2020, doi:10.1109/TMI.2020.2996645; side outputs in
+train mode, the final infection map in eval mode), ``infnet_slim`` (the same on a thin Res2Net for CPU),
+``infnet_multiclass`` (its GGO/consolidation UNet, fed slice + infection probability), and paper 002's
+``multisource_branch`` (global / heat-map branch), ``multisource_infected`` and ``multisource_fusion``
+(the four-branch model; ``forward(global, heatmap_crop, left, right)``).
+
 Every classifier exposes ``gradcam_layer``, the module Grad-CAM hooks.
 """
 
@@ -15,7 +21,7 @@ from ._torchvision_ops import ensure_torchvision_ops
 
 ensure_torchvision_ops()  # before anything imports torchvision (timm, pytorch-grad-cam)
 
-from . import cxnet, inception, resnet, timm_classifiers, unet, vgg  # noqa: E402
+from . import cxnet, inception, infnet, multisource, resnet, timm_classifiers, unet, vgg  # noqa: E402
 
 _FACTORIES = {
     "unet": unet.UNet,
@@ -30,6 +36,12 @@ _FACTORIES = {
     "timm_resnet152": timm_classifiers.timm_resnet152,
     "timm_densenet121": timm_classifiers.timm_densenet121,
     "timm_efficientnet_b4": timm_classifiers.timm_efficientnet_b4,
+    "infnet": infnet.InfNet,
+    "infnet_slim": infnet.infnet_slim,
+    "infnet_multiclass": infnet.infnet_multiclass,
+    "multisource_branch": multisource.multisource_branch,
+    "multisource_infected": multisource.multisource_infected,
+    "multisource_fusion": multisource.multisource_fusion,
 }
 
 
