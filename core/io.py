@@ -31,6 +31,8 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from .errors import FileTooLargeError, UnreadableFileError
+from .imaging.hounsfield import PADDING_HU, looks_like_hu
+from .imaging.windowing import LUNG, apply_window
 from .settings import max_upload_mb
 from .study import Study
 
@@ -117,6 +119,8 @@ DICOM_ALLOWED_ATTRIBUTES: dict[str, re.Pattern[str]] = {
     "RescaleIntercept": _NUMBER,
     "WindowCenter": _NUMBER,
     "WindowWidth": _NUMBER,
+    "RescaleType": _CODE,  # "HU" on CT
+    "ImageOrientationPatient": _NUMBER,  # slice plane direction cosines: geometry, not identifying
     "Manufacturer": _NAME,
     "ManufacturerModelName": _NAME,
 }
@@ -275,7 +279,7 @@ def _load_pillow(data: bytes, kind: str) -> Study:
         warnings.append(f"This {label} file holds {frames} images; only the first one is shown and analysed.")
 
     metadata = {"Rows": str(pixels.shape[0]), "Columns": str(pixels.shape[1]), "SourceMode": mode}
-    return Study(pixels=_finalise(pixels), file_format=kind, metadata=metadata, warnings=warnings)
+    return Study(pixels=_finalise(pixels), file_format=kind, metadata=metadata, warnings=warnings, frames=frames)
 
 
 def _pillow_failure_message(label: str, exc: BaseException) -> str:
@@ -373,7 +377,12 @@ def _load_dicom(ds: Dataset) -> Study:
         stored = stored[..., 0]
 
     photometric = str(_attr(ds, "PhotometricInterpretation") or "MONOCHROME2").strip().upper()
-    if stored.ndim == 2 and photometric in {"MONOCHROME1", "MONOCHROME2"}:
+    hu = _hounsfield_units(stored, ds, photometric)
+    if hu is not None:  # CT: shown in the lung window; the guard and the models read ``hu``
+        pixels = apply_window(hu, LUNG)
+    elif _is_ct_display_export(stored, ds, photometric):
+        pixels = _display_export(stored, photometric)
+    elif stored.ndim == 2 and photometric in {"MONOCHROME1", "MONOCHROME2"}:
         pixels, note = _monochrome_display(stored, ds)
         if note:
             warnings.append(note)
@@ -403,6 +412,9 @@ def _load_dicom(ds: Dataset) -> Study:
         pixel_spacing_mm=_pixel_spacing(ds),
         metadata=metadata,
         warnings=warnings,
+        hu=hu,
+        frames=frames,
+        image_orientation=_image_orientation(ds),
     )
 
 
@@ -548,6 +560,109 @@ def _monochrome_display(stored: np.ndarray, ds: Dataset) -> tuple[np.ndarray, st
         return _scale(shown, float(at_low), float(at_high)), None
 
     return _min_max(values), None
+
+
+# --------------------------------------------------------------------------------------------------
+# CT: Hounsfield units
+# --------------------------------------------------------------------------------------------------
+
+
+def _hounsfield_units(stored: np.ndarray, ds: Dataset, photometric: str) -> np.ndarray | None:
+    """float32 HU of a CT slice, or None when the file holds no HU (radiographs, 8-bit exports...).
+
+    CT (and, without a Modality tag or with 'OT', values that are plainly HU): the modality LUT
+    (RescaleSlope/Intercept) of the stored values, signed or not as PixelRepresentation says;
+    padding pixels (PixelPaddingValue, up to PixelPaddingRangeLimit) become air, never tissue.
+    A CT file with 8 unsigned bits stored and no (or an identity) rescale is a display export: no HU.
+    """
+    if stored.ndim != 2 or photometric != "MONOCHROME2" or stored.dtype.kind not in "iu":
+        return None
+    modality = _clean("Modality", _attr(ds, "Modality"))
+    if modality not in (None, "CT", "OT"):
+        return None
+    if _is_ct_display_export(stored, ds, photometric):
+        return None
+    signed = _int_attr(ds, "PixelRepresentation", 0) == 1
+    if modality != "CT" and not signed and _rescale_is_identity(ds):
+        return None  # unsigned values without rescale cannot hold air at -1000 HU
+    try:
+        hu = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    except _DICOM_DATA_ERRORS:
+        return None  # the display path reports the invalid rescale
+    if not np.isfinite(hu).all():
+        return None
+    padding = _padding_mask(stored, ds)
+    if padding is not None and padding.any():
+        real = hu[~padding]
+        hu[padding] = min(PADDING_HU, float(real.min())) if real.size else PADDING_HU
+    hu = hu.astype(np.float32)
+    if modality != "CT" and not looks_like_hu(hu):
+        return None
+    return hu
+
+
+def _padding_mask(stored: np.ndarray, ds: Dataset) -> np.ndarray | None:
+    """Stored values that are padding (PS3.3 C.7.5.1.1.2): PixelPaddingValue, or the range up to PixelPaddingRangeLimit."""
+    bounds = []
+    for keyword in ("PixelPaddingValue", "PixelPaddingRangeLimit"):
+        value = _attr(ds, keyword)
+        if isinstance(value, (list, tuple, MultiValue)):
+            value = value[0] if len(value) else None
+        try:
+            bounds.append(None if value is None else int(value))
+        except (TypeError, ValueError, OverflowError):
+            bounds.append(None)
+    first, limit = bounds
+    if first is None:
+        return None
+    bits = _int_attr(ds, "BitsAllocated", 16)
+    if _int_attr(ds, "PixelRepresentation", 0) == 1 and bits in (8, 16, 32):
+        # an SS value read as US (the VR is 'US or SS'): back to two's complement
+        first, limit = (v - (1 << bits) if v is not None and v >= 1 << (bits - 1) else v for v in (first, limit))
+    low, high = sorted((first, first if limit is None else limit))
+    return (stored >= low) & (stored <= high)
+
+
+def _is_ct_display_export(stored: np.ndarray, ds: Dataset, photometric: str) -> bool:
+    """A CT-labelled 8-bit greyscale image without rescale (or slope 1, intercept 0): an exported display, already windowed."""
+    return (
+        stored.ndim == 2
+        and photometric in {"MONOCHROME1", "MONOCHROME2"}
+        and _clean("Modality", _attr(ds, "Modality")) == "CT"
+        and stored.dtype.kind == "u"
+        and _int_attr(ds, "BitsStored", 16) <= 8
+        and _rescale_is_identity(ds)
+    )
+
+
+def _rescale_is_identity(ds: Dataset) -> bool:
+    """No modality LUT, or RescaleSlope 1 and RescaleIntercept 0 (False when unreadable: the LUT path reports it)."""
+    if _attr(ds, "ModalityLUTSequence"):
+        return False
+    try:
+        slope = float(_attr(ds, "RescaleSlope") or 1.0)
+        intercept = float(_attr(ds, "RescaleIntercept") or 0.0)
+    except (TypeError, ValueError):
+        return False
+    return slope == 1.0 and intercept == 0.0
+
+
+def _display_export(stored: np.ndarray, photometric: str) -> np.ndarray:
+    """8-bit grey levels as exported (value / 255): the exporter's window, like a PNG of the same slice."""
+    pixels = stored.astype(np.float64) / 255.0
+    return 1.0 - pixels if photometric == "MONOCHROME1" else pixels
+
+
+def _image_orientation(ds: Dataset) -> tuple[float, ...] | None:
+    """ImageOrientationPatient as 6 finite floats, else None (absent or malformed)."""
+    value = _attr(ds, "ImageOrientationPatient")
+    try:
+        numbers = tuple(float(v) for v in value) if value is not None else ()
+    except (TypeError, ValueError):
+        return None
+    if len(numbers) != 6 or not all(math.isfinite(v) for v in numbers):
+        return None
+    return numbers
 
 
 def _has_voi_lut(ds: Dataset) -> bool:

@@ -14,33 +14,16 @@ import numpy as np
 
 from ..errors import ImageTooSmallError, UnsupportedInputError
 from ..study import Study
+from .modalities import (  # noqa: F401  (MODALITY_NAMES re-exported: it used to live here)
+    CT_SLICE_PAGE,
+    MODALITY_NAMES,
+    RADIOGRAPH_MODALITIES,
+    UNCERTAIN_MODALITIES,
+    modality_description,
+)
 
-# --- modality ------------------------------------------------------------------------------------
-RADIOGRAPH_MODALITIES = {"CR", "DX", "DR"}  # accepted silently
-UNCERTAIN_MODALITIES = {"OT"}  # "other" (secondary captures, exports): accepted with a warning
-MODALITY_NAMES = {  # refused, with what the image is
-    "CT": "a CT image",
-    "MR": "an MR (magnetic resonance) image",
-    "PT": "a PET image",
-    "NM": "a nuclear medicine image",
-    "US": "an ultrasound image",
-    "MG": "a mammogram",
-    "XA": "an angiography (XA) image",
-    "RF": "a fluoroscopy (RF) image",
-    "IO": "an intra-oral dental X-ray",
-    "PX": "a panoramic dental X-ray",
-    "DG": "a diaphanography image",
-    "ES": "an endoscopy image",
-    "XC": "an external camera photograph",
-    "OP": "an ophthalmic photograph",
-    "OPT": "an ophthalmic tomography image",
-    "SM": "a slide microscopy image",
-    "BMD": "a bone densitometry image",
-    "SR": "a structured report",
-    "SEG": "a segmentation",
-    "RTIMAGE": "a radiotherapy image",
-}
-OTHER_PAGES = {"CT": "Use the CT page."}  # pages that exist (or will) for other modalities
+# --- modality (tables shared with the CT guard) ----------------------------------------------------
+OTHER_PAGES = {"CT": f"Use the {CT_SLICE_PAGE} page."}  # pages that analyse other modalities
 
 # --- view ----------------------------------------------------------------------------------------
 FRONTAL_VIEWS = {"PA", "AP", "POSTERO_ANTERIOR", "ANTERO_POSTERIOR", "FRONTAL"}
@@ -62,6 +45,7 @@ def check_chest_xray(study: Study) -> Study:
     """Return ``study`` (copied, possibly with more warnings) or raise an ``InputError``."""
     warnings: list[str] = []
     _check_modality(study.modality, warnings)
+    _check_not_hounsfield(study)
     _check_view(study.view, warnings)
     _check_body_part(study.body_part)
     _check_pixels(study.pixels)
@@ -84,11 +68,20 @@ def _check_modality(modality: str | None, warnings: list[str]) -> None:
             "radiograph. Check that it is a frontal chest X-ray before relying on the result."
         )
         return
-    what = MODALITY_NAMES.get(modality, f"a '{modality}' image")
+    what = modality_description(modality)
     redirect = OTHER_PAGES.get(modality, "")
     raise UnsupportedInputError(
         f"This is {what}; the Chest X-ray page analyses radiographs (CR/DX). {redirect}".strip()
     )
+
+
+def _check_not_hounsfield(study: Study) -> None:
+    """The loader found CT Hounsfield units in a file without a CT Modality tag: still CT."""
+    if study.hu is not None:
+        raise UnsupportedInputError(
+            "This file holds CT values (Hounsfield units), not a radiograph; the Chest X-ray page analyses "
+            f"radiographs (CR/DX). {OTHER_PAGES['CT']}"
+        )
 
 
 def _check_view(view: str | None, warnings: list[str]) -> None:

@@ -100,3 +100,73 @@ def make_dicom() -> Callable[..., bytes]:
 def dicom() -> SimpleNamespace:
     """The builders for tests that need the dataset itself (to compress it, add private tags...)."""
     return SimpleNamespace(gradient=gradient, dataset=build_dataset, to_bytes=to_bytes, make=make_dicom_bytes)
+
+
+# --------------------------------------------------------------------------------------------------
+# CT: slices in Hounsfield units stored the ways scanners store them
+# --------------------------------------------------------------------------------------------------
+
+AXIAL = ["1", "0", "0", "0", "1", "0"]  # ImageOrientationPatient of an axial slice
+IDENTIFIERS = {  # put into CT test files; none may reach a Study or a message
+    "PatientName": "Doe^Jane^Q",
+    "PatientID": "PID-CT-998877",
+    "PatientBirthDate": "19610203",
+    "AccessionNumber": "ACC-CT-554433",
+    "InstitutionName": "Saint Example Hospital",
+    "ReferringPhysicianName": "Who^Doctor",
+    "StudyDate": "20200315",
+    "StudyDescription": "CT THORAX DOE JANE",
+}
+
+
+def ct_dataset(
+    hu: np.ndarray,
+    *,
+    signed: bool = True,
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    padding_value: int | None = None,
+    padding_limit: int | None = None,
+    modality: str | None = "CT",
+    orientation: list[str] | None = AXIAL,
+    **attributes,
+) -> Dataset:
+    """A CT dataset whose stored values are ``(hu - intercept) / slope`` (rounded), int16 or uint16.
+
+    ``hu`` (rows, cols) or (frames, rows, cols). ``modality=None`` leaves the Modality tag out;
+    padding values (stored-value space) are written with the VR that PixelRepresentation implies.
+    """
+    dtype = np.int16 if signed else np.uint16
+    stored = np.round((np.asarray(hu, dtype=np.float64) - intercept) / slope)
+    info = np.iinfo(dtype)
+    assert stored.min() >= info.min and stored.max() <= info.max, "HU do not fit the stored type"
+    ds = build_dataset(stored.astype(dtype), modality=modality or "CT", **attributes)
+    if modality is None:
+        del ds.Modality
+    ds.RescaleSlope = f"{slope:g}"
+    ds.RescaleIntercept = f"{intercept:g}"
+    if orientation is not None:
+        ds.ImageOrientationPatient = orientation
+    vr = "SS" if signed else "US"
+    if padding_value is not None:
+        ds.add_new(0x00280120, vr, padding_value)  # PixelPaddingValue
+    if padding_limit is not None:
+        ds.add_new(0x00280121, vr, padding_limit)  # PixelPaddingRangeLimit
+    return ds
+
+
+def ct_slice_hu(size: int = 128, label: str = "non-covid", seed: int = 0) -> np.ndarray:
+    """A synthetic axial chest slice in HU (core.ct_phantoms), rounded to whole HU."""
+    from core.ct_phantoms import make_ct_phantom
+
+    return np.round(make_ct_phantom(label, seed=seed, size=size).hu).astype(np.float64)
+
+
+@pytest.fixture
+def ct_dicom() -> SimpleNamespace:
+    """``ct_dicom.make(hu, signed=..., slope=..., intercept=..., padding_value=..., modality=..., preamble=True, **attrs)``."""
+
+    def make(hu: np.ndarray, *, preamble: bool = True, **kwargs) -> bytes:
+        return to_bytes(ct_dataset(hu, **kwargs), preamble=preamble)
+
+    return SimpleNamespace(dataset=ct_dataset, make=make, slice_hu=ct_slice_hu, identifiers=IDENTIFIERS, axial=AXIAL)

@@ -70,7 +70,7 @@ def test_ct_is_refused_and_pointed_to_the_ct_page():
     with pytest.raises(UnsupportedInputError) as caught:
         check_chest_xray(make_study(modality="CT", body_part="CHEST"))
     assert str(caught.value) == (
-        "This is a CT image; the Chest X-ray page analyses radiographs (CR/DX). Use the CT page."
+        "This is a CT image; the Chest X-ray page analyses radiographs (CR/DX). Use the CT slice page."
     )
 
 
@@ -143,7 +143,7 @@ def test_modality_is_checked_before_pixels():
 
 
 def test_dicom_ct_file_is_refused(make_dicom):
-    with pytest.raises(UnsupportedInputError, match="Use the CT page"):
+    with pytest.raises(UnsupportedInputError, match="Use the CT slice page"):
         check_chest_xray(load_image(make_dicom(modality="CT", BodyPartExamined="CHEST")))
 
 
