@@ -73,7 +73,8 @@ def hu_volume_check(model, size: int, data_root: Path | None) -> dict | None:
     segmenter = TorchModel(model, next(model.parameters()).device)
     fractions = []
     for z in range(0, volume.shape[2], 4):
-        hu = np.rot90(volume[:, :, z]).astype(np.float32)  # RAS -> rows anterior-to-posterior, radiological left-right
+        # RAS array -> rows anterior at the top, the patient's right on the image's left (radiological display)
+        hu = np.ascontiguousarray(volume[:, :, z].T[::-1, ::-1], dtype=np.float32)
         study = Study(pixels=np.zeros_like(hu), file_format="nifti", modality="CT", hu=hu)
         fractions.append(float(predict_lung_mask(ct_model_pixels(study), segmenter, size).mean()))
     return {"slices": len(fractions), "median_lung_fraction": float(np.median(fractions)),
