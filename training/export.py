@@ -88,7 +88,7 @@ def export_run(run_dir: Path, weights_dir: Path) -> list[ModelCard]:
     run_dir, weights_dir = Path(run_dir), Path(weights_dir)
     recipe = json.loads((run_dir / "config.json").read_text()).get("recipe", "manet")
     exporters = {"manet": export_manet, "hrnet-unet": export_hrnet_unet, "covid-cxnet": export_covid_cxnet,
-                 "ct-lungs": export_ct_lungs, "image-kind": export_image_kind}
+                 "ct-lungs": export_ct_lungs, "image-kind": export_image_kind, "multisource-ct": export_multisource_ct}
     return exporters[recipe](run_dir, weights_dir)
 
 
@@ -287,6 +287,67 @@ def export_image_kind(run_dir: Path, weights_dir: Path, version: str = "1.0.0") 
             f"on {phantoms['n']}.",
         ] + ([f"Weaker sources on the test split: {'; '.join(per_source)}."] if per_source else []),
     })
+    return [card]
+
+
+def export_multisource_ct(run_dir: Path, weights_dir: Path, version: str = "1.0.0") -> list[ModelCard]:
+    """Paper 002's fusion classifier (backbone x seed best on val) as one card; the .pt holds all four branches.
+
+    Weights are stored in fp16 when the run measured that rounding them moves the test AUC by at most the
+    profile's ``half_tolerance``; no ONNX file (the CT pipeline runs it in PyTorch: Eq. 1 needs its feature maps).
+    """
+    from training.recipes import multisource_ct
+
+    run = multisource_ct.load_run(run_dir)
+    profile, summary = run["profile"], run["summary"]
+    selected, half = summary["selected"], summary["half_precision"]
+    if profile.infection_model is None:
+        raise ValueError(f"{run_dir} was trained without an infection model (blank infected sub-images): "
+                         "it cannot be served; train with --set infection_model=CARD")
+    backbone, size, crop = selected["backbone"], profile.size, profile.crop_size
+    name = f"ct-multisource-{backbone}"
+    weights_dir = Path(weights_dir)
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    state = run["model"].state_dict()
+    pt_path = weights_dir / f"{name}.pt"
+    torch.save(multisource_ct.half_state(state) if half["store_half"] else state, pt_path)
+    test = selected["test"]
+    per_source = [f"{source}: accuracy {v['accuracy']:.3f}, AUC {v['auc']:.3f} (n={v['n']})"
+                  for source, v in test.get("per_source", {}).items()]
+    card = ModelCard(
+        name=name, version=version, task="ct-classification", architecture="multisource_fusion",
+        architecture_config=multisource_ct.architecture_config(profile, backbone), classes=list(multisource_ct.CLASSES),
+        input_size=size, input_kind="multisource", output="sigmoid",
+        input_config={"tau": profile.tau, "crop_size": crop, "infection_model": profile.infection_model,
+                      "lung_model": profile.lung_model, "infection_threshold": multisource_ct.INFECTION_THRESHOLD},
+        preprocessing=CT_INPUT + f"global input resized to {size}x{size}, min-max to [0, 1]; heat map H of the global "
+                      f"branch's last features (Eq. 1) at the slice's size, H > {profile.tau} (Eq. 2), largest region "
+                      f"cropped; infection from {profile.infection_model} (p >= {multisource_ct.INFECTION_THRESHOLD}) inside "
+                      f"the lungs of {profile.lung_model}, boxes split at the lungs' midline into the patient's right and "
+                      f"left; each crop resized to {crop}x{crop}, min-max to [0, 1], blank without a box; one sigmoid "
+                      "output (fusion branch) = P(covid)",
+        files={"pytorch": WeightFile(pt_path.name, sha256_of(pt_path))},
+        training_data="Shared public data pack (../shared/data/ct_slices): UCSD COVID-CT (patient-wise 70/15/15 "
+                      "split of official-train-val) and the SARS-CoV-2 CT-scan dataset (its own split, no patient ids)"
+                      + (f", at most {profile.max_train_per_group} training slices per source and label" if profile.max_train_per_group else "")
+                      + ".",
+        training_command=_command("multisource-ct", run["profile_name"], weights_dir),
+        metrics={"test": test, "validation": selected["val"], "branch_test_auc": selected["branches_test"],
+                 "backbone": backbone, "seed": selected["seed"], "half_precision": half},
+        intended_use=CT_INTENDED_USE,
+        limitations=[
+            "Random initialisation (no ImageNet weights), "
+            + (f"backbone at width {profile.width}, " if profile.width != 1 else "")
+            + f"{size} px: below the paper's setting.",
+            "COVID-19 vs non-COVID slices of two public collections only; other pneumonias, other scanners and "
+            "reconstruction kernels are outside its training data. SARS-CoV-2 CT has no patient ids, so its test "
+            "figures are optimistic.",
+            "Slice by slice: it knows nothing of the neighbouring slices or of the patient.",
+            f"Its infected branch was trained on the regions of {profile.infection_model} and {profile.lung_model or 'no lung model'}; "
+            "serve it with the same models.",
+        ] + ([f"Per-source test figures: {'; '.join(per_source)}."] if per_source else []),
+    )
+    Registry.open_or_empty(weights_dir).write_card(card)
     return [card]
 
 
