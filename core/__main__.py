@@ -1,6 +1,7 @@
 """Command line of the app's core.
 
     python -m core predict FILES_OR_FOLDERS --out results.csv   # batch analysis, one CSV row per image
+    python -m core predict --task ct-slice FILES --out ct.csv [--masks DIR]   # CT slices (+ lung/infection PNGs)
     python -m core benchmark --runs 20                            # per-stage timings, PyTorch vs ONNX Runtime
     python -m core demo-cases OUT_DIR                             # write the synthetic demo cases
 """
@@ -18,6 +19,9 @@ def main(argv=None) -> int:
     parser.add_argument("--classifier", help="registry name of the classifier (default: the registry's first)")
     sub = parser.add_subparsers(dest="command", required=True)
     predict = sub.add_parser("predict", help="classify images and folders into a CSV")
+    predict.add_argument("--task", choices=("cxr", "ct-slice"), default="cxr",
+                         help="cxr: frontal chest X-rays (default); ct-slice: one axial CT slice per file")
+    predict.add_argument("--masks", help="ct-slice: write <stem>_lungs.png and <stem>_infection.png (0/255) here")
     predict.add_argument("inputs", nargs="+")
     predict.add_argument("--out", default="results.csv")
     predict.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
@@ -33,16 +37,7 @@ def main(argv=None) -> int:
 
     folder = Path(args.weights) if args.weights else weights_dir()
     if args.command == "predict":
-        from .batch import expand_inputs, predict_rows, write_csv
-        from .pipelines.cxr import CxrPipeline
-
-        pipeline = CxrPipeline(Registry.open(folder), backend=args.backend, classifier=args.classifier)
-        files = expand_inputs(args.inputs)
-        if not files:
-            print("no input files found", file=sys.stderr)
-            return 2
-        count = write_csv(predict_rows(pipeline, files), Path(args.out), pipeline.classes)
-        print(f"wrote {count} rows to {args.out} (model {pipeline.cls_card.name} {pipeline.cls_card.version}, {pipeline.backend})")
+        return _predict(args, Registry.open(folder))
     elif args.command == "benchmark":
         from .benchmark import run_benchmark
 
@@ -52,6 +47,36 @@ def main(argv=None) -> int:
 
         for path in write_demo_cases(Path(args.out)):
             print(path)
+    return 0
+
+
+def _predict(args, registry) -> int:
+    from .batch import CT_SLICE_COLUMNS, cxr_columns, expand_inputs, predict_rows, write_csv
+    from .guard.image_kind import open_gate
+
+    files = expand_inputs(args.inputs)
+    if not files:
+        print("no input files found", file=sys.stderr)
+        return 2
+    if args.masks and args.task != "ct-slice":
+        print("--masks is for --task ct-slice", file=sys.stderr)
+        return 2
+    if args.task == "cxr":
+        from .pipelines.cxr import CxrPipeline
+
+        pipeline = CxrPipeline(registry, backend=args.backend, classifier=args.classifier)
+        columns, model = cxr_columns(pipeline.classes), pipeline.cls_card
+    else:
+        from .pipelines.ct_slice import CtSlicePipeline
+
+        pipeline = CtSlicePipeline(registry, backend=args.backend)
+        columns, model = CT_SLICE_COLUMNS, pipeline.cards.get("classifier", pipeline.cards["infection"])
+    gate = open_gate(registry)
+    if gate is None:
+        print("warning: the registry has no image-kind gate; inputs are checked by metadata and pixel rules only", file=sys.stderr)
+    rows = predict_rows(args.task, pipeline, files, gate, Path(args.masks) if args.masks else None)
+    count = write_csv(rows, Path(args.out), columns)
+    print(f"wrote {count} rows to {args.out} (model {model.name} {model.version}, {pipeline.backend})")
     return 0
 
 

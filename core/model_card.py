@@ -40,6 +40,27 @@ def _classification_metrics(test: dict) -> str:
     return "\n\n".join(parts)
 
 
+def _ct_segmentation_metrics(test: dict) -> str:
+    """One Dice/IoU report (``training.metrics.segmentation_report``) or a table of mean metrics per model/subset."""
+    if "per_group" in test:
+        rows = [[group, v["n"], f"{v['dice']:.4f}", f"{v['iou']:.4f}"] for group, v in test["per_group"].items()]
+        rows.append(["**all**", test["n"], f"**{test['dice']:.4f}**", f"**{test['iou']:.4f}**"])
+        return "Test split:\n\n" + _table(["subset", "n", "Dice", "IoU"], rows)
+    groups = {name: values for name, values in test.items() if isinstance(values, dict)}
+    metrics = sorted({key for values in groups.values() for key in values if key != "n"})
+    rows = [[name, values.get("n", ""), *(f"{values[m]:.3f}" if m in values else "" for m in metrics)]
+            for name, values in groups.items()]
+    return "Test split:\n\n" + _table(["", "n", *metrics], rows)
+
+
+def _metrics_markdown(task: str, test: dict) -> str:
+    if task == "lung-segmentation":
+        return _segmentation_metrics(test)
+    if task in ("ct-lung-segmentation", "ct-infection-segmentation"):
+        return _ct_segmentation_metrics(test)
+    return _classification_metrics(test)
+
+
 def card_markdown(card: ModelCard) -> str:
     serving = ""
     if card.task == "cxr-classification":
@@ -57,7 +78,7 @@ def card_markdown(card: ModelCard) -> str:
         lines.append("**Synthetic test model:** trained on generated phantoms; its outputs mean nothing clinically.")
     test = card.metrics.get("test")
     if test:
-        lines.append(_segmentation_metrics(test) if card.task == "lung-segmentation" else _classification_metrics(test))
+        lines.append(_metrics_markdown(card.task, test))
     if card.limitations:
         lines.append("**Limitations:**\n" + "\n".join(f"- {item}" for item in card.limitations))
     lines.append("**Files:** " + ", ".join(f"`{f.path}` (SHA-256 `{f.sha256[:16]}…`)" for f in card.files.values()))

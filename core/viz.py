@@ -10,6 +10,10 @@ from skimage.segmentation import find_boundaries
 from .classes import class_title
 
 LUNG_COLOUR = (0, 200, 255)
+GGO_COLOUR = (255, 200, 0)  # ground-glass opacity: amber
+CONSOLIDATION_COLOUR = (230, 30, 60)  # consolidation: red
+HEATMAP_BOX_COLOUR = (255, 255, 255)
+SIDE_BOX_COLOURS = {"right": (0, 255, 120), "left": (255, 0, 255)}  # the patient's right (image left) and left
 
 
 def to_rgb(gray: np.ndarray) -> np.ndarray:
@@ -25,12 +29,39 @@ def heat_overlay(gray: np.ndarray, heat: np.ndarray, opacity: float = 0.45, cmap
 
 def mask_overlay(gray: np.ndarray, mask: np.ndarray, opacity: float = 0.35, colour=LUNG_COLOUR) -> np.ndarray:
     """Tint the mask and draw its outline at full strength so the edge stays visible at low opacity."""
-    rgb = to_rgb(gray).astype(np.float32)
+    return _tint(to_rgb(gray), mask.astype(bool), opacity, colour)
+
+
+def infection_overlay(gray: np.ndarray, labels: np.ndarray, opacity: float = 0.45) -> np.ndarray:
+    """Ground glass (label 1) and consolidation (label 2) in two colours, each with its outline."""
+    rgb = to_rgb(gray)
+    for label, colour in ((1, GGO_COLOUR), (2, CONSOLIDATION_COLOUR)):
+        rgb = _tint(rgb, labels == label, opacity, colour)
+    return rgb
+
+
+def _tint(rgb: np.ndarray, mask: np.ndarray, opacity: float, colour) -> np.ndarray:
+    out = rgb.astype(np.float32)
     tint = np.array(colour, dtype=np.float32)
-    inside = mask.astype(bool)
-    rgb[inside] = (1 - opacity) * rgb[inside] + opacity * tint
-    rgb[find_boundaries(inside, mode="inner")] = tint
-    return rgb.astype(np.uint8)
+    out[mask] = (1 - opacity) * out[mask] + opacity * tint
+    out[find_boundaries(mask, mode="inner")] = tint
+    return out.astype(np.uint8)
+
+
+def draw_box(rgb: np.ndarray, box, colour, thickness: int = 2) -> np.ndarray:
+    """A rectangle outline for ``box`` = (row slice, column slice) on a copy of ``rgb``; None draws nothing."""
+    out = rgb.copy()
+    if box is None:
+        return out
+    rows, cols = box
+    top, bottom = rows.start, max(rows.stop - 1, rows.start)
+    left, right = cols.start, max(cols.stop - 1, cols.start)
+    t = max(1, thickness)
+    out[top:top + t, left:right + 1] = colour
+    out[max(bottom - t + 1, 0):bottom + 1, left:right + 1] = colour
+    out[top:bottom + 1, left:left + t] = colour
+    out[top:bottom + 1, max(right - t + 1, 0):right + 1] = colour
+    return out
 
 
 def probability_figure(probabilities: dict[str, float]) -> go.Figure:

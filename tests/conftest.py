@@ -60,6 +60,50 @@ def build_tiny_registry(folder: Path) -> Path:
     return folder
 
 
+def build_tiny_ct_registry(folder: Path) -> Path:
+    """The CT slice models at toy size (random weights): lungs, binary + multi-class infection, the fusion classifier."""
+    from core.registry import ModelCard, Registry, WeightFile, sha256_of
+    from models import create_model
+    from training.export import export_model
+
+    torch.manual_seed(0)
+    common = {
+        "version": "0.0.1", "preprocessing": "as bundled", "training_data": "none (random weights)",
+        "training_command": "tests/conftest.py", "synthetic": True, "limitations": ["test model"], "input_kind": "grey",
+    }
+    lungs = create_model("resunet", widths=(4, 8, 16))
+    with torch.no_grad():  # lean towards 'lung' so the tiny pipeline finds lungs to measure
+        lungs.head.bias.fill_(1.0)
+    export_model(lungs, (torch.zeros(1, 1, 64, 64),), folder, {
+        **common, "name": "tiny-ct-lungs", "task": "ct-lung-segmentation", "architecture": "resunet",
+        "architecture_config": {"widths": [4, 8, 16]}, "classes": ["lung"], "input_size": 64,
+    })
+    export_model(create_model("infnet_slim").eval(), (torch.zeros(1, 1, 64, 64),), folder, {
+        **common, "name": "tiny-ct-infection", "task": "ct-infection-segmentation", "architecture": "infnet_slim",
+        "architecture_config": {}, "classes": ["infection"], "input_size": 64,
+    })
+    multiclass_config = {"in_channels": 2, "num_classes": 3, "width": 4}
+    export_model(create_model("infnet_multiclass", **multiclass_config).eval(), (torch.zeros(1, 2, 64, 64),), folder, {
+        **common, "name": "tiny-ct-multiclass", "task": "ct-infection-segmentation", "architecture": "infnet_multiclass",
+        "architecture_config": multiclass_config, "classes": ["background", "ggo", "consolidation"], "input_size": 64,
+    })
+    fusion_config = {"backbone": "resnet50", "in_channels": 1, "num_classes": 1, "width": 0.0625}
+    path = folder / "tiny-ct-fusion.pt"
+    torch.save(create_model("multisource_fusion", **fusion_config).state_dict(), path)
+    Registry.open_or_empty(folder).write_card(ModelCard(
+        **{**common, "input_kind": "multisource"}, name="tiny-ct-fusion", task="ct-classification",
+        architecture="multisource_fusion", architecture_config=fusion_config, classes=["non-covid", "covid"],
+        input_size=64, output="sigmoid", files={"pytorch": WeightFile(path.name, sha256_of(path))},
+        input_config={"tau": 0.75, "crop_size": 32, "infection_model": "tiny-ct-infection", "lung_model": "tiny-ct-lungs"},
+    ))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_ct_registry_dir(tmp_path_factory) -> Path:
+    return build_tiny_ct_registry(tmp_path_factory.mktemp("ct-registry"))
+
+
 @pytest.fixture(scope="session")
 def tiny_registry_dir(tmp_path_factory) -> Path:
     return build_tiny_registry(tmp_path_factory.mktemp("registry"))

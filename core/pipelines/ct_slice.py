@@ -1,0 +1,200 @@
+"""One axial CT slice: lung mask -> infection (ground glass / consolidation) -> COVID-19 classifier.
+
+``CtSlicePipeline.analyse`` takes a guarded ``Study`` (HU or an 8-bit export) and returns a
+``CtSliceResult``. Every network sees ``core.imaging.ct_input.ct_model_pixels`` (the one CT input
+rule, shared with training). Models come only from the registry:
+
+* ``ct-lung-segmentation``: the lungs (holes filled, small objects removed);
+* ``ct-infection-segmentation``: the binary Inf-Net (infection probability) and, when the registry has
+  it, the multi-class head that splits the infection into ground glass and consolidation; the split is
+  taken inside the binary infection mask, so ground glass + consolidation = infection;
+* ``ct-classification``: paper 002's fusion classifier, fed with the global slice, the crop of its
+  own heat map (Eq. 1 and 2) and the left/right sub-images of the infected regions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ModelError, UnsupportedInputError
+from ..imaging.ct_input import ct_model_pixels
+from ..imaging.regions import Box, branch_input, heatmap_crop_box, heatmap_from_features, infected_side_boxes
+from ..lung import lung_mask_from_probability, lung_probability_small, probability_to_shape, sigmoid
+from ..preprocess import resize_square, segmenter_input
+from ..registry import ModelCard, Registry
+from ..runtime import OnnxModel, TorchModel, torch_device
+from ..study import Study
+from .cxr import _timed
+
+MIN_LUNG_FRACTION = 0.01  # below this, no lung is in view and infection burden is meaningless
+INFECTION_THRESHOLD = 0.5
+MULTICLASS = ("background", "ggo", "consolidation")
+
+
+@dataclass(frozen=True)
+class InfectionBurden:
+    """Areas on this slice, as fractions of the lung area (infection = ground glass + consolidation)."""
+
+    lung_area_fraction: float  # lung pixels / slice pixels
+    infection_fraction: float  # infected lung pixels / lung pixels
+    ggo_fraction: float | None  # None without the multi-class model
+    consolidation_fraction: float | None
+
+
+@dataclass
+class CtSliceResult:
+    study: Study
+    model_pixels: np.ndarray  # what the networks saw, [0, 1] at the slice's shape
+    lung_mask: np.ndarray
+    infection_probability: np.ndarray  # [0, 1] at the slice's shape
+    infection_labels: np.ndarray  # uint8: 0 none, 1 ground glass, 2 consolidation (1 = infection without the multi-class model)
+    burden: InfectionBurden
+    probabilities: dict[str, float]  # {"non-covid": p, "covid": p}; empty without a classifier
+    heatmap: np.ndarray | None  # paper 002's H (Eq. 1) at the slice's shape
+    heatmap_box: Box | None  # the crop of Eq. 2 (largest region of H > tau)
+    infected_boxes: dict[str, Box | None]  # {"right": ..., "left": ...}, the patient's sides
+    branch_probabilities: dict[str, float]  # P(COVID-19) of the global, heat-map, infected and fusion branches
+    cards: dict[str, ModelCard]  # role ("lungs", "infection", "multiclass", "classifier") -> card
+    backend: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def prob_covid(self) -> float | None:
+        return self.probabilities.get("covid")
+
+    @property
+    def predicted_label(self) -> str | None:
+        return max(self.probabilities, key=self.probabilities.get) if self.probabilities else None
+
+
+def measure_burden(lung_mask: np.ndarray, labels: np.ndarray, multiclass: bool) -> InfectionBurden:
+    lung_pixels = int(lung_mask.sum())
+    lung_area = lung_pixels / lung_mask.size
+
+    def share(mask: np.ndarray) -> float:
+        return float(np.logical_and(mask, lung_mask).sum() / lung_pixels) if lung_pixels else 0.0
+
+    return InfectionBurden(
+        lung_area_fraction=float(lung_area), infection_fraction=share(labels > 0),
+        ggo_fraction=share(labels == 1) if multiclass else None,
+        consolidation_fraction=share(labels == 2) if multiclass else None,
+    )
+
+
+class CtSlicePipeline:
+    def __init__(self, registry: Registry, backend: str = "auto"):
+        self.device = torch_device()
+        self.registry = registry
+        classifiers = registry.cards("ct-classification")
+        classifier = classifiers[0] if classifiers else None
+        # The classifier's infected branch was trained on one lung and one infection model: serve those.
+        named = classifier.input_config if classifier else {}
+        self.cards: dict[str, ModelCard] = {
+            "lungs": registry.card(named["lung_model"]) if named.get("lung_model") else registry.default("ct-lung-segmentation"),
+            "infection": (registry.card(named["infection_model"]) if named.get("infection_model")
+                          else self._infection_card(registry, binary=True)),
+        }
+        multiclass = self._infection_card(registry, binary=False)
+        if multiclass is not None:
+            self.cards["multiclass"] = multiclass
+        if classifier is not None:
+            self.cards["classifier"] = classifier
+        use_onnx = backend != "torch" and all("onnx" in self.cards[r].files for r in ("lungs", "infection"))
+        if backend == "onnx" and not use_onnx:
+            raise ModelError("ONNX weights are not in the registry for the CT lung and infection models.")
+        self.backend = "onnx" if use_onnx else "torch"
+        self.lungs = self._runner(self.cards["lungs"], use_onnx)
+        self.infection = self._runner(self.cards["infection"], use_onnx)
+        self.multiclass = self._runner(multiclass, use_onnx and "onnx" in multiclass.files) if multiclass else None
+        # The classifier runs in PyTorch: Eq. 1 needs its last feature maps, not only its output.
+        self.classifier = TorchModel(registry.load_torch(classifier, self.device), self.device) if classifier else None
+
+    @staticmethod
+    def _infection_card(registry: Registry, binary: bool) -> ModelCard | None:
+        cards = [c for c in registry.cards("ct-infection-segmentation") if (len(c.classes) == 1) == binary]
+        if binary and not cards:
+            raise ModelError("The registry has no binary CT infection model (task ct-infection-segmentation, one class).")
+        return cards[0] if cards else None
+
+    def _runner(self, card: ModelCard, use_onnx: bool):
+        if use_onnx:
+            return OnnxModel(self.registry.verified_path(card, "onnx"))
+        return TorchModel(self.registry.load_torch(card, self.device), self.device)
+
+    def analyse(self, study: Study) -> CtSliceResult:
+        timings: dict[str, float] = {}
+        warnings = list(study.warnings)
+        pixels = ct_model_pixels(study)
+        with _timed(timings, "lung_mask"):
+            lung_small = lung_probability_small(pixels, self.lungs, self.cards["lungs"].input_size)
+            lung_mask = lung_mask_from_probability(probability_to_shape(lung_small, pixels.shape))
+        if lung_mask.mean() < MIN_LUNG_FRACTION:
+            raise UnsupportedInputError(
+                f"No lungs were found on this slice (lung area {lung_mask.mean():.1%} of the image). "
+                "Is it an axial chest CT slice through the lungs? Nothing was analysed."
+            )
+        with _timed(timings, "infection"):
+            infection_small = self._infection_small(pixels)
+            infection_prob = probability_to_shape(infection_small, pixels.shape)
+            infected = (infection_prob >= INFECTION_THRESHOLD) & lung_mask
+            labels = self._labels(pixels, infection_small, infected)
+        burden = measure_burden(lung_mask, labels, self.multiclass is not None)
+        probabilities, branches, heatmap, heatmap_box = {}, {}, None, None
+        boxes = infected_side_boxes(labels, lung_mask)
+        if self.classifier is not None:
+            with _timed(timings, "classification"):
+                probabilities, branches, heatmap, heatmap_box = self._classify(pixels, boxes)
+        else:
+            warnings.append("No CT classifier is installed: the slice was segmented but not classified.")
+        return CtSliceResult(
+            study=study, model_pixels=pixels, lung_mask=lung_mask, infection_probability=infection_prob,
+            infection_labels=labels, burden=burden, probabilities=probabilities, heatmap=heatmap,
+            heatmap_box=heatmap_box, infected_boxes=boxes, branch_probabilities=branches, cards=dict(self.cards),
+            backend=self.backend, timings_ms=timings, warnings=warnings,
+        )
+
+    def _infection_small(self, pixels: np.ndarray) -> np.ndarray:
+        """Infection probability at the infection model's own size."""
+        size = self.cards["infection"].input_size
+        return sigmoid(self.infection(segmenter_input(pixels, size)[None])[0, 0])
+
+    def _labels(self, pixels: np.ndarray, infection_small: np.ndarray, infected: np.ndarray) -> np.ndarray:
+        """0 / 1 ground glass / 2 consolidation inside ``infected``; 1 everywhere infected without the multi-class model."""
+        labels = infected.astype(np.uint8)
+        if self.multiclass is None:
+            return labels
+        size = self.cards["multiclass"].input_size
+        prob = np.clip(resize_square(infection_small, size), 0, 1)
+        x = np.stack([segmenter_input(pixels, size)[0], prob])[None].astype(np.float32)
+        probs = _softmax(self.multiclass(x)[0])
+        consolidation = probability_to_shape(probs[2], pixels.shape) > probability_to_shape(probs[1], pixels.shape)
+        labels[infected & consolidation] = 2
+        return labels
+
+    def _classify(self, pixels: np.ndarray, boxes: dict[str, Box | None]):
+        """Paper 002's fusion classifier: (probabilities, branch probabilities, H, crop box)."""
+        import torch
+
+        card = self.cards["classifier"]
+        size, tau = card.input_size, float(card.input_config.get("tau", 0.75))
+        crop = int(card.input_config.get("crop_size", size))
+        global_input = torch.from_numpy(segmenter_input(pixels, size)[None]).to(self.device)
+        with self.classifier.exclusive() as net, torch.no_grad():  # one pipeline serves every session's thread
+            features = net.global_branch.features(global_input)[0].float().cpu().numpy()
+            heatmap = heatmap_from_features(features, pixels.shape)
+            heatmap_box = heatmap_crop_box(heatmap, tau)
+            # the infected branch takes the patient's right side first, as training fed it
+            local = [torch.from_numpy(branch_input(pixels, box, crop)[None]).to(self.device)
+                     for box in (heatmap_box, boxes["right"], boxes["left"])]
+            logits = net.branch_logits(global_input, *local)
+        branches = {name: float(torch.sigmoid(value.float()).reshape(-1)[0]) for name, value in logits.items()}
+        covid = branches["fusion"]
+        return {"non-covid": 1.0 - covid, "covid": covid}, branches, heatmap, heatmap_box
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(0, keepdims=True))
+    return e / e.sum(0, keepdims=True)

@@ -1,0 +1,68 @@
+"""The CT slice pipeline on generated phantoms with toy models: shapes, burden arithmetic, boxes, typed refusals."""
+
+import numpy as np
+import pytest
+
+from core.ct_phantoms import make_ct_phantom
+from core.errors import UnsupportedInputError
+from core.pipelines.ct_slice import CtSlicePipeline, measure_burden
+from core.registry import Registry
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_ct_registry_dir):
+    return CtSlicePipeline(Registry.open(tiny_ct_registry_dir))
+
+
+def test_a_phantom_slice_gets_masks_burden_probabilities_and_boxes(pipeline):
+    study = make_ct_phantom("covid", seed=1, size=128).to_study()
+    result = pipeline.analyse(study)
+
+    shape = study.pixels.shape
+    assert result.lung_mask.shape == shape and result.infection_labels.shape == shape
+    assert result.infection_probability.shape == shape and result.heatmap.shape == shape
+    assert set(np.unique(result.infection_labels)) <= {0, 1, 2}
+    assert not (result.infection_labels > 0)[~result.lung_mask].any()  # infection is counted inside the lungs only
+    burden = result.burden
+    assert burden.ggo_fraction + burden.consolidation_fraction == pytest.approx(burden.infection_fraction)
+    assert sum(result.probabilities.values()) == pytest.approx(1.0)
+    assert set(result.branch_probabilities) == {"global", "heatmap", "infected", "fusion"}
+    assert result.prob_covid == pytest.approx(result.branch_probabilities["fusion"])
+    for box in [result.heatmap_box, *result.infected_boxes.values()]:
+        if box is not None:
+            assert 0 <= box[0].start < box[0].stop <= shape[0] and 0 <= box[1].start < box[1].stop <= shape[1]
+    assert set(result.cards) == {"lungs", "infection", "multiclass", "classifier"}
+    assert result.cards["lungs"].name == "tiny-ct-lungs"  # the lung model the classifier's card names
+
+
+def test_hu_and_its_8_bit_export_give_the_same_model_input(pipeline):
+    from core.imaging.ct_input import ct_model_pixels
+    from core.study import Study
+
+    hu_study = make_ct_phantom("covid", seed=2, size=96).to_study()
+    exported = ct_model_pixels(hu_study)  # what an 8-bit lung-window export of this slice holds
+    png_study = Study(pixels=exported, file_format="png")
+    assert np.array_equal(pipeline.analyse(hu_study).infection_labels, pipeline.analyse(png_study).infection_labels)
+
+
+def test_burden_fractions_are_of_the_lung_area():
+    lung = np.zeros((10, 10), bool)
+    lung[:, :5] = True  # 50 lung pixels
+    labels = np.zeros((10, 10), np.uint8)
+    labels[0:2, 0:5] = 1  # 10 ground glass
+    labels[2:3, 0:5] = 2  # 5 consolidation
+    labels[9, 9] = 1  # outside the lungs: not counted
+    burden = measure_burden(lung, labels, multiclass=True)
+    assert burden.lung_area_fraction == 0.5
+    assert burden.infection_fraction == pytest.approx(15 / 50)
+    assert (burden.ggo_fraction, burden.consolidation_fraction) == pytest.approx((10 / 50, 5 / 50))
+
+
+def test_a_slice_without_lungs_is_refused(tiny_ct_registry_dir):
+    from core.study import Study
+
+    pipeline = CtSlicePipeline(Registry.open(tiny_ct_registry_dir))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pipeline, "lungs", lambda x: np.full_like(x, -20.0))  # the lung model finds nothing
+        with pytest.raises(UnsupportedInputError, match="No lungs were found"):
+            pipeline.analyse(Study(pixels=np.random.default_rng(0).random((96, 96), dtype=np.float32), file_format="png"))
