@@ -85,8 +85,8 @@ class Profile(RunSettings):
 PROFILES = {
     "full": Profile(),
     # ~10 minutes on one CPU thread (most of it decoding and drawing phantoms, once: cached).
-    "cpu-quick": Profile(size=96, epochs=12, batch=64, max_per_source={"train": 160, "val": 40, "test": 100},
-                         photo_variants=(60, 12, 20), phantom_train_seeds=12, phantom_size=192),
+    "cpu-quick": Profile(size=96, epochs=16, batch=64, max_per_source={"train": 160, "val": 40, "test": 100},
+                         photo_variants=(100, 12, 20), phantom_train_seeds=12, phantom_size=192),
     "smoke": Profile(size=64, epochs=1, batch=16, max_per_source={"train": 6, "val": 3, "test": 4},
                      photo_variants=(3, 2, 2), phantom_train_seeds=1, phantom_size=64, phantom_test_seeds=1,
                      max_steps_per_epoch=3, device="cpu"),
@@ -200,6 +200,7 @@ PHOTO_LOADERS = {  # group -> loader of its arrays
     "mr_head": lambda: _matplotlib("s1045.ima.gz"),
     "topobathy": lambda: _matplotlib("topobathy.npz"),
     "jacksboro_fault_dem": lambda: _matplotlib("jacksboro_fault_dem.npz"),
+    "faces": lambda: list(__import__("skimage.data", fromlist=["x"]).lfw_subset()),  # 100 faces + 100 other patches, 25 px
     "binary_blobs": _blobs,
     "noise": _noise_fields,
 }
@@ -262,7 +263,7 @@ def photo_variant(image: np.ndarray, rng: np.random.Generator, size: int, plain:
 def photo_bank(photos: dict[str, list[np.ndarray]], split: str, per_group: int, size: int, seed: int):
     """(N, size, size) uint8 samples of the split's photo groups and their sources (``photo/<group>``).
 
-    Evaluation banks start each group with its plain image (what a user would upload). Cached on disk.
+    Each group starts with its plain images (what a user would upload), then augmented ones. Cached on disk.
     """
     groups = sorted(g for g in photos if photo_split(g) == split)
     key = hashlib.sha256(repr((groups, [[a.shape for a in photos[g]] for g in groups], per_group, size, seed, split)).encode())
@@ -275,7 +276,7 @@ def photo_bank(photos: dict[str, list[np.ndarray]], split: str, per_group: int, 
         rng = np.random.default_rng([seed, int(hashlib.sha256(group.encode()).hexdigest()[:8], 16)])
         for index in range(per_group):
             array = photos[group][index % len(photos[group])]
-            images.append(photo_variant(array, rng, size, plain=split != "train" and index < len(photos[group])))
+            images.append(photo_variant(array, rng, size, plain=index < len(photos[group])))
             sources.append(f"photo/{group}")
     images = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
     np.savez(cache, images=images, sources=np.array(sources))
