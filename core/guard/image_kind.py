@@ -103,6 +103,12 @@ class ImageKindGate:
         return {kind: float(probs[self.card.classes.index(kind)]) for kind in IMAGE_KINDS}
 
 
+def open_gate(registry: Registry) -> ImageKindGate | None:
+    """The registry's default gate, or None when it has no ``image-kind`` model (then only the metadata and
+    pixel rules apply). A gate that is listed but fails to load (hash mismatch, corrupt file) raises."""
+    return ImageKindGate(registry) if registry.cards(TASK) else None
+
+
 def decided_by_metadata(study: Study) -> bool:
     """A DICOM whose Modality names a radiograph or CT: the modality guards have judged it already."""
     return study.file_format == "dicom" and (study.modality or "").strip().upper() in METADATA_KINDS

@@ -128,3 +128,10 @@ def test_decision_thresholds():
     assert decide({"chest-xray": 0.21, "chest-ct": 0.79, "other": 0.0}, "chest-xray").action == "warn"
     with pytest.raises(ValueError):
         decide({"chest-xray": 1, "chest-ct": 0, "other": 0}, "other")
+
+
+def test_open_gate_is_none_without_an_image_kind_model(tiny_registry_dir, gate_registry):
+    from core.guard.image_kind import open_gate
+
+    assert open_gate(Registry.open(tiny_registry_dir)) is None
+    assert open_gate(gate_registry).card.name == "tiny-gate"
