@@ -41,7 +41,12 @@ def main(argv=None) -> int:
     elif args.command == "benchmark":
         from .benchmark import run_benchmark
 
-        run_benchmark(Registry.open(folder), runs=args.runs, size=args.size, classifier=args.classifier)
+        registry = Registry.open(folder)
+        run_benchmark(registry, runs=args.runs, size=args.size, classifier=args.classifier)
+        if registry.cards("ct-lung-segmentation") and registry.cards("ct-infection-segmentation"):
+            from .benchmark import run_ct_slice_benchmark
+
+            run_ct_slice_benchmark(registry, runs=args.runs)
     elif args.command == "demo-cases":
         from .phantoms import write_demo_cases
 

@@ -1,7 +1,10 @@
-"""Per-stage timings of the chest X-ray analysis, PyTorch vs ONNX Runtime, on this machine's devices.
+"""Per-stage timings of the chest X-ray and CT slice analyses, PyTorch vs ONNX Runtime, on this machine.
 
-Prints p50/p90 in milliseconds over N runs (after one warm-up run) for: decode (bytes -> guarded
-Study), lung mask, classification, Grad-CAM, overlays, and the whole analysis.
+Prints p50/p90 in milliseconds over N runs (after one warm-up run). Chest X-ray: decode (bytes ->
+guarded Study), lung mask, classification, Grad-CAM, overlays, the whole analysis. CT slice (when the
+registry has the CT models): decode of a synthetic CT DICOM in HU, lung mask, infection (binary and
+ground glass / consolidation), classification (paper 002's four branches, always PyTorch), overlays,
+the whole analysis.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from .registry import Registry
 from .viz import heat_overlay, mask_overlay
 
 STAGES = ("decode", "lung_mask", "classification", "gradcam", "overlays", "total")
+CT_STAGES = ("decode", "lung_mask", "infection", "classification", "overlays", "total")
 
 
 def _png_bytes(size: int) -> bytes:
@@ -52,24 +56,72 @@ def time_pipeline(pipeline: CxrPipeline, data: bytes, runs: int) -> dict[str, li
     return samples
 
 
-def run_benchmark(registry: Registry, runs: int = 20, size: int = 1024, classifier: str | None = None) -> list[dict]:
-    data = _png_bytes(size)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, device {device}")
-    print(f"input: synthetic {size}x{size} PNG, {runs} runs after 1 warm-up; milliseconds; "
-          f"classifier {classifier or registry.default('cxr-classification').name}")
-    print(f"{'backend':<14}" + "".join(f"{s + ' p50':>20}{'p90':>8}" for s in STAGES))
+def time_ct_slice(pipeline, data: bytes, runs: int) -> dict[str, list[float]]:
+    from .guard import check_ct_slice
+    from .viz import infection_overlay
+
+    samples = {stage: [] for stage in CT_STAGES}
+    for index in range(runs + 1):  # the first run warms caches and is dropped
+        started = time.perf_counter()
+        study = check_ct_slice(load_image(data, "benchmark.dcm"))
+        decoded = time.perf_counter()
+        result = pipeline.analyse(study)
+        overlay_start = time.perf_counter()
+        mask_overlay(study.pixels, result.lung_mask)
+        infection_overlay(study.pixels, result.infection_labels)
+        if result.heatmap is not None:
+            heat_overlay(study.pixels, result.heatmap)
+        finished = time.perf_counter()
+        if index == 0:
+            continue
+        samples["decode"].append((decoded - started) * 1000)
+        for stage in ("lung_mask", "infection", "classification"):
+            samples[stage].append(result.timings_ms.get(stage, 0.0))
+        samples["overlays"].append((finished - overlay_start) * 1000)
+        samples["total"].append((finished - started) * 1000)
+    return samples
+
+
+def _print_rows(title: str, stages: tuple, measured: list[tuple[str, dict]]) -> list[dict]:
+    print(title)
+    print(f"{'backend':<14}" + "".join(f"{s + ' p50':>20}{'p90':>8}" for s in stages))
     rows = []
-    for backend in ("torch", "onnx"):
-        pipeline = CxrPipeline(registry, backend=backend, classifier=classifier)
-        samples = time_pipeline(pipeline, data, runs)
-        label = f"{backend}/{device if backend == 'torch' else pipeline.classifier.provider.replace('ExecutionProvider', '').lower()}"
-        row = {"backend": label}
-        line = f"{label:<14}"
-        for stage in STAGES:
+    for label, samples in measured:
+        row, line = {"backend": label}, f"{label:<14}"
+        for stage in stages:
             p50, p90 = np.percentile(samples[stage], [50, 90])
             row[stage] = (float(p50), float(p90))
             line += f"{p50:>20.1f}{p90:>8.1f}"
         print(line)
         rows.append(row)
     return rows
+
+
+def run_ct_slice_benchmark(registry: Registry, runs: int = 20, size: int = 512) -> list[dict]:
+    """The CT slice pipeline on a synthetic ``size`` x ``size`` CT DICOM in HU, per backend."""
+    from .ct_phantoms import ct_phantom_dicom_bytes, make_ct_phantom
+    from .pipelines.ct_slice import CtSlicePipeline
+
+    data = ct_phantom_dicom_bytes(make_ct_phantom("covid", seed=7, size=size))
+    measured = []
+    for backend in ("torch", "onnx"):
+        pipeline = CtSlicePipeline(registry, backend=backend)
+        if pipeline.backend != backend:
+            continue  # no ONNX files for these models
+        measured.append((backend, time_ct_slice(pipeline, data, runs)))
+    return _print_rows(f"CT slice: synthetic {size}x{size} CT DICOM (HU); classification always runs in PyTorch",
+                       CT_STAGES, measured)
+
+
+def run_benchmark(registry: Registry, runs: int = 20, size: int = 1024, classifier: str | None = None) -> list[dict]:
+    data = _png_bytes(size)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, device {device}")
+    print(f"input: synthetic {size}x{size} PNG, {runs} runs after 1 warm-up; milliseconds; "
+          f"classifier {classifier or registry.default('cxr-classification').name}")
+    measured = []
+    for backend in ("torch", "onnx"):
+        pipeline = CxrPipeline(registry, backend=backend, classifier=classifier)
+        label = f"{backend}/{device if backend == 'torch' else pipeline.classifier.provider.replace('ExecutionProvider', '').lower()}"
+        measured.append((label, time_pipeline(pipeline, data, runs)))
+    return _print_rows("Chest X-ray", STAGES, measured)

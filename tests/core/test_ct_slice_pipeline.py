@@ -66,3 +66,13 @@ def test_a_slice_without_lungs_is_refused(tiny_ct_registry_dir):
         patch.setattr(pipeline, "lungs", lambda x: np.full_like(x, -20.0))  # the lung model finds nothing
         with pytest.raises(UnsupportedInputError, match="No lungs were found"):
             pipeline.analyse(Study(pixels=np.random.default_rng(0).random((96, 96), dtype=np.float32), file_format="png"))
+
+
+def test_benchmark_prints_the_ct_slice_stages(tiny_ct_registry_dir, capsys):
+    from core.benchmark import CT_STAGES, run_ct_slice_benchmark
+
+    rows = run_ct_slice_benchmark(Registry.open(tiny_ct_registry_dir), runs=2, size=128)
+    assert [row["backend"] for row in rows] == ["torch", "onnx"]
+    for row in rows:
+        assert all(0 < row[stage][0] <= row[stage][1] for stage in CT_STAGES)
+    assert "infection p50" in capsys.readouterr().out
