@@ -33,7 +33,12 @@ Choices where the code and the paper differ, or where this project needs more:
 * train mode returns all side outputs; eval mode returns the final map only (one tensor for ONNX export
   and serving). All outputs are logits at input resolution.
 
-Weights are always randomly initialised (``pretrained=False``): nothing is downloaded.
+Size: with ``backbone="res2net50d"`` and ``in_channels=3`` this network plus the 2,049,000-parameter
+ImageNet FC that the authors' backbone carries unused is 33,121,721 parameters, the paper's 33.122 M
+(Table III); the default (``res2net50_26w_4s``, one channel) has 31,047,217.
+
+Weights are always randomly initialised (``pretrained=False``): nothing is downloaded. timm
+zero-initialises each residual block's last batch-norm scale, so every block starts as the identity.
 """
 
 from __future__ import annotations
@@ -225,21 +230,27 @@ class InfNet(nn.Module):
         x3 = r.layer3(x2)
         return x1, x2, x3, r.layer4(x3)
 
-    def side_outputs(self, image):
-        """All five maps at input size: (lateral_map_5, _4, _3, _2, edge_map), logits."""
+    def _coarse_maps(self, image):
+        """S_g (1/8), the refined maps at 1/32, 1/16, 1/8, and the edge features e_att (1/4)."""
         check_input_size(image, INPUT_MULTIPLE, type(self).__name__)
         x1, x2, x3, x4 = self.backbone_features(image)
         edge_features = self.edge_features(x1)
+        global_map = self.ParDec(self.rfb4_1(x4), self.rfb3_1(x3), self.rfb2_1(x2))
+        map4 = self.ra4(x4, _resize(global_map, 1 / 4), _resize(edge_features, 1 / 8))
+        map3 = self.ra3(x3, _resize(map4, 2), _resize(edge_features, 1 / 4))
+        map2 = self.ra2(x2, _resize(map3, 2), _resize(edge_features, 1 / 2))
+        return global_map, map4, map3, map2, edge_features
+
+    def side_outputs(self, image):
+        """All five maps at input size: (lateral_map_5, _4, _3, _2, edge_map), logits."""
+        global_map, map4, map3, map2, edge_features = self._coarse_maps(image)
         edge_map = _resize(self.edge_head(edge_features), 4)
-        global_map = self.ParDec(self.rfb4_1(x4), self.rfb3_1(x3), self.rfb2_1(x2))  # S_g at 1/8
-        map4 = self.ra4(x4, _resize(global_map, 1 / 4), _resize(edge_features, 1 / 8))  # 1/32
-        map3 = self.ra3(x3, _resize(map4, 2), _resize(edge_features, 1 / 4))  # 1/16
-        map2 = self.ra2(x2, _resize(map3, 2), _resize(edge_features, 1 / 2))  # 1/8
         return _resize(global_map, 8), _resize(map4, 32), _resize(map3, 16), _resize(map2, 8), edge_map
 
     def forward(self, image):
-        outputs = self.side_outputs(image)
-        return outputs if self.training else outputs[3]
+        if self.training:
+            return self.side_outputs(image)
+        return _resize(self._coarse_maps(image)[3], 8)  # lateral_map_2 only: serving skips the other heads
 
 
 def infnet_slim(in_channels=1, num_classes=1, channels=16, decoder_width=16) -> InfNet:
