@@ -73,10 +73,10 @@ class Profile(RunSettings):
 PROFILES = {
     "paper": Profile(),
     "gpu": Profile(amp=True, tensorboard=True),
-    # The slim Inf-Net at 160 px, 200 unlabelled slices (2 rounds of Algorithm 1): the slim network trains at
-    # about 3 images/s on 2 cores here, so this is ~40 minutes.
-    "cpu-quick": Profile(arch="infnet_slim", size=160, scales=(1.0,), epochs=10, batch=8, lr=3e-4, lr_decay_epochs=8,
-                         semi_pool=200, semi_epochs=1, mc_width=16, mc_epochs=20, mc_batch=8, mc_lr=3e-4),
+    # The slim Inf-Net at 192 px, 300 unlabelled slices (3 rounds of Algorithm 1). Measured here: 9-13 images/s
+    # on ONE thread (two threads on a busy 2-core machine were 4-12 times slower), so ~30 minutes with --threads 1.
+    "cpu-quick": Profile(arch="infnet_slim", size=192, scales=(1.0,), epochs=14, batch=8, lr=3e-4, lr_decay_epochs=10,
+                         semi_pool=300, semi_epochs=2, mc_width=16, mc_epochs=25, mc_batch=8, mc_lr=3e-4),
     "smoke": Profile(arch="infnet_slim", size=64, scales=(1.0,), epochs=1, batch=4, lr=1e-3, semi_k=4, semi_pool=8,
                      semi_epochs=1, mc_width=4, mc_epochs=1, mc_batch=4, max_steps_per_epoch=2, device="cpu"),
 }
