@@ -88,7 +88,7 @@ def export_run(run_dir: Path, weights_dir: Path) -> list[ModelCard]:
     run_dir, weights_dir = Path(run_dir), Path(weights_dir)
     recipe = json.loads((run_dir / "config.json").read_text()).get("recipe", "manet")
     exporters = {"manet": export_manet, "hrnet-unet": export_hrnet_unet, "covid-cxnet": export_covid_cxnet,
-                 "ct-lungs": export_ct_lungs, "image-kind": export_image_kind, "multisource-ct": export_multisource_ct}
+                 "ct-lungs": export_ct_lungs, "infnet": export_infnet, "image-kind": export_image_kind, "multisource-ct": export_multisource_ct}
     return exporters[recipe](run_dir, weights_dir)
 
 
@@ -349,6 +349,64 @@ def export_multisource_ct(run_dir: Path, weights_dir: Path, version: str = "1.0.
     )
     Registry.open_or_empty(weights_dir).write_card(card)
     return [card]
+
+
+def export_infnet(run_dir: Path, weights_dir: Path, version: str = "1.0.0") -> list[ModelCard]:
+    """The binary infection model chosen on val (Inf-Net or Semi-Inf-Net) and the GGO/consolidation model."""
+    from training.recipes import infnet
+
+    run = infnet.load_run(run_dir)
+    profile, results, chosen = run["profile"], run["results"], run["chosen"]
+    size, command = profile.size, _command("infnet", run["profile_name"], weights_dir)
+
+    def table(measured: dict) -> dict:
+        return {"all test": {k: v for k, v in measured.items() if k != "per_group"}, **measured["per_group"]}
+
+    data = ("Shared public data pack (../shared/data/ct_infection): MedSeg COVID-SemiSeg labelled slices (35 train) and "
+            "the ma2020 slices of the train split (Ma et al., CC BY 4.0)")
+    binary = export_model(run["binary"], (torch.zeros(1, 1, size, size),), weights_dir, {
+        "name": "ct-infection-infnet", "version": version, "task": "ct-infection-segmentation",
+        "architecture": profile.arch, "architecture_config": {}, "classes": ["infection"], "input_size": size,
+        "input_kind": "grey",
+        "preprocessing": CT_INPUT + f"resized to {size}x{size}, min-max to [0, 1]; sigmoid of the final map "
+                         "(lateral_map_2), resized back; infection = p >= 0.5 inside the lung mask",
+        "training_data": data + (f", plus {results['sizes']['unlabelled']} unlabelled COVID-SemiSeg slices pseudo-labelled "
+                                 "by Algorithm 1" if chosen == "Semi-Inf-Net" else "") + ".",
+        "training_command": command,
+        "metrics": {"test": table(results[chosen]), "model": chosen, "validation_dice": results["val_dice"],
+                    "other_model_test": {k: table(results[k]) for k in ("Inf-Net", "Semi-Inf-Net") if k != chosen}},
+        "intended_use": CT_INTENDED_USE,
+        "limitations": [
+            f"{chosen} (chosen on val Dice) with the slim Res2Net backbone at {size} px, trained on a 2-core CPU: "
+            "far fewer epochs and a thinner network than the paper's.",
+            "Trained on COVID-19 slices only (two collections): infection of other causes, and other scanners, are untested.",
+            "Infection is counted inside the lung mask of the CT lung model: dense consolidation the lung model "
+            "misses is missed here too.",
+            f"Test Dice {results[chosen]['dice_at_threshold']:.3f} at the served threshold on "
+            f"{results[chosen]['n']} held-out slices.",
+        ],
+    })
+    mc = results["multiclass"]
+    config = {"in_channels": 2, "num_classes": 3, "width": profile.mc_width}
+    multiclass = export_model(run["multiclass"], (torch.zeros(1, 2, size, size),), weights_dir, {
+        "name": "ct-infection-multiclass", "version": version, "task": "ct-infection-segmentation",
+        "architecture": profile.mc_arch, "architecture_config": config,
+        "classes": ["background", "ggo", "consolidation"], "input_size": size, "input_kind": "grey",
+        "preprocessing": CT_INPUT + f"two channels at {size}x{size}: the slice (min-max to [0, 1]) and the infection "
+                         "probability of ct-infection-infnet; softmax; the app labels ground glass or consolidation "
+                         "inside the binary infection mask",
+        "training_data": "Shared public data pack (../shared/data/ct_infection): the 35 training slices of the MedSeg "
+                         "multi-class set (0 background / 1 ground glass / 2 consolidation).",
+        "training_command": command,
+        "metrics": {"test": {name: mc[name] for name in ("ggo", "consolidation")}, "slices": mc["n"]},
+        "intended_use": CT_INTENDED_USE,
+        "limitations": [
+            f"Trained on 35 slices and tested on {mc['n']}: its ground glass / consolidation split is a rough guide.",
+            f"Test Dice (mean over slices with the class): ground glass {mc['ggo']['mean']:.3f}, "
+            f"consolidation {mc['consolidation']['mean']:.3f}.",
+        ],
+    })
+    return [binary, multiclass]
 
 
 def _load_state(model, folder: Path):

@@ -22,3 +22,35 @@ def test_infnet_smoke_run_trains_every_stage_and_reports(tmp_path):
     assert set(results["multiclass"]) >= {"ggo", "consolidation", "n"}
     report = (run / "report.md").read_text()
     assert "Inf-Net Table II shape" in report and "Semi-Inf-Net rounds" in report
+
+
+def test_export_gives_binary_and_multiclass_cards_the_ct_pipeline_serves(tmp_path):
+    from core.ct_phantoms import make_ct_phantom
+    from core.pipelines.ct_slice import CtSlicePipeline
+    from core.registry import Registry
+    from tests.conftest import build_tiny_ct_registry
+
+    pack = write_ct_pack(tmp_path / "pack", medseg=20, unlabelled=4)
+    run, weights = tmp_path / "run", tmp_path / "weights"
+    training_main(["infnet", "--profile", "smoke", "--data", str(pack), "--out", str(run), "--set", "semi_k=4"])
+    training_main(["export", str(run), "--weights", str(weights)])
+    registry = Registry.open(weights)
+    binary, multiclass = registry.card("ct-infection-infnet"), registry.card("ct-infection-multiclass")
+    assert binary.classes == ["infection"] and binary.metrics["model"] in ("Inf-Net", "Semi-Inf-Net")
+    assert multiclass.classes == ["background", "ggo", "consolidation"]
+
+    # served next to toy lung and classifier models: the exported files load and run in the app's pipeline
+    build_tiny_ct_registry(tmp_path / "toy")
+    toy = Registry.open(tmp_path / "toy")
+    for card in (registry.card("ct-infection-infnet"), registry.card("ct-infection-multiclass")):
+        for entry in card.files.values():
+            (tmp_path / "toy" / entry.path).write_bytes((weights / entry.path).read_bytes())
+        toy.write_card(card)
+    toy = Registry.open(tmp_path / "toy")
+    toy_classifier = toy.card("tiny-ct-fusion")
+    toy.write_card(type(toy_classifier)(**{**toy_classifier.__dict__,
+                                           "input_config": {**toy_classifier.input_config, "infection_model": "ct-infection-infnet"}}))
+    pipeline = CtSlicePipeline(Registry.open(tmp_path / "toy"))
+    assert pipeline.cards["infection"].name == "ct-infection-infnet"
+    result = pipeline.analyse(make_ct_phantom("covid", seed=0, size=96).to_study())
+    assert result.burden.ggo_fraction is not None

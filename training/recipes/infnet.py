@@ -265,13 +265,15 @@ def run(records, out_dir: Path, profile_name: str = "cpu-quick", data_root: Path
 
     supervised, speed = fit_binary(build(profile, in_channels=1, num_classes=1), train, val, profile, profile.epochs,
                                    out_dir / "infnet", profile.seed)
-    results = {"Inf-Net": evaluate_binary(supervised, splits["test"], profile.size, device), "images_per_second": speed}
+    results = {"Inf-Net": evaluate_binary(supervised, splits["test"], profile.size, device), "images_per_second": speed,
+               "val_dice": {"Inf-Net": val_dice(supervised.to(device), val, device)}}
 
     unlabelled_records = [r for r in records if r.mask_kind == "none"][: profile.semi_pool]
     unlabelled = torch.from_numpy(image_stack(unlabelled_records, profile.size))
     semi, rounds = semi_supervised(supervised, train, val, unlabelled, profile, out_dir / "semi")
     results["Semi-Inf-Net"] = evaluate_binary(semi, splits["test"], profile.size, device)
     results["semi_rounds"] = rounds
+    results["val_dice"]["Semi-Inf-Net"] = rounds[-1]["val_dice"] if rounds else results["val_dice"]["Inf-Net"]
 
     mc_splits = {s: rs for s, rs in by_split([r for r in records if r.mask_kind == "multiclass"]).items()}
     multiclass = fit_multiclass(semi, {s: mc_splits[s] for s in ("train", "val")}, profile, out_dir / "multiclass")
@@ -325,8 +327,18 @@ def read_records(root: Path):
 
 
 def load_run(run_dir: Path) -> dict:
+    """A finished run: profile, results, the binary model chosen on val (Inf-Net or Semi-Inf-Net), the multi-class model."""
     from training.recipes import load_profile
 
+    run_dir = Path(run_dir)
     name, profile = load_profile(run_dir, Profile)
-    results = json.loads((Path(run_dir) / "results.json").read_text())
-    return {"profile_name": name, "profile": profile, "results": results}
+    results = json.loads((run_dir / "results.json").read_text())
+    chosen = max(results["val_dice"], key=results["val_dice"].get)
+    rounds = sorted((run_dir / "semi").glob("round*"))
+    folder = run_dir / "infnet" if chosen == "Inf-Net" or not rounds else rounds[-1]
+    binary = build(profile, in_channels=1, num_classes=1)
+    binary.load_state_dict(torch.load(folder / "best.pt", map_location="cpu", weights_only=True))
+    multiclass = build(profile, profile.mc_arch, in_channels=2, num_classes=len(MULTICLASS_LABELS), width=profile.mc_width)
+    multiclass.load_state_dict(torch.load(run_dir / "multiclass" / "best.pt", map_location="cpu", weights_only=True))
+    return {"profile_name": name, "profile": profile, "results": results, "chosen": chosen,
+            "binary": binary.eval(), "multiclass": multiclass.eval()}
