@@ -73,10 +73,11 @@ class Profile(RunSettings):
 PROFILES = {
     "paper": Profile(),
     "gpu": Profile(amp=True, tensorboard=True),
-    # The slim Inf-Net at 192 px, 300 unlabelled slices (3 rounds of Algorithm 1). Measured here: 9-13 images/s
-    # on ONE thread (two threads on a busy 2-core machine were 4-12 times slower), so ~30 minutes with --threads 1.
-    "cpu-quick": Profile(arch="infnet_slim", size=192, scales=(1.0,), epochs=14, batch=8, lr=3e-4, lr_decay_epochs=10,
-                         semi_pool=300, semi_epochs=2, mc_width=16, mc_epochs=25, mc_batch=8, mc_lr=3e-4),
+    # The slim Inf-Net at 160 px, 300 unlabelled slices (3 rounds of Algorithm 1, one epoch each). Measured here
+    # at 192 px: 9-13 images/s on ONE idle thread, 2-4 on a busy machine; two threads on a busy 2-core machine
+    # were 4-12 times slower. So: --threads 1, about 30-45 minutes.
+    "cpu-quick": Profile(arch="infnet_slim", size=160, scales=(1.0,), epochs=12, batch=8, lr=3e-4, lr_decay_epochs=9,
+                         semi_pool=300, semi_epochs=1, mc_width=16, mc_epochs=25, mc_batch=8, mc_lr=3e-4),
     "smoke": Profile(arch="infnet_slim", size=64, scales=(1.0,), epochs=1, batch=4, lr=1e-3, semi_k=4, semi_pool=8,
                      semi_epochs=1, mc_width=4, mc_epochs=1, mc_batch=4, max_steps_per_epoch=2, device="cpu"),
 }
