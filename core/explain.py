@@ -1,4 +1,9 @@
-"""Explanations of a classifier's decision: Grad-CAM (pytorch-grad-cam) and the mask-attention maps."""
+"""Explanations of a classifier's decision: Grad-CAM (pytorch-grad-cam) and the mask-attention maps.
+
+Both register hooks on the network and Grad-CAM runs a backward pass through it, so each holds the
+network's lock (``core.runtime.module_lock``) from the first hook to the last: a served network is
+shared by every session's thread, and a hook fires on whichever thread runs the network.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ from skimage.transform import resize  # noqa: E402
 from torch import nn  # noqa: E402
 
 from models.mask_attention import MaskAttentionConv  # noqa: E402
+
+from .runtime import exclusive_use  # noqa: E402
 
 
 class MaskBound(nn.Module):
@@ -36,27 +43,32 @@ def grad_cam(net: nn.Module, image: torch.Tensor, mask: torch.Tensor | None, cla
     ``mask`` is the lung mask of mask-taking networks (``net(image, mask)``); None for ``net(image)``.
     ``single_logit``: a binary network with one sigmoid output, whose class 0 is the negated logit.
     """
-    wrapped = (MaskBound(net, mask) if mask is not None else net).eval()
     target = BinaryClassifierOutputTarget(class_index) if single_logit else ClassifierOutputTarget(class_index)
-    with GradCAM(model=wrapped, target_layers=[net.gradcam_layer]) as cam:
-        heat = cam(input_tensor=image, targets=[target])
+    with exclusive_use(net):
+        wrapped = (MaskBound(net, mask) if mask is not None else net).eval()
+        try:
+            with GradCAM(model=wrapped, target_layers=[net.gradcam_layer]) as cam:
+                heat = cam(input_tensor=image, targets=[target])
+        finally:
+            net.zero_grad(set_to_none=True)  # the backward pass filled every weight's .grad: free it
     return heat[0].astype(np.float32)
 
 
 def mask_attention_maps(net: nn.Module, image: torch.Tensor, mask: torch.Tensor) -> list[np.ndarray]:
     """The map each mask-attention convolution used (Eq. 1's P(M)), in network order."""
     maps: list[np.ndarray] = []
-    hooks = [
-        module.register_forward_hook(lambda _m, _in, out: maps.append(out[1][0, 0].detach().cpu().numpy()))
-        for module in net.modules()
-        if isinstance(module, MaskAttentionConv) and module.use_mask
-    ]
-    try:
-        with torch.no_grad():
-            net(image, mask)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    with exclusive_use(net):
+        hooks = [
+            module.register_forward_hook(lambda _m, _in, out: maps.append(out[1][0, 0].detach().cpu().numpy()))
+            for module in net.modules()
+            if isinstance(module, MaskAttentionConv) and module.use_mask
+        ]
+        try:
+            with torch.no_grad():
+                net(image, mask)
+        finally:
+            for hook in hooks:
+                hook.remove()
     return maps
 
 

@@ -6,6 +6,10 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -59,16 +63,59 @@ class OnnxModel:
         return self.session.run(None, feeds)[0]
 
 
+_MODULE_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_MODULE_LOCKS_GUARD = threading.Lock()
+
+
+def module_lock(module) -> threading.RLock:
+    """The one lock of a served PyTorch module: every use of the module from a thread must hold it.
+
+    The app serves each model from one cached pipeline to every session, and Streamlit runs each
+    session in its own thread. A PyTorch module is shared mutable state: forward hooks (Grad-CAM, the
+    mask-attention maps) fire on every thread's forward pass and capture another session's activations,
+    parameter gradients are accumulated and zeroed in place by concurrent backward passes (which can
+    abort the process), and ``eval()``/``train()`` flip a flag every thread reads. Holding this lock
+    around each forward/backward, hook registration or mode switch makes each use see the module alone.
+    It is re-entrant, so a caller may hold it across several uses (an explanation that calls the
+    model). The lock belongs to the module object (weakly keyed), so every wrapper of one module shares
+    it. ONNX Runtime sessions need none (``run`` is thread-safe).
+    """
+    with _MODULE_LOCKS_GUARD:
+        lock = _MODULE_LOCKS.get(module)
+        if lock is None:
+            lock = _MODULE_LOCKS[module] = threading.RLock()
+        return lock
+
+
+@contextmanager
+def exclusive_use(module) -> Iterator:
+    """``with exclusive_use(net) as net:``: the module, used by this thread alone meanwhile (``module_lock``)."""
+    with module_lock(module):
+        yield module
+
+
 class TorchModel:
-    """The same callable contract over a PyTorch module (inference only)."""
+    """The same callable contract over a PyTorch module (inference only), safe to share between threads.
+
+    ``model(*arrays)`` holds the module's lock for its forward pass; anything else that runs the module
+    (gradients, hooks) takes it too: ``with model.exclusive() as net:`` (``core.explain`` does).
+    """
 
     def __init__(self, module, device: str):
-        self.module = module
+        self._module = module
         self.device = device
+
+    @property
+    def lock(self) -> threading.RLock:
+        return module_lock(self._module)
+
+    def exclusive(self):
+        """``with model.exclusive() as net:``: the ``nn.Module``, used by this thread alone meanwhile."""
+        return exclusive_use(self._module)
 
     def __call__(self, *arrays: np.ndarray) -> np.ndarray:
         import torch
 
-        with torch.no_grad():
-            tensors = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device) for a in arrays]
-            return self.module(*tensors).float().cpu().numpy()
+        tensors = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device) for a in arrays]
+        with self.exclusive() as module, torch.no_grad():
+            return module(*tensors).float().cpu().numpy()

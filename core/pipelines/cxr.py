@@ -112,7 +112,8 @@ class CxrPipeline:
         self.reference = (registry.load_array(self.cls_card, "histogram_reference")
                           if "histogram_reference" in self.cls_card.files else None)
         # PyTorch copy of the classifier: Grad-CAM needs gradients, which ONNX Runtime does not give.
-        self.classifier_torch = registry.load_torch(self.cls_card, self.device)
+        # One pipeline serves every session's thread: each use of the module holds its lock (core.runtime).
+        self.classifier_torch = TorchModel(registry.load_torch(self.cls_card, self.device), self.device)
         self.backend = "onnx" if backend in ("auto", "onnx") and _has_onnx(self.seg_card, self.cls_card) else "torch"
         if backend == "onnx" and self.backend != "onnx":
             raise ModelError("ONNX weights are not in the registry for these models.")
@@ -121,7 +122,7 @@ class CxrPipeline:
             self.classifier = OnnxModel(registry.verified_path(self.cls_card, "onnx"))
         else:
             self.segmenter = TorchModel(registry.load_torch(self.seg_card, self.device), self.device)
-            self.classifier = TorchModel(self.classifier_torch, self.device)
+            self.classifier = self.classifier_torch
 
     @property
     def classes(self) -> list[str]:
@@ -156,10 +157,11 @@ class CxrPipeline:
         if explain:
             tensors = [torch.from_numpy(x[None]).to(self.device) for x in inputs.arrays]
             image_t, mask_t = tensors[0], (tensors[1] if len(tensors) > 1 else None)
-            with _timed(timings, "gradcam"):
-                heat = grad_cam(self.classifier_torch, image_t, mask_t, int(np.argmax(probs)), single_logit=card.output == "sigmoid")
-                heat = heat_to_image(heat, pixels.shape, inputs.box)
-            maps = mask_attention_maps(self.classifier_torch, image_t, mask_t) if mask_t is not None else []
+            with self.classifier_torch.exclusive() as net:  # the explanations hook the shared module
+                with _timed(timings, "gradcam"):
+                    heat = grad_cam(net, image_t, mask_t, int(np.argmax(probs)), single_logit=card.output == "sigmoid")
+                    heat = heat_to_image(heat, pixels.shape, inputs.box)
+                maps = mask_attention_maps(net, image_t, mask_t) if mask_t is not None else []
             attention = to_image_shape(_display_map(maps, card.input_size), pixels.shape) if maps else None
         return CxrResult(
             study=study, lung_probability=prob, lung_mask=lung_mask, lung=lung, probabilities=probabilities,
