@@ -104,12 +104,29 @@ def test_branches_train_in_order_with_earlier_ones_frozen(trained_run):
         # The final network's branches are exactly each stage's best checkpoint: later stages changed nothing.
         final = torch.load(folder / "fusion_model.pt", weights_only=True)
         for prefix, stage in (("global_branch.", "global"), ("heatmap_branch.", "heatmap"),
-                              ("infected_branch.", "infected"), ("fc.", "fusion")):
+                              ("infected_branch.", "infected")):
             best = torch.load(folder / stage / "best.pt", weights_only=True)
-            part = _prefixed(final, prefix) if prefix != "fc." else {k: final[f"fc.{k}"] for k in best}
+            part = _prefixed(final, prefix)
             assert part.keys() == best.keys()
             assert all(torch.equal(part[k], best[k]) for k in best), stage
+        # The fusion FC is the trained (standardised) head with its standardisation folded in.
+        head = torch.load(folder / "fusion" / "best.pt", weights_only=True)
+        features = torch.randn(5, head["mean"].numel()) * 3 + 1
+        trained = (features - head["mean"]) / head["std"] @ head["linear.weight"].T + head["linear.bias"]
+        served = features @ final["fc.weight"].T + final["fc.bias"]
+        assert torch.allclose(trained, served, atol=1e-4)
         assert set(result["test"]) == {"global", "heatmap", "global+heatmap", "global+infected", "fusion"}
+
+
+def test_standardised_head_folds_into_a_plain_fc():
+    from training.recipes.multisource_ct import StandardisedHead
+
+    torch.manual_seed(0)
+    features = torch.randn(50, 6) * torch.tensor([0.1, 1, 10, 100, 0, 3]) + 20
+    head = StandardisedHead(torch.nn.Linear(6, 1), features)
+    before = head(features)
+    fc = head.fold()
+    assert torch.allclose(fc(features), before, rtol=1e-4, atol=1e-3)
 
 
 def test_report_has_paper_tables_per_source_and_figures(trained_run):

@@ -95,6 +95,7 @@ class Profile(RunSettings):
     weight_decay: float = 1e-4
     select_metric: str = "auc"  # validation metric choosing each branch's best epoch ("auc" or "accuracy")
     augment: bool = True
+    zero_init_residual: bool = True  # random init: each ResNet bottleneck's last BN starts at 0 (see ``initialise``)
     max_train_per_group: int | None = None  # training slices kept per (source, label); None = all
     models_dir: str = "weights"  # registry folder holding the infection and lung models
     infection_model: str | None = "ct-infection-infnet"  # card name; None = no infection model (sub-images blank; tests only)
@@ -105,12 +106,15 @@ class Profile(RunSettings):
 PROFILES = {
     "paper": Profile(),
     "gpu": Profile(amp=True, tensorboard=True),
-    # Both backbones at quarter width, 128 px slices and 64 px local crops (a heat-map or infected region is
-    # a fraction of the slice, so 64 px keeps about its native resolution), short schedules, all of UCSD
-    # (the paper's D3) and 250 SARS-CoV-2 slices per label: the whole run in about 40 minutes on 2 CPU cores.
+    # Both backbones at quarter width, 128 px slices and 64 px local crops (a heat-map or infected region is a
+    # fraction of the slice, so 64 px keeps about its native resolution), 3 seeds each, 8/5/5 epochs for G/H/I,
+    # all of UCSD (the paper's D3) but 200 slices per source and label (767 training slices). Measured with
+    # ``--threads 1`` on the shared 2-core CPU (load ~3), training slices/s ResNet50 / DenseNet169: G 52 / 33,
+    # H 184 / 91, I 97 / 40 (two sub-images each); infected regions (slim Inf-Net 192 px + lung ResUNet 160 px)
+    # 12 slices/s, once. Whole run about 36 minutes at those speeds. Two threads on a busy machine were 15x slower.
     "cpu-quick": Profile(
         backbone_seeds=(("resnet50", (0, 1, 2)), ("densenet169", (0, 1, 2))), width=0.25, size=128, crop_size=64,
-        epochs_global=8, epochs_heatmap=5, epochs_infected=5, epochs_fusion=30, lr=0.02, max_train_per_group=250,
+        epochs_global=8, epochs_heatmap=5, epochs_infected=5, epochs_fusion=50, max_train_per_group=200,
     ),
     # Seconds on a generated pack: for tests only.
     "smoke": Profile(
@@ -405,6 +409,41 @@ def split_sets(inputs: tuple, data: SliceData, positions: dict) -> dict[str, Arr
     return {split: split_set(inputs, data, index) for split, index in positions.items()}
 
 
+def initialise(fusion, profile: Profile):
+    """Random init as torchvision's, plus ``zero_init_residual`` (Goyal et al. 2017): with no ImageNet weights,
+    ResNet50's 16 residual sums otherwise give pooled features in the tens to hundreds (measured: mean 33), which
+    saturate the FC layers that take them; starting each bottleneck as the identity keeps them O(1)."""
+    from torchvision.models.resnet import Bottleneck
+
+    if profile.zero_init_residual:
+        for module in fusion.modules():
+            if isinstance(module, Bottleneck):
+                torch.nn.init.zeros_(module.bn3.weight)
+    return fusion
+
+
+class StandardisedHead(torch.nn.Module):
+    """An FC trained on standardised cached features (mean 0, std 1 over the training split); ``fold()`` then
+    writes the standardisation into the FC's own weights, so the served network is the plain FC over raw features
+    (the paper's fusion layer) and computes exactly what was trained. Only the optimiser's conditioning changes."""
+
+    def __init__(self, linear: torch.nn.Linear, train_features: torch.Tensor):
+        super().__init__()
+        self.linear = linear
+        self.register_buffer("mean", train_features.float().mean(0))
+        self.register_buffer("std", train_features.float().std(0).nan_to_num(1.0).clamp(min=1e-3))
+
+    def forward(self, features):
+        return self.linear((features - self.mean) / self.std)
+
+    def fold(self) -> torch.nn.Linear:
+        with torch.no_grad():
+            weight = self.linear.weight / self.std
+            self.linear.bias -= (weight * self.mean).sum(1)
+            self.linear.weight.copy_(weight)
+        return self.linear
+
+
 # ---------------------------------------------------------------- pooled features of frozen branches
 def pooled_images(branch, images_u8: torch.Tensor, device) -> np.ndarray:
     out = []
@@ -459,7 +498,7 @@ def run_trial(data: SliceData, regions: InfectedRegions, profile: Profile, backb
     epochs = branch_epochs(profile)
     positions = {split: data.index(split) for split in ("train", "val", "test")}
     torch.manual_seed(seed)
-    fusion = create_model("multisource_fusion", **architecture_config(profile, backbone))
+    fusion = initialise(create_model("multisource_fusion", **architecture_config(profile, backbone)), profile)
     stages = []
 
     def stage(name, model, inputs, prepare):
@@ -474,23 +513,33 @@ def run_trial(data: SliceData, regions: InfectedRegions, profile: Profile, backb
     # Stage I: the global branch.
     stage("global", fusion.global_branch, (data.global_u8,), image_prepare(profile.augment))
     fusion.global_branch.to(device)
+    started = time.perf_counter()
     heat = global_pass(fusion.global_branch, data, profile, device)
+    prep = {"heatmap_crops": time.perf_counter() - started}
     # Stage II: heat-map and infected branches, the global branch frozen.
     stage("heatmap", fusion.heatmap_branch, (heat["crops"],), image_prepare(profile.augment))
     pool_g = torch.from_numpy(heat["pooled"])
     stage("infected", fusion.infected_branch, (regions.crops, regions.present, pool_g), infected_prepare(profile.augment))
     # Stage III: the fusion FC over the frozen branches' pooled features.
     fusion.to(device).freeze_branches()
+    started = time.perf_counter()
     pool_h = pooled_images(fusion.heatmap_branch, heat["crops"], device)
     pool_in = pooled_infected(fusion.infected_branch, regions, np.arange(len(data.records)), device)
+    prep["pooled_features"] = time.perf_counter() - started
     pool_f = torch.from_numpy(np.concatenate([heat["pooled"], pool_h, pool_in], 1))
-    stage("fusion", fusion.fc, (pool_f,), features_prepare)
-    pairs = torch.nn.Linear(pool_g.shape[1] + pool_h.shape[1], 1)  # Global + Heatmap: FC over [Pool_g, Pool_h]
-    stage("global+heatmap", pairs, (torch.from_numpy(np.concatenate([heat["pooled"], pool_h], 1)),), features_prepare)
+    train = torch.from_numpy(positions["train"])
+    head = StandardisedHead(fusion.fc, pool_f[train])
+    stage("fusion", head, (pool_f,), features_prepare)
+    head.fold()
+    pool_gh = torch.from_numpy(np.concatenate([heat["pooled"], pool_h], 1))
+    pairs = StandardisedHead(torch.nn.Linear(pool_gh.shape[1], 1), pool_gh[train])  # Global + Heatmap: FC over [Pool_g, Pool_h]
+    stage("global+heatmap", pairs, (pool_gh,), features_prepare)
+    pairs = pairs.fold()
     fusion.cpu()
     torch.save(fusion.state_dict(), out_dir / "fusion_model.pt")
     logits = row_logits(fusion, pairs.cpu(), heat["pooled"], pool_h, pool_in)
     result = trial_result(data, logits, positions, backbone, seed, stages)
+    result["prep_seconds"] = {k: round(v, 1) for k, v in prep.items()}  # per-slice passes of frozen branches
     np.savez(out_dir / "outputs.npz", heat_crops=heat["crops"].numpy(), heat_boxes=heat["boxes"],
              test_features=pool_f.numpy()[positions["test"]].astype(np.float16),
              **{f"prob_{name}": sigmoid(value) for name, value in logits.items()})
@@ -598,7 +647,7 @@ def run(records, out_dir: Path, profile_name: str = "cpu-quick", data_root: Path
                      "test": selected["test"]["fusion"], "branches_test": {k: v["auc"] for k, v in selected["test"].items()}},
         "half_precision": half, "region_models": region_models, "sizes": split_sizes(data),
         "threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - started, 1),
-        "trials": [{k: t[k] for k in ("backbone", "seed", "stages")} | {
+        "trials": [{k: t.get(k) for k in ("backbone", "seed", "stages", "prep_seconds")} | {
             "val": t["val"], "test": {row: {m: t["test"][row][m] for m in ("accuracy", "auc")} for row in ROWS}}
             for t in trials],
     }
@@ -733,6 +782,10 @@ def _speed_table(report, trials: list[dict], summary: dict) -> None:
             speeds = [s["images_per_second"] for s in stages if s["images_per_second"]]
             rows.append([backbone, branch, reports.fmt(float(np.mean(speeds)), 1) if speeds else "-",
                          reports.fmt(float(np.mean([s["seconds"] for s in stages])), 1)])
+        for step, title in (("heatmap_crops", "heat-map crops (G over every slice, Eq. 1-2)"),
+                            ("pooled_features", "pooled features (H and I over every slice)")):
+            seconds = [t["prep_seconds"][step] for t in own if t.get("prep_seconds")]
+            rows.append([backbone, title, "-", reports.fmt(float(np.mean(seconds)), 1) if seconds else "-"])
     report.table(f"Training speed ({summary['threads']} thread(s); infected = two sub-images per slice; fusion and "
                  "global+heatmap train one FC on cached features)",
                  ["backbone", "branch", "training slices / s", "seconds per trial"], rows,
@@ -812,7 +865,10 @@ def _region_grid(out_dir: Path, profile: Profile, data: SliceData, regions: Infe
     model = load_fusion(out_dir, profile, selected["backbone"], selected["seed"])
     stored = np.load(trial_dir(out_dir, selected["backbone"], selected["seed"]) / "outputs.npz")
     test = data.index("test")
-    picks = [i for label in (1, 0) for i in test[data.labels[test] == label][:per_class]]
+    sources = np.array(data.sources)[test]
+    per_source = max(1, per_class // len(set(sources)))
+    picks = [i for label in (1, 0) for source in sorted(set(sources))
+             for i in test[(data.labels[test] == label) & (sources == source)][:per_source]]
     if not picks:
         return None
     fig, axes = plt.subplots(2, per_class, figsize=(3 * per_class, 6.6), squeeze=False)
