@@ -2,12 +2,11 @@ import streamlit as st
 
 from core.classes import MANET_CLASSES, class_title
 from core.errors import ChestReviewError
-from core.guard import check_chest_xray
 from core.io import check_upload_size, load_image
 from core.model_card import card_markdown
 from core.phantoms import make_phantom
 from core.viz import heat_overlay, mask_overlay, probability_figure
-from pages.common import RESEARCH_ONLY, cxr_pipeline, registry, review_store, show_error
+from pages.common import RESEARCH_ONLY, analyse_once, cxr_pipeline, guard_chest_xray, registry, review_form, show_error
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "dcm", "dicom"]
 
@@ -21,11 +20,11 @@ try:
         upload = st.file_uploader("Frontal chest radiograph: PNG, JPEG, BMP, TIFF or DICOM", type=UPLOAD_TYPES)
         if upload is not None:
             check_upload_size(upload.size)
-            study = check_chest_xray(load_image(upload.getvalue(), upload.name))
+            study = guard_chest_xray(load_image(upload.getvalue(), upload.name))
     else:
         label = st.selectbox("Synthetic phantom (generated, not a patient)", MANET_CLASSES, format_func=class_title, key="phantom_label")
         seed = st.number_input("Phantom seed", min_value=0, max_value=9999, value=0, step=1)
-        study = make_phantom(label, seed=int(seed)).to_study()
+        study = guard_chest_xray(make_phantom(label, seed=int(seed)).to_study())
 except ChestReviewError as error:
     show_error(error)
 
@@ -33,23 +32,14 @@ if study is None:
     st.info("Upload an image or choose a synthetic demo case to start.")
     st.stop()
 
-# Results are kept per case and model so that moving a slider does not rerun the models.
-results = st.session_state.setdefault("cxr_results", {})
 try:
     classifiers = {card.name: card for card in registry().cards("cxr-classification")}
     classifier = None
     if len(classifiers) > 1:
         classifier = st.selectbox("Classifier", list(classifiers), key="classifier",
                                   format_func=lambda name: f"{name} ({', '.join(map(class_title, classifiers[name].classes))})")
-    key = (study.case_hash, classifier)
-    if key not in results:
-        pipeline = cxr_pipeline(classifier)
-        with st.status("Analysing…", expanded=False) as status:
-            status.update(label="Segmenting the lungs, classifying, explaining…")
-            results.clear()
-            results[key] = pipeline.analyse(study)
-            status.update(label="Analysis done", state="complete")
-    result = results[key]
+    result = analyse_once("cxr_results", (study.case_hash, classifier), lambda: cxr_pipeline(classifier).analyse(study),
+                          "Segmenting the lungs, classifying, explaining…")
 except ChestReviewError as error:
     show_error(error)
     st.stop()
@@ -88,31 +78,4 @@ with right:
         with st.expander("Image information (identifiers removed)"):
             st.json(study.metadata)
 
-st.subheader("Your review")
-with st.form("review", clear_on_submit=False):
-    reviewer = st.text_input("Reviewer name", value=st.session_state.get("reviewer", ""))
-    verdict = st.radio("Do you agree with the model?", ["agree", "disagree"], horizontal=True)
-    labels = list(result.classifier.classes) + ["other", "uncertain"]
-    corrected = st.selectbox("The label you believe is right", labels, index=labels.index(result.predicted_label), format_func=class_title, key="corrected_label")
-    confidence = st.slider("Your confidence", 1, 5, 3)
-    where_wrong = st.text_input("Where did the model go wrong? (optional)")
-    note = st.text_area("Note (optional, no patient identifiers)")
-    submitted = st.form_submit_button("Save review")
-if submitted:
-    from core.reviews import ReviewInput
-
-    try:
-        saved = review_store().add_review(
-            ReviewInput(
-                reviewer=reviewer, case_hash=study.case_hash, model_name=result.classifier.name,
-                model_version=result.classifier.version, weights_sha256=result.classifier.weights_sha256,
-                predicted_probabilities=result.probabilities, predicted_label=result.predicted_label,
-                verdict=verdict, corrected_label=result.predicted_label if verdict == "agree" else corrected,
-                confidence=confidence, note=note, where_wrong=where_wrong or None,
-            )
-        )
-    except ChestReviewError as error:
-        show_error(error)
-    else:
-        st.session_state["reviewer"] = reviewer
-        st.success(f"Review saved (review {saved.review_uid[:8]}, version {saved.version}). See the Review log.")
+review_form(study, result.classifier, result.probabilities, result.predicted_label, task="cxr")
