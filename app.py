@@ -4,7 +4,9 @@ import streamlit as st
 
 st.set_page_config(page_title="Chest imaging review", layout="wide")
 
-# url paths are Streamlit's defaults from the file names (chest_xray, review_log, model_cards).
+# url paths are Streamlit's defaults from the file names (chest_xray, review_log, model_cards): keep them so,
+# a page link then names the same page when Streamlit runs the page without this script (pages/app_frame.py).
+# Every page starts with require_app_frame().
 navigation = st.navigation(
     [
         st.Page("pages/home.py", title="Home", default=True),

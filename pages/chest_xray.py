@@ -6,7 +6,10 @@ from core.io import check_upload_size, load_image
 from core.model_card import card_markdown
 from core.phantoms import make_phantom
 from core.viz import heat_overlay, mask_overlay, probability_figure
+from pages.app_frame import require_app_frame
 from pages.common import RESEARCH_ONLY, analyse_once, cxr_pipeline, guard_chest_xray, registry, review_form, show_error
+
+require_app_frame()  # first statement of every page: its link works as a server's first request
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "dcm", "dicom"]
 

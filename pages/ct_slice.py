@@ -6,7 +6,10 @@ from core.imaging.windowing import LUNG, PRESETS, Window, apply_window
 from core.io import check_upload_size, load_image
 from core.model_card import card_markdown
 from core.viz import HEATMAP_BOX_COLOUR, SIDE_BOX_COLOURS, draw_box, heat_overlay, infection_overlay, mask_overlay, probability_figure
+from pages.app_frame import require_app_frame
 from pages.common import RESEARCH_ONLY, analyse_once, ct_slice_demo_study, ct_slice_pipeline, guard_ct_slice, review_form, show_error
+
+require_app_frame()  # first statement of every page: its link works as a server's first request
 
 UPLOAD_TYPES = ["dcm", "dicom", "png", "jpg", "jpeg"]
 WINDOW_TITLES = {"lung": "Lung W1500/L-600 (the paper's [-1350, 150] HU)", "mediastinum": "Mediastinum W400/L40", "free": "Free window"}

@@ -2,7 +2,10 @@ import streamlit as st
 
 from core.errors import ChestReviewError
 from core.model_card import card_markdown
+from pages.app_frame import require_app_frame
 from pages.common import RESEARCH_ONLY, registry, show_error
+
+require_app_frame()  # first statement of every page: its link works as a server's first request
 
 st.title("Model cards")
 st.caption(RESEARCH_ONLY)

@@ -12,7 +12,10 @@ import streamlit as st
 
 from core.errors import ReviewLogError
 from core.reviews import TASK_TITLES, TASKS, Review, ReviewFilters, ReviewStore
+from pages.app_frame import require_app_frame
 from pages.common import review_store
+
+require_app_frame()  # first statement of every page: its link works as a server's first request
 
 ALL = "All"
 

@@ -1,0 +1,88 @@
+"""The real app, really started (``streamlit run app.py``), and Debian's headless Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_app(folder: Path, weights_dir: Path) -> Iterator[str]:
+    """A fresh server process on a free port, with its own review log in ``folder``; yields its URL."""
+    port = free_port()
+    env = {**os.environ, "CHEST_REVIEW_DB": str(folder / "reviews.sqlite"), "CHEST_WEIGHTS_DIR": str(weights_dir)}
+    log_path = folder / "streamlit.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_until_healthy(url, process, log_path)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_until_healthy(url: str, process: subprocess.Popen, log_path: Path, seconds: float = 90) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline and process.poll() is None:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail("streamlit did not start: " + log_path.read_text()[-2000:])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, bundled_weights_dir) -> Iterator[str]:
+    """One server for a module's tests."""
+    with running_app(tmp_path_factory.mktemp("app"), bundled_weights_dir) as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_server(tmp_path, bundled_weights_dir) -> Iterator[str]:
+    """A server started for this test alone: its first visitor is the test's."""
+    with running_app(tmp_path, bundled_weights_dir) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed (scripts/test.sh installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        yield browser
+        browser.close()
