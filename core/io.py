@@ -18,6 +18,7 @@ import io
 import math
 import re
 import struct
+import zlib
 from pathlib import PurePath
 
 import numpy as np
@@ -126,11 +127,12 @@ DICOM_ALLOWED_ATTRIBUTES: dict[str, re.Pattern[str]] = {
 }
 
 # Exceptions pydicom raises on malformed data: it has no common base class for them, and fuzzing
-# shows TypeError and struct.error escaping from its readers and decoders. Only library calls are
-# wrapped with these tuples, never this module's own arithmetic.
+# shows TypeError and struct.error escaping from its readers and decoders, and zlib.error from the
+# file reader when a Deflated Explicit VR Little Endian dataset does not inflate. Only library calls
+# are wrapped with these tuples, never this module's own arithmetic.
 _DICOM_DATA_ERRORS = (
     InvalidDicomError, BytesLengthException, ValueError, TypeError, KeyError, IndexError, AttributeError,
-    NotImplementedError, RuntimeError, EOFError, OSError, OverflowError, struct.error,
+    NotImplementedError, RuntimeError, EOFError, OSError, OverflowError, struct.error, zlib.error,
 )
 # Exceptions Pillow raises on malformed data (TypeError: e.g. a TIFF without dimensions).
 _PILLOW_DATA_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError)
@@ -138,6 +140,8 @@ _PILLOW_DATA_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error,
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, as Pillow's "L" conversion
 
 MSG_TRUNCATED = "The file ends early: it looks truncated. Upload the complete file."
+MSG_DEFLATE_DAMAGED = ("The DICOM file is deflate-compressed and its compressed data is damaged or truncated: "
+                       "it cannot be decompressed. Upload the complete, original file.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -322,6 +326,8 @@ def _pillow_to_grey(image: Image.Image) -> np.ndarray:
 def _read_dicom(data: bytes, *, force: bool) -> Dataset:
     try:
         return pydicom.dcmread(io.BytesIO(data), force=force)
+    except zlib.error as exc:  # a deflate-compressed dataset (transfer syntax 1.2.840.10008.1.2.1.99)
+        raise UnreadableFileError(MSG_DEFLATE_DAMAGED) from exc
     except _DICOM_DATA_ERRORS as exc:
         raise UnreadableFileError(
             "The file is marked as DICOM but its header cannot be read: it is damaged or truncated. "
@@ -333,6 +339,8 @@ def _try_read_headerless_dicom(data: bytes) -> Dataset | None:
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), force=True)
         looks_like_image = "PixelData" in dataset and _attr(dataset, "Rows") and _attr(dataset, "Columns")
+    except zlib.error as exc:  # only after a file meta group declaring the deflated transfer syntax: DICOM
+        raise UnreadableFileError(MSG_DEFLATE_DAMAGED) from exc
     except _DICOM_DATA_ERRORS:
         return None  # not DICOM either; the caller says the file is not recognised
     return dataset if looks_like_image else None

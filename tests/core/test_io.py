@@ -591,3 +591,75 @@ def test_png_decompression_bomb_is_refused_from_the_header(side):
 def test_dicom_decompression_bomb_is_refused_from_the_header(make_dicom):
     with pytest.raises(FileTooLargeError, match="megapixels"):
         load_image(make_dicom(gradient(8, 8), Rows=10000, Columns=10000))
+
+
+# --------------------------------------------------------------------------------------------------
+# Deflate-compressed datasets (Deflated Explicit VR Little Endian, 1.2.840.10008.1.2.1.99)
+# --------------------------------------------------------------------------------------------------
+
+
+def deflated_dicom(dicom) -> tuple[bytes, int]:
+    """A deflated DICOM file, and where its deflated dataset starts (right after the file meta group)."""
+    from pydicom import dcmread
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = dicom.dataset(textured(64, 64), bits_stored=12, transfer_syntax=DeflatedExplicitVRLittleEndian)
+    data = dicom.to_bytes(ds)
+    group_length = dcmread(io.BytesIO(data)).file_meta.FileMetaInformationGroupLength
+    return data, 128 + 4 + 12 + int(group_length)  # preamble, "DICM", the (0002,0000) element, the rest of group 2
+
+
+def test_deflated_dicom_loads(dicom):
+    data, _ = deflated_dicom(dicom)
+    study = load_image(data)
+    assert study.metadata["TransferSyntax"] == "Deflated Explicit VR Little Endian"
+    assert_study_pixels(study)
+
+
+def _invalid_block_type(data: bytes, start: int) -> bytes:
+    """The first deflate block header set to BFINAL=1, BTYPE=11: a block type RFC 1951 reserves."""
+    return data[:start] + bytes([data[start] | 0b111]) + data[start + 1:]
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(_invalid_block_type, id="invalid-block"),  # zlib: "invalid block type"
+    pytest.param(lambda data, start: data[: (start + len(data)) // 2], id="cut-in-the-stream"),  # "truncated stream"
+])
+@pytest.mark.parametrize("preamble", [True, False], ids=["part10", "headerless"])
+def test_damaged_deflated_dicom_is_a_clear_refusal(dicom, damage, preamble):
+    """zlib errors from pydicom's reader become the typed refusal, with or without the 128-byte preamble."""
+    data, start = deflated_dicom(dicom)
+    damaged = damage(data, start)
+    with pytest.raises(UnreadableFileError, match="deflate-compressed .* damaged or truncated") as caught:
+        load_image(damaged if preamble else damaged[132:])
+    assert caught.value.__cause__ is not None  # raised `from` the library's exception
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(lambda data, start: data[: start + 1], id="one-deflated-byte"),
+    pytest.param(lambda data, start: data[:start] + bytes(len(data) - start), id="zeroed-stream"),
+])
+def test_deflated_stream_too_short_or_blank_is_refused(dicom, damage):
+    """pydicom reads these as an empty dataset (zeros parse as command-set elements) without inflating them."""
+    data, start = deflated_dicom(dicom)
+    with pytest.raises(UnreadableFileError, match="truncated|no image"):
+        load_image(damage(data, start))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_fuzzed_deflated_dicom_only_raises_input_errors(dicom):
+    """Byte flips in the deflated dataset and every cut of it: a Study or a typed InputError, nothing raw."""
+    data, start = deflated_dicom(dicom)
+    rng = np.random.default_rng(8)
+    mutated = [data[:cut] for cut in range(start, len(data), 7)]
+    for _ in range(150):
+        flipped = bytearray(data)
+        for position in rng.integers(start, len(data), size=int(rng.integers(1, 5))):
+            flipped[position] = int(rng.integers(0, 256))
+        mutated.append(bytes(flipped))
+    for variant in mutated + [m[132:] for m in mutated]:
+        try:
+            study = load_image(variant)
+        except InputError:
+            continue
+        assert_study_pixels(study)
