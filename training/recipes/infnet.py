@@ -294,8 +294,8 @@ def write_report(out_dir: Path, profile: Profile, results: dict) -> None:
                             f"Run folder `{out_dir}`; settings in `config.json`; network `{profile.arch}` at {profile.size} px. "
                             f"Split sizes: {results['sizes']}. Training speed (stage 1): "
                             f"{results['images_per_second'] or float('nan'):.1f} images/s.")
-    for note in CT_INFECTION_SPLIT_NOTES.values():
-        report.text("Split rule", note)
+    for source, note in CT_INFECTION_SPLIT_NOTES.items():
+        report.text(f"Split rule: {source}", note)
     columns = (*INFNET_TABLE_COLUMNS, "dice_at_threshold")
     rows = []
     for model in ("Inf-Net", "Semi-Inf-Net"):
