@@ -3,7 +3,7 @@
     python -m core predict FILES_OR_FOLDERS --out results.csv   # batch analysis, one CSV row per image
     python -m core predict --task ct-slice FILES --out ct.csv [--masks DIR]   # CT slices (+ lung/infection PNGs)
     python -m core benchmark --runs 20                            # per-stage timings, PyTorch vs ONNX Runtime
-    python -m core demo-cases OUT_DIR                             # write the synthetic demo cases
+    python -m core demo-cases OUT_DIR                             # write the synthetic demo cases (X-ray and CT)
 """
 
 from __future__ import annotations
@@ -48,9 +48,10 @@ def main(argv=None) -> int:
 
             run_ct_slice_benchmark(registry, runs=args.runs)
     elif args.command == "demo-cases":
+        from .ct_phantoms import write_ct_demo_cases
         from .phantoms import write_demo_cases
 
-        for path in write_demo_cases(Path(args.out)):
+        for path in [*write_demo_cases(Path(args.out)), *write_ct_demo_cases(Path(args.out))]:
             print(path)
     return 0
 
