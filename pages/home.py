@@ -17,16 +17,34 @@ Upload a frontal chest X-ray (PNG, JPEG, BMP, TIFF or DICOM) or open a synthetic
 tuberculosis, bacterial pneumonia and viral pneumonia. Then record whether you agree, the label you
 believe is right and where the model went wrong; every review is kept in the **Review log**.
 
+Upload one axial chest CT slice (a CT DICOM in Hounsfield units, or a PNG/JPEG exported with a lung
+window) or open a synthetic CT phantom on the **CT slice** page. You will see the slice in a window of
+your choice, the lung mask, the infection (ground glass and consolidation in two colours), the
+classifier's heat map with its crop box and the infected-region boxes, P(COVID-19) and the infection
+burden as a share of the lungs, and review it the same way.
+
+Every upload is checked before any model sees it: its DICOM tags, its pixel values and an image-kind
+model (chest radiograph, axial CT slice or something else) must fit the page.
+
 Patient identifiers are removed when a file is read: names, IDs, dates, institutions and UIDs are never
 shown, logged or stored. Reviews store a hash of the image pixels, not the image.
 """
 )
+TASK_GROUPS = {  # task -> the page heading it is listed under
+    "lung-segmentation": "Chest X-ray", "cxr-classification": "Chest X-ray",
+    "ct-lung-segmentation": "CT slice", "ct-infection-segmentation": "CT slice", "ct-classification": "CT slice",
+    "image-kind": "Every page",
+}
 st.subheader("Loaded models")
 try:
     cards = registry().cards()
 except ChestReviewError as error:
     show_error(error)
 else:
-    for card in cards:
-        st.markdown(f"- **{card.name}** {card.version} — {card.task}" + (" (synthetic test model)" if card.synthetic else ""))
+    for group in dict.fromkeys(TASK_GROUPS.values()):
+        listed = [card for card in cards if TASK_GROUPS.get(card.task) == group]
+        if listed:
+            st.markdown(f"**{group}**\n\n" + "\n".join(
+                f"- **{card.name}** {card.version} — {card.task}" + (" (synthetic test model)" if card.synthetic else "")
+                for card in listed))
 st.caption(f"Models run on: **{compute_description()}**")

@@ -26,6 +26,7 @@ def test_home_page_says_research_only_and_lists_models(env):
     text = " ".join(e.value for e in app.error) + " ".join(m.value for m in app.markdown)
     assert "Research use only" in text
     assert "lung-resunet" in text and "cxr-classification" in text
+    assert "ct-lungs-resunet" in text and "ct-infection-segmentation" in text and "image-kind-gate" in text
 
 
 def test_demo_case_analysis_and_review(env):
