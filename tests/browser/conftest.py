@@ -31,13 +31,12 @@ def free_port() -> int:
 def running_app(folder: Path, weights_dir: Path) -> Iterator[str]:
     """A fresh server process on a free port, with its own review log in ``folder``; yields its URL."""
     port = free_port()
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+               "--server.headless", "true"]
     env = {**os.environ, "CHEST_REVIEW_DB": str(folder / "reviews.sqlite"), "CHEST_WEIGHTS_DIR": str(weights_dir)}
     log_path = folder / "streamlit.log"
     with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             url = f"http://127.0.0.1:{port}"
             _wait_until_healthy(url, process, log_path)

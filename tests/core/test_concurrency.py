@@ -10,40 +10,73 @@ import numpy as np
 import pytest
 import torch
 
+from core.ct_phantoms import make_ct_phantom
 from core.phantoms import make_phantom
+from core.pipelines.ct_slice import CtSlicePipeline
 from core.pipelines.cxr import CxrPipeline
 from core.registry import Registry
 from core.runtime import TorchModel, module_lock
 
 THREADS = 4
-ROUNDS = 1  # each thread analyses every study this many times, starting at a different one
 CASES = [("normal", 1), ("covid", 2), ("tb", 3), ("viral", 4)]
-OUTPUTS = ("probabilities", "lung_mask", "lung_probability", "gradcam", "attention_map")
+CXR_OUTPUTS = ("probabilities", "lung_mask", "lung_probability", "gradcam", "attention_map")
+CT_CASES = [("covid", 1), ("non-covid", 2)]
+CT_OUTPUTS = ("lung_mask", "infection_probability", "infection_labels", "probabilities", "branch_probabilities",
+              "heatmap", "heatmap_box", "infected_boxes")
 
 
-def _outputs(result) -> dict:
-    return {name: getattr(result, name) for name in OUTPUTS}
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread per analysis: the test's threads are the parallelism (and 2 cores are shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
-def _differing(got: dict, expected: dict) -> list[str]:
-    """The names of the outputs of one analysis that are not those of the same study analysed alone."""
-    wrong = []
-    for name in OUTPUTS:
-        a, b = got[name], expected[name]
-        if name == "probabilities":
-            same = a.keys() == b.keys() and np.allclose([a[k] for k in a], [b[k] for k in a], rtol=0, atol=1e-6)
-        elif a is None or b is None:
-            same = a is None and b is None
-        else:
-            same = a.shape == b.shape and np.allclose(a, b, rtol=0, atol=1e-6)
-        if not same:
-            wrong.append(name)
-    return wrong
+def _same(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.shape == b.shape and np.allclose(a, b, rtol=0, atol=1e-6)
+    if isinstance(a, float):
+        return isinstance(b, float) and abs(a - b) <= 1e-6
+    return a == b  # None, boxes (tuples of slices)
 
 
-@pytest.fixture(scope="module")
-def studies():
-    return [make_phantom(label, seed=seed, size=160).to_study() for label, seed in CASES]
+def concurrent_mismatches(analyse, studies: list, outputs: tuple[str, ...], threads: int = THREADS) -> tuple[int, list]:
+    """Every thread analyses every study once, each starting at a different one, all at the same time.
+
+    Returns (number of analyses, [(study index, names of the outputs that differ from the sequential
+    analysis, or the exception raised)]).
+    """
+    def outputs_of(result) -> dict:
+        return {name: getattr(result, name) for name in outputs}
+
+    expected = [outputs_of(analyse(study)) for study in studies]
+    start = threading.Barrier(threads)
+
+    def analysed(i: int) -> list[str]:
+        try:
+            got = outputs_of(analyse(studies[i]))
+        except Exception as error:  # noqa: BLE001  (counted with the wrong maps: one report of everything)
+            return [f"raised {type(error).__name__}: {error}"]
+        return [name for name in outputs if not _same(got[name], expected[i][name])]
+
+    def reviewer(offset: int) -> list[tuple[int, list[str]]]:
+        start.wait()  # every thread starts at once, to overlap as much as possible
+        return [(i, analysed(i)) for i in ((offset + k) % len(studies) for k in range(len(studies)))]
+
+    with ThreadPoolExecutor(threads) as pool:
+        runs = [outcome for outcomes in pool.map(reviewer, range(threads)) for outcome in outcomes]
+    return len(runs), [(i, wrong) for i, wrong in runs if wrong]
+
+
+def _report(n_runs: int, mismatches: list, outputs: tuple[str, ...]) -> str:
+    counts = {name: sum(name in wrong for _, wrong in mismatches) for name in outputs}
+    counts["raised"] = sum(wrong[0].startswith("raised") for _, wrong in mismatches)
+    return (f"{len(mismatches)} of {n_runs} concurrent analyses differ from the sequential ones "
+            f"(per output: {counts}); first: {mismatches[:3]}")
 
 
 # tiny-cls: MANet's image + mask network (mask-attention maps and Grad-CAM); tiny-cxnet-three: COVID-CXNet's
@@ -51,29 +84,21 @@ def studies():
 @pytest.mark.parametrize(("classifier", "backend"), [
     ("tiny-cls", "onnx"), ("tiny-cls", "torch"), ("tiny-cxnet-three", "torch"),
 ])
-def test_concurrent_analyses_equal_the_sequential_ones(tiny_registry_dir, studies, classifier, backend):
+def test_concurrent_cxr_analyses_equal_the_sequential_ones(tiny_registry_dir, classifier, backend):
     pipeline = CxrPipeline(Registry.open(tiny_registry_dir), backend=backend, classifier=classifier)
-    expected = [_outputs(pipeline.analyse(study)) for study in studies]
-    start = threading.Barrier(THREADS)
+    studies = [make_phantom(label, seed=seed, size=160).to_study() for label, seed in CASES]
+    n_runs, mismatches = concurrent_mismatches(pipeline.analyse, studies, CXR_OUTPUTS)
+    assert n_runs == THREADS * len(studies)
+    assert not mismatches, _report(n_runs, mismatches, CXR_OUTPUTS)
 
-    def analysed(i: int) -> list[str]:
-        try:
-            return _differing(_outputs(pipeline.analyse(studies[i])), expected[i])
-        except Exception as error:  # noqa: BLE001  (counted with the wrong maps: one report of everything)
-            return [f"raised {type(error).__name__}: {error}"]
 
-    def reviewer(offset: int) -> list[tuple[int, list[str]]]:
-        start.wait()  # every thread starts at once, to overlap as much as possible
-        return [(i, analysed(i)) for i in ((offset + k) % len(studies) for k in range(len(studies) * ROUNDS))]
-
-    with ThreadPoolExecutor(THREADS) as pool:
-        runs = [outcome for outcomes in pool.map(reviewer, range(THREADS)) for outcome in outcomes]
-    mismatches = [(CASES[i], wrong) for i, wrong in runs if wrong]
-    assert len(runs) == THREADS * len(studies) * ROUNDS
-    counts = {name: sum(name in wrong for _, wrong in mismatches) for name in OUTPUTS}
-    counts["raised"] = sum(wrong[0].startswith("raised") for _, wrong in mismatches)
-    assert not mismatches, (f"{len(mismatches)} of {len(runs)} concurrent analyses differ from the sequential ones "
-                            f"(per output: {counts}); first: {mismatches[:3]}")
+def test_concurrent_ct_slice_analyses_equal_the_sequential_ones(tiny_ct_registry_dir):
+    """The CT slice pipeline: ONNX segmenters and the PyTorch fusion classifier (Eq. 1 reads its features)."""
+    pipeline = CtSlicePipeline(Registry.open(tiny_ct_registry_dir))
+    studies = [make_ct_phantom(label, seed=seed, size=96).to_study() for label, seed in CT_CASES]
+    n_runs, mismatches = concurrent_mismatches(pipeline.analyse, studies, CT_OUTPUTS, threads=3)
+    assert n_runs == 3 * len(studies)
+    assert not mismatches, _report(n_runs, mismatches, CT_OUTPUTS)
 
 
 def test_one_lock_per_module_held_by_every_use():
