@@ -29,7 +29,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing, get_decoder
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
+                         ImplicitVRLittleEndian)
 
 from .errors import FileTooLargeError, UnreadableFileError
 from .imaging.hounsfield import PADDING_HU, looks_like_hu
@@ -45,6 +46,7 @@ pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 # --------------------------------------------------------------------------------------------------
 
 MAX_PIXELS = 80_000_000  # decompression-bomb cap, checked from the header before any pixel is decoded
+MAX_INFLATED_BYTES = 512 * 1024 * 1024  # a deflated DICOM dataset may inflate to this much, no more
 
 # Content signatures of the formats we decode: (offset, magic, file_format).
 IMAGE_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
@@ -168,6 +170,7 @@ def load_image(data: bytes, filename: str | None = None) -> Study:
     check_upload_size(len(data))
     if not data:
         raise UnreadableFileError("The file is empty (0 bytes). Upload the image file itself.")
+    _refuse_deflate_bomb(data)
     kind = _sniff(data)
     if kind == "dicom":
         return _load_dicom(_read_dicom(data, force=False))
@@ -321,6 +324,40 @@ def _pillow_to_grey(image: Image.Image) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # DICOM
 # --------------------------------------------------------------------------------------------------
+
+
+# Explicit VR with a 4-byte length (PS3.5 7.1.2); every other VR has a 2-byte length.
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+def _dataset_start(data: bytes) -> int:
+    """Offset just after the file meta group (0002,xxxx), which is always explicit VR little endian."""
+    position = 132 if data[128:132] == b"DICM" else 0
+    while position + 8 <= len(data) and data[position:position + 2] == b"\x02\x00":
+        vr = data[position + 4:position + 6]
+        if vr in _LONG_VRS:
+            position += 12 + int.from_bytes(data[position + 8:position + 12], "little")
+        else:
+            position += 8 + int.from_bytes(data[position + 6:position + 8], "little")
+    return position
+
+
+def _refuse_deflate_bomb(data: bytes) -> None:
+    """pydicom inflates a deflated dataset in one go, however large: measure it first, up to a cap.
+
+    A few megabytes of deflated zeros inflate to gigabytes and would take the server's memory.
+    """
+    if bytes(DeflatedExplicitVRLittleEndian, "ascii") not in data[:4096]:
+        return
+    try:
+        inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[_dataset_start(data):], MAX_INFLATED_BYTES + 1)
+    except zlib.error as exc:
+        raise UnreadableFileError(MSG_DEFLATE_DAMAGED) from exc
+    if len(inflated) > MAX_INFLATED_BYTES:
+        raise FileTooLargeError(
+            f"The DICOM file is deflate-compressed and would expand to more than {MAX_INFLATED_BYTES // 2**20} MB: "
+            "it is too large to analyse (or deliberately malformed). Export the image uncompressed or as JPEG 2000."
+        )
 
 
 def _read_dicom(data: bytes, *, force: bool) -> Dataset:
