@@ -12,10 +12,14 @@ CT_SLICE = str(Path(__file__).resolve().parents[2] / "pages" / "ct_slice.py")
 
 @pytest.fixture
 def env(monkeypatch, tmp_path, tiny_ct_registry_dir):
+    import streamlit as st
+
     db = tmp_path / "reviews.sqlite"
     monkeypatch.setenv("CHEST_REVIEW_DB", str(db))
     monkeypatch.setenv("CHEST_WEIGHTS_DIR", str(tiny_ct_registry_dir))
-    return db
+    st.cache_resource.clear()  # the registry and pipelines are cached per process: start from this registry
+    yield db
+    st.cache_resource.clear()
 
 
 def test_demo_case_windows_burden_and_review(env):
