@@ -18,9 +18,10 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import ImageTooSmallError, UnsupportedInputError
+from ..errors import UnsupportedInputError
 from ..imaging.hounsfield import hu_problem, summarise_hu
 from ..study import Study
+from .pixels import MAX_ASPECT_RATIO, MIN_SIDE_PX, ImageWords, check_image_shape, is_blank  # noqa: F401
 from .modalities import (
     CT_MODALITIES,
     CT_SLICE_PAGE,
@@ -31,9 +32,8 @@ from .modalities import (
     modality_description,
 )
 
-MIN_SIDE_PX = 64  # shorter side (CT slices are normally 512 pixels)
-MAX_ASPECT_RATIO = 3.0  # longer side / shorter side
-MIN_STD = 0.005  # standard deviation of 8-bit [0, 1] pixels below which the image is blank
+WORDS = ImageWords(kind="CT slice", typical="a CT slice is normally 512 x 512", upload="slice",
+                   square="an axial CT slice", single="slice")
 MAX_AXIAL_TILT_DEG = 20.0  # slice normal vs the patient's z axis; above: a reformat (gantry tilt stays below)
 
 NO_HU_WARNING = (
@@ -178,20 +178,6 @@ def _blank_message() -> str:
 
 
 def _check_pixels(study: Study) -> None:
-    pixels = study.pixels
-    if pixels.ndim != 2:
-        raise UnsupportedInputError(f"The image has {pixels.ndim} dimensions; a 2-D CT slice is expected.")
-    height, width = pixels.shape
-    if min(height, width) < MIN_SIDE_PX:
-        raise ImageTooSmallError(
-            f"The image is only {width} x {height} pixels; at least {MIN_SIDE_PX} pixels on the shorter side are "
-            "needed (a CT slice is normally 512 x 512). Upload the full-size slice."
-        )
-    ratio = max(height, width) / min(height, width)
-    if ratio > MAX_ASPECT_RATIO:
-        raise UnsupportedInputError(
-            f"The image is {width} x {height} pixels, {ratio:.1f} times longer than wide; an axial CT slice is "
-            f"close to square (at most {MAX_ASPECT_RATIO:g}:1). Upload a single, uncropped slice."
-        )
-    if study.hu is None and float(np.std(pixels)) < MIN_STD:  # with HU, _check_hounsfield did it
+    check_image_shape(study.pixels, WORDS)
+    if study.hu is None and is_blank(study.pixels):  # with HU, _check_hounsfield did it
         raise UnsupportedInputError(_blank_message())

@@ -12,8 +12,9 @@ import re
 
 import numpy as np
 
-from ..errors import ImageTooSmallError, UnsupportedInputError
+from ..errors import UnsupportedInputError
 from ..study import Study
+from .pixels import MAX_ASPECT_RATIO, MIN_SIDE_PX, ImageWords, check_image_shape, is_blank  # noqa: F401
 from .modalities import (  # noqa: F401  (MODALITY_NAMES re-exported: it used to live here)
     CT_SLICE_PAGE,
     MODALITY_NAMES,
@@ -36,9 +37,8 @@ LATERAL_WORDS = {"LAT", "LATERAL", "LL", "RL"}  # inside a body part such as "CH
 CHEST_WORDS = {"CHEST", "THORAX", "LUNG", "LUNGS", "TORAX", "THORACIC", "CXR", "TORACE", "POUMON", "BRUST"}
 
 # --- pixels --------------------------------------------------------------------------------------
-MIN_SIDE_PX = 64  # shorter side
-MAX_ASPECT_RATIO = 3.0  # longer side / shorter side
-MIN_STD = 0.005  # standard deviation of the [0, 1] pixels below which the image is blank
+WORDS = ImageWords(kind="radiograph", typical="a chest radiograph is normally 1000 pixels or more", upload="image",
+                   square="a chest radiograph", single="chest X-ray")
 
 
 def check_chest_xray(study: Study) -> Study:
@@ -129,21 +129,8 @@ def _check_body_part(body_part: str | None) -> None:
 
 
 def _check_pixels(pixels: np.ndarray) -> None:
-    if pixels.ndim != 2:
-        raise UnsupportedInputError(f"The image has {pixels.ndim} dimensions; a 2-D radiograph is expected.")
-    height, width = pixels.shape
-    if min(height, width) < MIN_SIDE_PX:
-        raise ImageTooSmallError(
-            f"The image is only {width} x {height} pixels; at least {MIN_SIDE_PX} pixels on the shorter "
-            "side are needed (a chest radiograph is normally 1000 pixels or more). Upload the full-size image."
-        )
-    ratio = max(height, width) / min(height, width)
-    if ratio > MAX_ASPECT_RATIO:
-        raise UnsupportedInputError(
-            f"The image is {width} x {height} pixels, {ratio:.1f} times longer than wide; a chest radiograph "
-            f"is close to square (at most {MAX_ASPECT_RATIO:g}:1). Upload a single, uncropped chest X-ray."
-        )
-    if float(np.std(pixels)) < MIN_STD:
+    check_image_shape(pixels, WORDS)
+    if is_blank(pixels):
         raise UnsupportedInputError(
             "The image is blank (almost the same grey level everywhere), so there is nothing to analyse. "
             "Check that the right file was exported."
