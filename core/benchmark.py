@@ -35,51 +35,48 @@ def _png_bytes(size: int) -> bytes:
     return buffer.getvalue()
 
 
-def time_pipeline(pipeline: CxrPipeline, data: bytes, runs: int) -> dict[str, list[float]]:
-    samples = {stage: [] for stage in STAGES}
+def _time_runs(runs: int, decode, analyse, overlays, model_stages: tuple) -> dict[str, list[float]]:
+    """Stage timings of ``runs`` analyses after one warm-up: decode, the pipeline's own stages, overlays, total."""
+    samples: dict[str, list[float]] = {stage: [] for stage in ("decode", *model_stages, "overlays", "total")}
     for index in range(runs + 1):  # the first run warms caches and is dropped
         started = time.perf_counter()
-        study = check_chest_xray(load_image(data, "benchmark.png"))
+        study = decode()
         decoded = time.perf_counter()
-        result = pipeline.analyse(study, explain=True)
+        result = analyse(study)
         overlay_start = time.perf_counter()
-        heat_overlay(study.pixels, result.gradcam)
-        mask_overlay(study.pixels, result.lung_mask)
+        overlays(study, result)
         finished = time.perf_counter()
         if index == 0:
             continue
         samples["decode"].append((decoded - started) * 1000)
-        for stage in ("lung_mask", "classification", "gradcam"):
-            samples[stage].append(result.timings_ms[stage])
+        for stage in model_stages:
+            samples[stage].append(result.timings_ms.get(stage, 0.0))
         samples["overlays"].append((finished - overlay_start) * 1000)
         samples["total"].append((finished - started) * 1000)
     return samples
+
+
+def time_pipeline(pipeline: CxrPipeline, data: bytes, runs: int) -> dict[str, list[float]]:
+    def overlays(study, result):
+        heat_overlay(study.pixels, result.gradcam)
+        mask_overlay(study.pixels, result.lung_mask)
+
+    return _time_runs(runs, lambda: check_chest_xray(load_image(data, "benchmark.png")),
+                      lambda study: pipeline.analyse(study, explain=True), overlays, STAGES[1:4])
 
 
 def time_ct_slice(pipeline, data: bytes, runs: int) -> dict[str, list[float]]:
     from .guard import check_ct_slice
     from .viz import infection_overlay
 
-    samples = {stage: [] for stage in CT_STAGES}
-    for index in range(runs + 1):  # the first run warms caches and is dropped
-        started = time.perf_counter()
-        study = check_ct_slice(load_image(data, "benchmark.dcm"))
-        decoded = time.perf_counter()
-        result = pipeline.analyse(study)
-        overlay_start = time.perf_counter()
+    def overlays(study, result):
         mask_overlay(study.pixels, result.lung_mask)
         infection_overlay(study.pixels, result.infection_labels)
         if result.heatmap is not None:
             heat_overlay(study.pixels, result.heatmap)
-        finished = time.perf_counter()
-        if index == 0:
-            continue
-        samples["decode"].append((decoded - started) * 1000)
-        for stage in ("lung_mask", "infection", "classification"):
-            samples[stage].append(result.timings_ms.get(stage, 0.0))
-        samples["overlays"].append((finished - overlay_start) * 1000)
-        samples["total"].append((finished - started) * 1000)
-    return samples
+
+    return _time_runs(runs, lambda: check_ct_slice(load_image(data, "benchmark.dcm")), pipeline.analyse, overlays,
+                      CT_STAGES[1:4])
 
 
 def _print_rows(title: str, stages: tuple, measured: list[tuple[str, dict]]) -> list[dict]:
