@@ -101,7 +101,9 @@ def test_upload_a_ct_dicom_review_it_and_find_it_in_the_log(server, browser, bun
     _no_trace(page)
 
     lung_window = _slice_image_src(page)
-    window = page.get_by_label("Window", exact=True)  # the select box's input holds the chosen title as its value
+    # the select box's input holds the chosen title as its value; during a rerun Streamlit may briefly show the
+    # old element beside the new one, hence .first
+    window = page.get_by_label("Window", exact=True).first
     expect(window).to_have_value(re.compile(r"^Lung W1500/L-600"), timeout=60_000)
     window.click()
     page.get_by_role("option", name=MEDIASTINUM_OPTION).click()
