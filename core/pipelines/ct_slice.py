@@ -26,7 +26,7 @@ from ..preprocess import resize_square, segmenter_input
 from ..registry import ModelCard, Registry
 from ..runtime import OnnxModel, TorchModel, torch_device
 from ..study import Study
-from .cxr import _timed
+from . import timed
 
 MIN_LUNG_FRACTION = 0.01  # below this, no lung is in view and infection burden is meaningless
 INFECTION_THRESHOLD = 0.5
@@ -128,7 +128,7 @@ class CtSlicePipeline:
         timings: dict[str, float] = {}
         warnings = list(study.warnings)
         pixels = ct_model_pixels(study)
-        with _timed(timings, "lung_mask"):
+        with timed(timings, "lung_mask"):
             lung_small = lung_probability_small(pixels, self.lungs, self.cards["lungs"].input_size)
             lung_mask = lung_mask_from_probability(probability_to_shape(lung_small, pixels.shape))
         if lung_mask.mean() < MIN_LUNG_FRACTION:
@@ -136,7 +136,7 @@ class CtSlicePipeline:
                 f"No lungs were found on this slice (lung area {lung_mask.mean():.1%} of the image). "
                 "Is it an axial chest CT slice through the lungs? Nothing was analysed."
             )
-        with _timed(timings, "infection"):
+        with timed(timings, "infection"):
             infection_small = self._infection_small(pixels)
             infection_prob = probability_to_shape(infection_small, pixels.shape)
             infected = (infection_prob >= INFECTION_THRESHOLD) & lung_mask
@@ -145,7 +145,7 @@ class CtSlicePipeline:
         probabilities, branches, heatmap, heatmap_box = {}, {}, None, None
         boxes = infected_side_boxes(labels, lung_mask)
         if self.classifier is not None:
-            with _timed(timings, "classification"):
+            with timed(timings, "classification"):
                 probabilities, branches, heatmap, heatmap_box = self._classify(pixels, boxes)
         else:
             warnings.append("No CT classifier is installed: the slice was segmented but not classified.")

@@ -8,8 +8,6 @@ lung-only image, COVID-CXNet's enhanced lung crop) and how its outputs become pr
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +21,7 @@ from ..preprocess import classifier_input, cxnet_input, lung_only_input, lung_ro
 from ..registry import ModelCard, Registry
 from ..runtime import OnnxModel, TorchModel, torch_device
 from ..study import Study
+from . import timed
 
 MIN_LUNG_FRACTION = 0.02  # below this no lungs were found and a class would be meaningless
 BACKENDS = ("auto", "onnx", "torch")
@@ -46,13 +45,6 @@ class CxrResult:
     @property
     def predicted_label(self) -> str:
         return max(self.probabilities, key=self.probabilities.get)
-
-
-@contextmanager
-def _timed(timings: dict, stage: str):
-    started = time.perf_counter()
-    yield
-    timings[stage] = (time.perf_counter() - started) * 1000.0
 
 
 @dataclass
@@ -131,7 +123,7 @@ class CxrPipeline:
     def analyse(self, study: Study, explain: bool = True) -> CxrResult:
         timings: dict[str, float] = {}
         pixels = study.pixels
-        with _timed(timings, "lung_mask"):
+        with timed(timings, "lung_mask"):
             lung_small = lung_probability_small(pixels, self.segmenter, self.seg_card.input_size)
             prob = probability_to_shape(lung_small, pixels.shape)
             lung_mask = lung_mask_from_probability(prob)
@@ -149,7 +141,7 @@ class CxrPipeline:
             )
         card = self.cls_card
         inputs = classifier_inputs(card, pixels, lung_small, prob, lung_mask, self.reference)
-        with _timed(timings, "classification"):
+        with timed(timings, "classification"):
             logits = self.classifier(*(x[None] for x in inputs.arrays))[0]
             probs = to_probabilities(logits, card.output)
         probabilities = {name: float(p) for name, p in zip(self.classes, probs)}
@@ -158,7 +150,7 @@ class CxrPipeline:
             tensors = [torch.from_numpy(x[None]).to(self.device) for x in inputs.arrays]
             image_t, mask_t = tensors[0], (tensors[1] if len(tensors) > 1 else None)
             with self.classifier_torch.exclusive() as net:  # the explanations hook the shared module
-                with _timed(timings, "gradcam"):
+                with timed(timings, "gradcam"):
                     heat = grad_cam(net, image_t, mask_t, int(np.argmax(probs)), single_logit=card.output == "sigmoid")
                     heat = heat_to_image(heat, pixels.shape, inputs.box)
                 maps = mask_attention_maps(net, image_t, mask_t) if mask_t is not None else []
