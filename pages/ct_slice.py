@@ -47,7 +47,8 @@ except ChestReviewError as error:
 if study.synthetic:
     st.warning("SYNTHETIC DEMO CASE — a generated phantom, not a patient image.", icon="🧪")
 for warning in result.warnings:
-    st.warning(warning)
+    if not (study.synthetic and "Synthetic" in warning):  # already said by the banner above
+        st.warning(warning)
 
 controls = st.columns([2, 1, 1, 2])
 if study.hu is not None:
