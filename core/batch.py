@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .errors import ChestReviewError
 from .guard import check_chest_xray, check_ct_slice
-from .guard.image_kind import ImageKindGate, check_image_kind, open_gate
+from .guard.image_kind import ImageKindGate, check_image_kind
 from .io import load_image
 
 TASKS = ("cxr", "ct-slice")

@@ -33,6 +33,8 @@ from torch import nn
 from torchvision.models import DenseNet
 from torchvision.models.resnet import Bottleneck, conv1x1
 
+from .resnet import _init_weights
+
 BACKBONES = ("resnet50", "densenet169")
 RESNET50_LAYERS = (3, 4, 6, 3)
 DENSENET169_BLOCKS = (6, 12, 32, 32)
@@ -71,7 +73,7 @@ def _resnet50(in_channels: int, width: float) -> tuple[nn.Sequential, int]:
         stride = 1 if stage == 0 else 2
         layers[f"layer{stage + 1}"], channels = _resnet_stage(channels, planes, blocks, stride)
     body = nn.Sequential(layers)
-    _torchvision_resnet_init(body)
+    _init_weights(body)  # torchvision's ResNet initialisation, as the project's other ResNets
     return body, channels
 
 
@@ -84,15 +86,6 @@ def _resnet_stage(in_ch: int, planes: int, blocks: int, stride: int) -> tuple[nn
     stage = [Bottleneck(in_ch, planes, stride, downsample)]
     stage += [Bottleneck(out_ch, planes) for _ in range(blocks - 1)]
     return nn.Sequential(*stage), out_ch
-
-
-def _torchvision_resnet_init(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 def _densenet169(in_channels: int, width: float) -> tuple[nn.Sequential, int]:

@@ -126,8 +126,3 @@ def check_image_kind(study: Study, expected: str, gate: ImageKindGate) -> Study:
         message = (f"The image-kind check says: {LOOKS_LIKE[verdict.kind]} The file's DICOM Modality says otherwise, "
                    "so it is analysed; check that the right image was uploaded.")
     return dataclasses.replace(study, warnings=[*study.warnings, message])
-
-
-def open_gate(registry: Registry) -> ImageKindGate | None:
-    """The registry's gate, or None when the registry has no image-kind model (e.g. a registry of test models)."""
-    return ImageKindGate(registry) if registry.cards(TASK) else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 
@@ -21,3 +21,16 @@ def load_profile(run_dir: Path, profile_cls) -> tuple[str, object]:
         raise ValueError(f"{run_dir} was written by another version of the {recipe or 'manet'} recipe "
                          f"(unknown settings: {', '.join(unknown)}); re-run the recipe to export it")
     return name, profile_cls(**{key: _as_tuples(value) for key, value in config.items()})
+
+
+def start_run(recipe: str, profiles: dict, profile_name: str, out_dir: Path, overrides: dict) -> tuple[object, Path]:
+    """The profile with ``overrides`` applied, and the run folder with its ``config.json`` (written by rank 0 only)."""
+    from training.engine import is_main_process
+    from training.reports import write_json
+
+    profile = replace(profiles[profile_name], **overrides)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if is_main_process():
+        write_json(out_dir / "config.json", {"recipe": recipe, "profile": profile_name, **asdict(profile)})
+    return profile, out_dir

@@ -15,7 +15,7 @@ with the lungs blacked out (what can be learnt without looking at the lungs at a
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from training.classification import ArraySet, binary_gradcam_panels, evaluate_cl
 from training.data import cache_dir, load_gray
 from training.engine import FitConfig, RunSettings, is_main_process, pick_device
 from training.metrics import classification_report
+from training.recipes import start_run
 from training.segmentation import SegmenterConfig, evaluate_segmenter, train_segmenter
 from training.splits import holdout_split, subsample_per_class
 from training.tasks import BINARY_COVID, CXNET_BINARY, CXNET_CAP_VS_COVID, CXNET_PNEUMONIA, CXNET_THREE, Task, select
@@ -304,10 +305,7 @@ def write_report(out_dir: Path, profile_name: str, profile: Profile, seg: dict, 
 
 # ---------------------------------------------------------------- the whole recipe
 def run(records, out_dir: Path, profile_name: str = "cpu-quick", **overrides) -> dict:
-    profile = replace(PROFILES[profile_name], **overrides)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    reports.write_json(out_dir / "config.json", {"recipe": "covid-cxnet", "profile": profile_name, **asdict(profile)})
+    profile, out_dir = start_run("covid-cxnet", PROFILES, profile_name, out_dir, overrides)
     segmenter, seg = train_lung_segmenter(records, profile, out_dir)
     reports.write_json(out_dir / "segmenter_test.json", seg)
     inputs = Inputs(records, segmenter, profile)

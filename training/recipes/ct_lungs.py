@@ -10,7 +10,7 @@ pack's real HU volume too.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from core.runtime import TorchModel
 from training import reports
 from training.augment import CT_SEGMENTATION_AUGMENT
 from training.engine import RunSettings, is_main_process
+from training.recipes import manet, start_run
 from training.segmentation import SegmenterConfig, evaluate_segmenter, train_segmenter
 
 
@@ -48,11 +49,8 @@ VOLUME = "ct_volumes/mediastinum_crop.nii.gz"  # real HU anatomy, no labels: a s
 
 
 def segmenter_config(profile: Profile) -> SegmenterConfig:
-    return SegmenterConfig(
-        "resunet", profile.seg_widths, profile.seg_size, profile.seg_epochs, profile.seg_batch, profile.seg_lr,
-        profile.seg_weight_decay, "generalised_dice", CT_SEGMENTATION_AUGMENT, device=profile.device, amp=profile.amp,
-        tensorboard=profile.tensorboard, max_steps_per_epoch=profile.max_steps_per_epoch,
-    )
+    """MANet's stage 1 (same fields, same loss) with the CT photometric augmentation."""
+    return replace(manet.segmenter_config(profile), augment=CT_SEGMENTATION_AUGMENT)
 
 
 def lung_records(records) -> dict[str, list]:
@@ -82,11 +80,7 @@ def hu_volume_check(model, size: int, data_root: Path | None) -> dict | None:
 
 
 def run(records, out_dir: Path, profile_name: str = "cpu-quick", data_root: Path | None = None, **overrides) -> dict:
-    profile = replace(PROFILES[profile_name], **overrides)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if is_main_process():
-        reports.write_json(out_dir / "config.json", {"recipe": "ct-lungs", "profile": profile_name, **asdict(profile)})
+    profile, out_dir = start_run("ct-lungs", PROFILES, profile_name, out_dir, overrides)
     splits = lung_records(records)
     model = train_segmenter(splits["train"], splits["val"], segmenter_config(profile), out_dir / "segmenter")
     test = evaluate_segmenter(model, splits["test"], profile.seg_size, manet_postprocess, {"by_source": "subset"})

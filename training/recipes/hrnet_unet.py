@@ -13,7 +13,7 @@ split, per source, where the paper had no separate test set.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from training.classification import ArraySet, binary_gradcam_panels, evaluate_cl
 from training.data import load_gray
 from training.engine import FitConfig, RunSettings, is_main_process, pick_device
 from training.metrics import classification_report, mean_and_spread
+from training.recipes import start_run
 from training.segmentation import SegmenterConfig, evaluate_segmenter, train_segmenter
 from training.splits import patient_kfold, subsample_per_class
 from training.tasks import BINARY_COVID, select
@@ -254,10 +255,7 @@ def write_report(out_dir: Path, profile_name: str, profile: Profile, seg: dict, 
 
 # ---------------------------------------------------------------- the whole recipe
 def run(records, out_dir: Path, profile_name: str = "cpu-quick", **overrides) -> dict:
-    profile = replace(PROFILES[profile_name], **overrides)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    reports.write_json(out_dir / "config.json", {"recipe": "hrnet-unet", "profile": profile_name, **asdict(profile)})
+    profile, out_dir = start_run("hrnet-unet", PROFILES, profile_name, out_dir, overrides)
     seg = stage_one(records, profile, out_dir)
     reports.write_json(out_dir / "segmenter_test.json", {k: v for k, v in seg.items() if k != "model"})
     sets, patients, dropped = stage_two_data(records, seg["model"], profile)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ from training.ct_data import CT_INFECTION_SPLIT_NOTES, CT_SLICE_SPLIT_NOTES, rea
 from training.data import cache_dir, read_cxr_records, stack_resized
 from training.engine import FitConfig, RunSettings, is_main_process, pick_device
 from training.metrics import classification_report
+from training.recipes import start_run
 from training.segmentation import min_max_batch
 
 KINDS = IMAGE_KINDS  # ("chest-xray", "chest-ct", "other")
@@ -491,10 +492,7 @@ def write_report(out_dir: Path, profile_name: str, profile: Profile, results: di
 # ---------------------------------------------------------------- the whole recipe
 def run(records: list[PackImage], out_dir: Path, profile_name: str = "cpu-quick", data_root: Path | None = None,
         **overrides) -> dict:
-    profile = replace(PROFILES[profile_name], **overrides)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    reports.write_json(out_dir / "config.json", {"recipe": "image-kind", "profile": profile_name, **asdict(profile)})
+    profile, out_dir = start_run("image-kind", PROFILES, profile_name, out_dir, overrides)
     sets, info = build_sets(records, profile)
     print(f"image-kind data: {info['counts']}", flush=True)
     model, speed = train_gate(sets, profile, out_dir / "gate")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ from training.data import load_gray, load_label_map
 from training.engine import Engine, FitConfig, RunSettings, is_main_process, pick_device, seed_everything, shuffled_batches
 from training.losses import infnet_loss, multiclass_loss
 from training.metrics import INFNET_TABLE_COLUMNS, infection_metrics, infection_table, multiclass_dice_report
+from training.recipes import start_run
 from training.segmentation import min_max_batch
 
 DATA_COLLECTIONS = ("ct_infection",)
@@ -255,11 +256,7 @@ def evaluate_multiclass(model, semi_model, records, size: int, device) -> dict:
 
 # ---------------------------------------------------------------- the recipe
 def run(records, out_dir: Path, profile_name: str = "cpu-quick", data_root: Path | None = None, **overrides) -> dict:
-    profile = replace(PROFILES[profile_name], **overrides)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if is_main_process():
-        reports.write_json(out_dir / "config.json", {"recipe": "infnet", "profile": profile_name, **asdict(profile)})
+    profile, out_dir = start_run("infnet", PROFILES, profile_name, out_dir, overrides)
     device = pick_device(profile.device)
     splits = binary_splits(records)
     train, val = arrays(splits["train"], profile.size), arrays(splits["val"], profile.size)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ from training.data import cache_dir, load_gray
 from training.engine import FitConfig, RunSettings, is_main_process, pick_device
 from training.metrics import mean_and_spread
 from training.profiling import model_cost
-from training.recipes import load_profile
+from training.recipes import load_profile, start_run
 from training.segmentation import SEGMENTATION_AUGMENT, SegmenterConfig, evaluate_segmenter, train_segmenter
 from training.splits import subsample_per_class
 from training.tasks import MANET, select
@@ -319,10 +319,7 @@ def load_run(run_dir: Path) -> dict:
 
 def run(records, out_dir: Path, profile_name: str = "cpu-quick", **overrides) -> dict:
     """Both stages on ``records`` (``training.adapters``), every output in ``out_dir``."""
-    profile = replace(PROFILES[profile_name], **overrides)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    reports.write_json(out_dir / "config.json", {"recipe": "manet", "profile": profile_name, **asdict(profile)})
+    profile, out_dir = start_run("manet", PROFILES, profile_name, out_dir, overrides)
     segmenter, seg_report = stage_one(records, profile, out_dir)
     stage2 = stage_two(records, segmenter, profile, out_dir)
     selected = select_model(stage2["trials"])

@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,7 @@ from training.ct_data import CT_SLICE_SPLIT_NOTES, image_stack, read_ct_slice_re
 from training.data import cache_dir
 from training.engine import Engine, FitConfig, RunSettings, is_main_process, pick_device, seed_everything, shuffled_batches
 from training.metrics import classification_report, mean_and_spread
+from training.recipes import start_run
 from training.splits import subsample_per_class
 
 import matplotlib.pyplot as plt  # noqa: E402,I001  (after training.reports chose the Agg backend)
@@ -630,11 +631,7 @@ def read_records(root: Path):
 
 
 def run(records, out_dir: Path, profile_name: str = "cpu-quick", data_root: Path | None = None, **overrides) -> dict:
-    profile = replace(PROFILES[profile_name], **overrides)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if is_main_process():
-        reports.write_json(out_dir / "config.json", {"recipe": "multisource-ct", "profile": profile_name, **asdict(profile)})
+    profile, out_dir = start_run("multisource-ct", PROFILES, profile_name, out_dir, overrides)
     started = time.perf_counter()
     data = load_slices(records, profile)
     regions, region_models = infected_regions(data, profile, pick_device(profile.device))
