@@ -367,7 +367,6 @@ def fit_branch(model, train: ArraySet, val: ArraySet, prepare, profile: Profile,
     Returns the fit's statistics; ``model`` holds the best epoch's weights, in eval mode.
     """
     seed_everything(seed)
-    device = pick_device(profile.device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(trainable, lr=profile.lr, momentum=profile.momentum, weight_decay=profile.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, max(1, round(profile.lr_drop_at * epochs)), 0.1)
