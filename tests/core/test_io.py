@@ -666,7 +666,7 @@ def test_fuzzed_deflated_dicom_only_raises_input_errors(dicom):
 
 
 def test_dataset_start_is_found_after_the_file_meta_group(dicom):
-    from core.io import _dataset_start
+    from core.io.dicom import _dataset_start
 
     data, start = deflated_dicom(dicom)
     assert _dataset_start(data) == start
@@ -674,12 +674,12 @@ def test_dataset_start_is_found_after_the_file_meta_group(dicom):
 
 
 def test_a_deflate_bomb_is_refused_before_pydicom_inflates_it(dicom, monkeypatch):
-    import core.io
+    import core.io.dicom
 
     data, _ = deflated_dicom(dicom)
-    inflated = len(zlib.decompress(data[core.io._dataset_start(data):], -zlib.MAX_WBITS))
-    monkeypatch.setattr(core.io, "MAX_INFLATED_BYTES", inflated - 1)  # one byte too many for the cap
+    inflated = len(zlib.decompress(data[core.io.dicom._dataset_start(data):], -zlib.MAX_WBITS))
+    monkeypatch.setattr(core.io.dicom, "MAX_INFLATED_BYTES", inflated - 1)  # one byte too many for the cap
     with pytest.raises(FileTooLargeError, match="would expand to more than"):
         load_image(data)
-    monkeypatch.setattr(core.io, "MAX_INFLATED_BYTES", inflated)  # exactly at the cap: fine
+    monkeypatch.setattr(core.io.dicom, "MAX_INFLATED_BYTES", inflated)  # exactly at the cap: fine
     assert_study_pixels(load_image(data))
