@@ -97,8 +97,12 @@ def analyse_once(state_key: str, case_key, analyse, progress: str):
     return results[case_key]
 
 
-def review_form(study, card, probabilities: dict, predicted_label: str, task: str) -> None:
-    """The review form every page shares; the review records the page's ``task`` (cxr, ct-slice...)."""
+def review_form(study, card, probabilities: dict, predicted_label: str, task: str, slices: dict[str, int] | None = None) -> None:
+    """The review form every page shares; the review records the page's ``task`` (cxr, ct-slice...).
+
+    ``slices`` (the CT volume page): the slice shown now in each view, e.g. ``{"axial": 57, ...}``;
+    the reviewer may then record one of them as the slice where the model went wrong.
+    """
     from core.classes import class_title
     from core.reviews import ReviewInput
 
@@ -111,6 +115,7 @@ def review_form(study, card, probabilities: dict, predicted_label: str, task: st
                                  format_func=class_title, key="corrected_label")
         confidence = st.slider("Your confidence", 1, 5, 3)
         where_wrong = st.text_input("Where did the model go wrong? (optional)")
+        slice_view = _slice_choice(slices) if slices else None
         note = st.text_area("Note (optional, no patient identifiers)")
         submitted = st.form_submit_button("Save review")
     if not submitted:
@@ -121,9 +126,20 @@ def review_form(study, card, probabilities: dict, predicted_label: str, task: st
             weights_sha256=card.weights_sha256, predicted_probabilities=probabilities, predicted_label=predicted_label,
             verdict=verdict, corrected_label=predicted_label if verdict == "agree" else corrected,
             confidence=confidence, note=note, where_wrong=where_wrong or None, task=task,
+            slice_view=slice_view, slice_index=slices[slice_view] if slice_view else None,
         ))
     except ChestReviewError as error:
         show_error(error)
     else:
         st.session_state["reviewer"] = reviewer
         st.success(f"Review saved (review {saved.review_uid[:8]}, version {saved.version}). See the Review log.")
+
+
+def _slice_choice(slices: dict[str, int]) -> str | None:
+    """The view whose shown slice the reviewer records (None: no slice). Keyed, so moving a slider keeps the choice."""
+    return st.selectbox(
+        "Slice where the model went wrong (optional): the one shown now in",
+        [None, *slices],
+        format_func=lambda view: "no slice recorded" if view is None else f"{view} view, slice {slices[view]}",
+        key="review_slice_view",
+    )

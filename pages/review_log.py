@@ -42,6 +42,7 @@ def _rows(reviews: list[Review]) -> pd.DataFrame:
                 "Corrected": r.corrected_label,
                 "Confidence": r.confidence,
                 "Where wrong": r.where_wrong or "",
+                "Slice": f"{r.slice_view} {r.slice_index}" if r.slice_view else "",
                 "Note": r.note,
                 "Version": r.version,
                 "Review id": r.review_uid,

@@ -14,6 +14,8 @@ Public API::
 Every review records the page it was made on: ``ReviewInput.task`` / ``Review.task`` /
 ``ReviewFilters.task``, one of ``TASKS`` = ``("cxr", "ct-slice", "ct-volume")`` (default ``"cxr"``);
 ``TASK_TITLES`` holds their display names ("Chest X-ray", "CT slice", "CT volume").
+A CT-volume review may also record the slice where the model went wrong: ``slice_view`` (one of
+``SLICE_VIEWS`` = ``("axial", "coronal", "sagittal")``) and ``slice_index`` (0-based, canonical frame).
 
 Errors are ``core.errors.ReviewLogError`` subclasses: ``ReviewValidationError`` (bad input, has
 ``.field``), ``ReviewNotFoundError``, ``ReviewConflictError``, ``ReviewStorageError`` (database busy,
@@ -23,7 +25,7 @@ Migrations live in ``core/reviews/migrations`` (no alembic.ini); command line:
 ``python -m core.reviews upgrade head`` / ``current`` / ``history`` (see ``migrations/env.py``).
 """
 
-from core.reviews.schema import DEFAULT_TASK, EXTRA_LABELS, TASK_TITLES, TASKS, VERDICTS, ReviewRow
+from core.reviews.schema import DEFAULT_TASK, EXTRA_LABELS, SLICE_VIEWS, TASK_TITLES, TASKS, VERDICTS, ReviewRow
 from core.reviews.store import (
     CSV_COLUMNS,
     Review,
@@ -41,6 +43,7 @@ __all__ = [
     "CSV_COLUMNS",
     "DEFAULT_TASK",
     "EXTRA_LABELS",
+    "SLICE_VIEWS",
     "VERDICTS",
     "Review",
     "ReviewConflictError",

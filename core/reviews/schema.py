@@ -8,6 +8,12 @@ replaces. On SQLite the migration ``0001`` installs triggers that abort any UPDA
 ``ct-slice`` (CT slice page) or ``ct-volume`` (CT volume page). Migration ``0002`` added it; rows
 written before then all came from the X-ray page and read ``cxr``.
 
+``slice_index`` / ``slice_view`` (migration ``0003``, both NULL or both set) name the slice of a CT
+volume where the model went wrong: the view (``axial``, ``coronal``, ``sagittal``) and the 0-based
+index along that view's axis in the canonical volume frame (``core.imaging.volume_views``: axial
+counts from the feet, coronal from the front, sagittal from the patient's right). Only reviews of
+the CT volume page carry one.
+
 Nothing here identifies a patient: a case is known only by ``case_hash`` (SHA-256 of the pixel
 content, see ``core.study.Study.case_hash``); no file name, no DICOM tag, no image bytes.
 
@@ -48,6 +54,10 @@ TASKS = ("cxr", "ct-slice", "ct-volume")  # the pages a review can come from; a 
 DEFAULT_TASK = "cxr"  # what every review written before migration 0002 was
 TASK_TITLES = {"cxr": "Chest X-ray", "ct-slice": "CT slice", "ct-volume": "CT volume"}
 _TASK_LIST = ", ".join(f"'{task}'" for task in TASKS)  # SQL text of the CHECK constraint
+SLICE_VIEWS = ("axial", "coronal", "sagittal")  # the views a recorded slice can belong to
+SLICE_VIEW_MAX = 16
+SLICE_TASKS = ("ct-volume",)  # the pages whose reviews may record a slice
+_VIEW_LIST = ", ".join(f"'{view}'" for view in SLICE_VIEWS)
 EXTRA_LABELS = ("other", "uncertain")  # allowed as corrected_label besides the model's own classes
 
 
@@ -102,6 +112,9 @@ class ReviewRow(Base):
         Index("ix_reviews_reviewer", "reviewer"),
         CheckConstraint(f"task IN ({_TASK_LIST})", name="ck_reviews_task"),
         Index("ix_reviews_task", "task"),
+        CheckConstraint("slice_index IS NULL OR slice_index >= 0", name="ck_reviews_slice_index"),
+        CheckConstraint(f"slice_view IS NULL OR slice_view IN ({_VIEW_LIST})", name="ck_reviews_slice_view"),
+        CheckConstraint("(slice_index IS NULL) = (slice_view IS NULL)", name="ck_reviews_slice_pair"),
         {"sqlite_autoincrement": True},
     )
 
@@ -126,6 +139,9 @@ class ReviewRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     # Last because migration 0002 appended it with ALTER TABLE ADD COLUMN.
     task: Mapped[str] = mapped_column(String(TASK_MAX), nullable=False, server_default=DEFAULT_TASK)
+    # Appended by migration 0003: the CT-volume slice where the model went wrong (both NULL when none).
+    slice_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    slice_view: Mapped[str | None] = mapped_column(String(SLICE_VIEW_MAX), nullable=True)
 
 
 reviews_table = ReviewRow.__table__

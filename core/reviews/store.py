@@ -54,6 +54,9 @@ from core.reviews.schema import (
     MODEL_FIELD_MAX,
     NOTE_MAX,
     REVIEWER_MAX,
+    SLICE_TASKS,
+    SLICE_VIEWS,
+    TASK_TITLES,
     TASKS,
     VERDICTS,
     WHERE_WRONG_MAX,
@@ -111,6 +114,10 @@ class ReviewInput:
     contain patient identifiers: nothing checks that.
     ``task``: the page the review was made on, one of ``core.reviews.TASKS`` (``"cxr"``,
     ``"ct-slice"``, ``"ct-volume"``); an amendment must carry the task of the review it amends.
+    ``slice_view`` / ``slice_index``: optional, together, only for a CT volume (task ``"ct-volume"``):
+    the view (``"axial"``, ``"coronal"``, ``"sagittal"``) and the 0-based slice index along its axis
+    in the canonical volume frame (``core.imaging.volume_views``) where the model went wrong. An
+    amendment may change them.
     """
 
     reviewer: str
@@ -126,10 +133,13 @@ class ReviewInput:
     note: str = ""
     where_wrong: str | None = None
     task: str = DEFAULT_TASK
+    slice_view: str | None = None
+    slice_index: int | None = None
 
     def validated(self) -> dict[str, Any]:
         """Normalised column values; raises ``ReviewValidationError`` naming the first bad field."""
         task = _task("task", self.task)
+        slice_view, slice_index = _slice(task, self.slice_view, self.slice_index)
         probabilities = _probabilities(self.predicted_probabilities)
         predicted = _label("predicted_label", self.predicted_label)
         if predicted not in probabilities:
@@ -186,6 +196,8 @@ class ReviewInput:
             "note": _note(self.note),
             "where_wrong": _where_wrong(self.where_wrong),
             "task": task,
+            "slice_view": slice_view,
+            "slice_index": slice_index,
         }
 
 
@@ -211,6 +223,8 @@ class Review:
     where_wrong: str | None
     created_at: datetime  # timezone-aware UTC
     task: str  # the page the review was made on: one of TASKS
+    slice_index: int | None = None  # CT volume: 0-based index along slice_view's axis (canonical frame)
+    slice_view: str | None = None  # CT volume: "axial" | "coronal" | "sagittal"
 
     def to_input(self, **changes: Any) -> ReviewInput:
         """A ``ReviewInput`` carrying this review's values, e.g. as the starting point of an amendment."""
@@ -228,6 +242,8 @@ class Review:
             "note": self.note,
             "where_wrong": self.where_wrong,
             "task": self.task,
+            "slice_view": self.slice_view,
+            "slice_index": self.slice_index,
         }
         values.update(changes)
         return ReviewInput(**values)
@@ -373,6 +389,34 @@ def _task(field_name: str, value: Any) -> str:
             field_name, f"Unknown task; a review comes from one of these pages: {', '.join(TASKS)}."
         )
     return task
+
+
+SLICE_INDEX_MAX = 99_999  # far beyond any CT series; a larger number is a typing error
+
+
+def _slice(task: str, view: Any, index: Any) -> tuple[str | None, int | None]:
+    """The (view, index) pair of a recorded slice, or (None, None) when none is recorded."""
+    if isinstance(view, str):
+        view = view.strip().lower() or None
+    if view is None and index is None:
+        return None, None
+    if view is None or index is None:
+        raise ReviewValidationError(
+            "slice_view" if view is None else "slice_index",
+            "A recorded slice needs both its view (axial, coronal or sagittal) and its slice number.",
+        )
+    if task not in SLICE_TASKS:
+        raise ReviewValidationError(
+            "slice_view",
+            f"Only reviews of a CT volume can record a slice; this review comes from the {TASK_TITLES[task]} page.",
+        )
+    if view not in SLICE_VIEWS:
+        raise ReviewValidationError("slice_view", f"The slice's view must be one of {', '.join(SLICE_VIEWS)}.")
+    if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= int(index) <= SLICE_INDEX_MAX:
+        raise ReviewValidationError(
+            "slice_index", f"The slice number must be a whole number from 0 to {SLICE_INDEX_MAX}."
+        )
+    return view, int(index)
 
 
 def _review_uid(value: Any) -> str:
@@ -546,6 +590,8 @@ CSV_COLUMNS = (
     "corrected_label",
     "confidence",
     "where_wrong",
+    "slice_view",
+    "slice_index",
     "note",
 )
 

@@ -16,6 +16,7 @@ import types
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -408,7 +409,7 @@ def test_export_csv_empty_and_awkward_text(store: ReviewStore) -> None:
 # migrations
 
 
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 
 def alembic_revision(db_path: Path) -> list[str]:
@@ -576,6 +577,7 @@ def test_concurrent_processes_lose_nothing(db_path: Path, url: str, monkeypatch:
 # task: the page a review came from (migration 0002)
 
 TASK_TRIGGERS = {"reviews_no_update", "reviews_no_delete"}
+NO_SLICE = (None, None)  # slice_index, slice_view: appended by migration 0003 after task
 
 
 def schema_objects(db_path: Path, kind: str) -> set[str]:
@@ -644,7 +646,7 @@ def test_upgrade_of_a_0001_database_gives_old_rows_task_cxr_and_keeps_triggers(d
 
     with ReviewStore(url) as store:  # opening migrates to head
         assert alembic_revision(db_path) == [HEAD_REVISION]
-        assert raw_rows(db_path) == [row + ("cxr",) for row in before]  # same rows, task appended
+        assert raw_rows(db_path) == [row + ("cxr", *NO_SLICE) for row in before]  # same rows, task appended
         assert [(r.version, r.task) for r in store.history(V1_ROW["review_uid"])] == [(1, "cxr"), (2, "cxr")]
         assert schema_objects(db_path, "trigger") == TASK_TRIGGERS
         assert "ix_reviews_task" in schema_objects(db_path, "index")
@@ -668,7 +670,7 @@ def test_upgrade_of_a_0001_database_gives_old_rows_task_cxr_and_keeps_triggers(d
 
 
 def test_fresh_database_has_task_column_index_and_check(db_path: Path, store: ReviewStore) -> None:
-    assert column_names(db_path)[-1] == "task"
+    assert column_names(db_path)[-3:] == ["task", "slice_index", "slice_view"]
     assert "ix_reviews_task" in schema_objects(db_path, "index")
     assert schema_objects(db_path, "trigger") == TASK_TRIGGERS
     with sqlite3.connect(db_path) as conn:
@@ -689,7 +691,7 @@ def test_downgrade_to_0001_keeps_rows_and_triggers_and_upgrades_again(db_path: P
     assert alembic_revision(db_path) == ["0001"]
     assert "task" not in column_names(db_path)
     assert "ix_reviews_task" not in schema_objects(db_path, "index")
-    assert raw_rows(db_path) == [row[:-1] for row in before]
+    assert raw_rows(db_path) == [row[:-3] for row in before]
     assert schema_objects(db_path, "trigger") == TASK_TRIGGERS
     assert_append_only(db_path)
 
@@ -713,7 +715,7 @@ def test_downgrade_is_refused_while_ct_reviews_exist_unless_forced(db_path: Path
 
     reviews_cli(["--url", url, "-x", "drop_tasks=yes", "downgrade", "0001"])  # the documented escape
     assert alembic_revision(db_path) == ["0001"]
-    assert raw_rows(db_path) == [row[:-1] for row in before]
+    assert raw_rows(db_path) == [row[:-3] for row in before]
     assert_append_only(db_path)
 
 
@@ -726,7 +728,7 @@ def test_reviews_record_their_task(store: ReviewStore, db_path: Path) -> None:
         xray.review_uid: "cxr", ct.review_uid: "ct-slice", volume.review_uid: "ct-volume"
     }
     assert store.history(ct.review_uid)[0].task == "ct-slice"
-    assert [row[-1] for row in raw_rows(db_path)] == ["cxr", "ct-slice", "ct-volume"]
+    assert [row[-3] for row in raw_rows(db_path)] == ["cxr", "ct-slice", "ct-volume"]
 
 
 @pytest.mark.parametrize("task", ["xray", "", "  ", None, 3, "CT slice", "ct_slice"])
@@ -778,3 +780,145 @@ def test_filter_and_csv_by_task(url: str) -> None:
             (ct_bob.review_uid, "1", "ct-slice"),
         ]
         assert {r["task"] for r in parse_csv(store.export_csv())} == {"cxr", "ct-slice"}
+
+
+# ---------------------------------------------------------------------------------------------
+# slice_view / slice_index: the CT-volume slice where the model went wrong (migration 0003)
+
+CT_VOLUME_PROBS = {"cap": 0.3, "covid": 0.7}
+
+
+def volume_input(**changes) -> ReviewInput:
+    values = dict(task="ct-volume", model_name="dual-sampling", predicted_probabilities=dict(CT_VOLUME_PROBS),
+                  predicted_label="covid", case_hash=sha("volume-1"))
+    values.update(changes)
+    return make_input(**values)
+
+
+def make_0002_database_with_rows(db_path: Path, url: str) -> list[tuple]:
+    """A review log as the app before migration 0003 left it: an X-ray review in two versions and a CT-slice one."""
+    make_0001_database_with_rows(db_path, url)
+    command.upgrade(alembic_config(url), "0002")
+    with sqlite3.connect(db_path) as conn:
+        row = dict(V1_ROW, review_uid="c" * 32, case_hash=sha("ct slice case"), task="ct-slice",
+                   predicted_probabilities='{"non-covid": 0.2, "covid": 0.8}', created_at="2023-07-01 08:00:00.000000")
+        conn.execute(f"INSERT INTO reviews ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+    assert alembic_revision(db_path) == ["0002"] and "slice_index" not in column_names(db_path)
+    return raw_rows(db_path)
+
+
+def insert_raw(db_path: Path, **columns) -> None:
+    row = dict(V1_ROW, review_uid="d" * 32, task="ct-volume", **columns)
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(f"INSERT INTO reviews ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+
+
+def test_upgrade_of_a_0002_database_keeps_its_rows_with_no_slice(db_path: Path, url: str) -> None:
+    before = make_0002_database_with_rows(db_path, url)
+    with ReviewStore(url) as store:  # opening migrates to head
+        assert alembic_revision(db_path) == [HEAD_REVISION]
+        assert raw_rows(db_path) == [row + NO_SLICE for row in before]  # the same rows, no slice recorded
+        assert {(r.task, r.slice_view, r.slice_index) for r in store.current_reviews()} == {
+            ("cxr", None, None), ("ct-slice", None, None)}
+        assert schema_objects(db_path, "trigger") == TASK_TRIGGERS
+        assert_append_only(db_path)
+        old = store.history("c" * 32)[0]
+        amended = store.amend_review(old.review_uid, old.to_input(note="second look"))
+        assert (amended.version, amended.task, amended.slice_view) == (2, "ct-slice", None)
+        recorded = store.add_review(volume_input(slice_view="coronal", slice_index=88))
+        assert (recorded.slice_view, recorded.slice_index) == ("coronal", 88)
+    assert_append_only(db_path)
+
+
+@pytest.mark.parametrize("columns, constraint", [
+    (dict(slice_view="oblique", slice_index=3), "ck_reviews_slice_view"),
+    (dict(slice_view="axial", slice_index=-1), "ck_reviews_slice_index"),
+    (dict(slice_view="axial"), "ck_reviews_slice_pair"),
+    (dict(slice_index=5), "ck_reviews_slice_pair"),
+])
+def test_check_constraints_guard_raw_inserts_of_slices(db_path: Path, store: ReviewStore, columns, constraint) -> None:
+    with pytest.raises(sqlite3.IntegrityError, match=constraint):
+        insert_raw(db_path, **columns)
+    insert_raw(db_path, slice_view="sagittal", slice_index=0)  # a well-formed one goes in
+    assert raw_rows(db_path)[-1][-2:] == (0, "sagittal")
+
+
+def test_a_ct_volume_review_records_its_slice_in_history_and_csv(url: str) -> None:
+    clock = Clock(datetime(2024, 6, 1, 9, 0, tzinfo=timezone.utc))
+    with ReviewStore(url, clock=clock) as store:
+        first = store.add_review(volume_input(slice_view=" Axial ", slice_index=41, verdict="disagree",
+                                              corrected_label="cap"))
+        assert (first.slice_view, first.slice_index) == ("axial", 41)
+        moved = store.amend_review(first.review_uid, first.to_input(slice_view="sagittal", slice_index=np.int64(12)))
+        cleared = store.amend_review(first.review_uid, moved.to_input(slice_view=None, slice_index=None))
+        assert [(r.slice_view, r.slice_index) for r in store.history(first.review_uid)] == [
+            ("axial", 41), ("sagittal", 12), (None, None)]
+        no_slice = store.add_review(volume_input(case_hash=sha("volume-2")))
+        assert (no_slice.slice_view, no_slice.slice_index) == (None, None)
+
+        text = store.export_csv(ReviewFilters(task="ct-volume"), include_history=True)
+        header = text.splitlines()[0].split(",")
+        assert header.index("slice_view") == header.index("where_wrong") + 1
+        assert header.index("slice_index") == header.index("slice_view") + 1
+        rows = parse_csv(text)
+        assert [(r["version"], r["slice_view"], r["slice_index"]) for r in rows] == [
+            ("1", "", ""),  # no_slice, the newest current review
+            ("1", "axial", "41"), ("2", "sagittal", "12"), ("3", "", "")]
+        assert rows[-1]["is_current"] == "true" and cleared.version == 3
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(slice_view="axial"), "slice_index"),
+    (dict(slice_index=3), "slice_view"),
+    (dict(slice_view="  ", slice_index=3), "slice_view"),
+    (dict(slice_view="oblique", slice_index=3), "slice_view"),
+    (dict(slice_view="axial", slice_index=-1), "slice_index"),
+    (dict(slice_view="axial", slice_index=100_000), "slice_index"),
+    (dict(slice_view="axial", slice_index=2.0), "slice_index"),
+    (dict(slice_view="axial", slice_index=True), "slice_index"),
+    (dict(slice_view="axial", slice_index="12"), "slice_index"),
+    (dict(slice_view=3, slice_index=3), "slice_view"),
+])
+def test_a_bad_slice_is_refused_with_a_message(store: ReviewStore, db_path: Path, change: dict, field: str) -> None:
+    with pytest.raises(ReviewValidationError) as info:
+        store.add_review(volume_input(**change))
+    assert info.value.field == field and str(info.value)
+    assert raw_rows(db_path) == []
+
+
+@pytest.mark.parametrize("task", ["cxr", "ct-slice"])
+def test_only_ct_volume_reviews_record_a_slice(store: ReviewStore, db_path: Path, task: str) -> None:
+    with pytest.raises(ReviewValidationError, match="Only reviews of a CT volume") as info:
+        store.add_review(make_input(task=task, slice_view="axial", slice_index=4))
+    assert info.value.field == "slice_view"
+    assert raw_rows(db_path) == []
+
+
+def test_downgrade_below_0003_is_refused_while_slices_exist_unless_forced(db_path: Path, url: str) -> None:
+    from core.reviews.__main__ import main as reviews_cli
+
+    with ReviewStore(url) as store:
+        store.add_review(make_input())
+        store.add_review(volume_input(slice_view="axial", slice_index=7))
+    before = raw_rows(db_path)
+    with pytest.raises(RuntimeError, match="1 review.*CT slice"):
+        command.downgrade(alembic_config(url), "0002")
+    assert alembic_revision(db_path) == [HEAD_REVISION] and raw_rows(db_path) == before
+
+    reviews_cli(["--url", url, "-x", "drop_slices=yes", "downgrade", "0002"])  # the documented escape
+    assert alembic_revision(db_path) == ["0002"]
+    assert raw_rows(db_path) == [row[:-2] for row in before]
+    assert schema_objects(db_path, "trigger") == TASK_TRIGGERS
+    assert_append_only(db_path)
+    with ReviewStore(url) as store:  # and up again: the slice is gone, the rows are not
+        assert raw_rows(db_path) == [row[:-2] + NO_SLICE for row in before]
+        assert len(store.current_reviews()) == 2
+
+
+def test_downgrade_below_0003_without_slices_keeps_every_row(db_path: Path, url: str) -> None:
+    with ReviewStore(url) as store:
+        store.add_review(volume_input())
+    before = raw_rows(db_path)
+    command.downgrade(alembic_config(url), "0002")
+    assert raw_rows(db_path) == [row[:-2] for row in before]
+    assert "slice_view" not in column_names(db_path) and "slice_index" not in column_names(db_path)

@@ -239,3 +239,26 @@ def test_history_of_a_ct_review_names_its_task(mixed: dict) -> None:
     history = table(at, 1)
     assert list(history["Version"]) == [1, 2] and set(history["Task"]) == {"CT slice"}
     assert any("CT slice" in option for option in at.selectbox(key="rl_history_uid").options)
+
+
+def test_a_ct_volume_review_shows_its_slice_in_the_table_and_the_csv(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = ReviewStore.export_csv
+
+    def spy(self, filters=None, include_history=False):
+        calls.append(original(self, filters, include_history=include_history))
+        return calls[-1]
+
+    monkeypatch.setattr(ReviewStore, "export_csv", spy)
+    with ReviewStore(f"sqlite:///{db_path}") as store:
+        store.add_review(review())
+        store.add_review(review(reviewer="Vi", case_hash=sha("volume"), model_name="dual-sampling",
+                                predicted_probabilities={"cap": 0.2, "covid": 0.8}, verdict="disagree",
+                                corrected_label="cap", task="ct-volume", slice_view="coronal", slice_index=88))
+    at = run_page()
+    df = table(at)
+    assert dict(zip(df["Reviewer"], df["Slice"])) == {"Ann": "", "Vi": "coronal 88"}
+    assert dict(zip(df["Reviewer"], df["Task"]))["Vi"] == "CT volume"
+    rows = {r["reviewer"]: r for r in csv.DictReader(io.StringIO(calls[-1]))}
+    assert (rows["Vi"]["slice_view"], rows["Vi"]["slice_index"]) == ("coronal", "88")
+    assert (rows["Ann"]["slice_view"], rows["Ann"]["slice_index"]) == ("", "")
