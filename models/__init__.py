@@ -14,6 +14,9 @@ train mode, the final infection map in eval mode), ``infnet_slim`` (the same on 
 ``multisource_branch`` (global / heat-map branch), ``multisource_infected`` and ``multisource_fusion``
 (the four-branch model; ``forward(global, heatmap_crop, left, right)``).
 
+CT volumes: ``resnet3d34_attention`` (paper 004's 3D ResNet34 with the online attention T(A); ``forward(volume)``,
+``forward_with_attention(volume)``).
+
 Every classifier exposes ``gradcam_layer``, the module Grad-CAM hooks.
 """
 
@@ -21,7 +24,7 @@ from ._torchvision_ops import ensure_torchvision_ops
 
 ensure_torchvision_ops()  # before anything imports torchvision (timm, pytorch-grad-cam)
 
-from . import cxnet, inception, infnet, multisource, resnet, timm_classifiers, unet, vgg  # noqa: E402
+from . import cxnet, inception, infnet, multisource, resnet, resnet3d, timm_classifiers, unet, vgg  # noqa: E402
 
 _FACTORIES = {
     "unet": unet.UNet,
@@ -42,6 +45,7 @@ _FACTORIES = {
     "multisource_branch": multisource.multisource_branch,
     "multisource_infected": multisource.multisource_infected,
     "multisource_fusion": multisource.multisource_fusion,
+    "resnet3d34_attention": resnet3d.resnet3d34_attention,
 }
 
 
