@@ -40,6 +40,30 @@ def infection_overlay(gray: np.ndarray, labels: np.ndarray, opacity: float = 0.4
     return rgb
 
 
+def tint(rgb: np.ndarray, mask: np.ndarray, opacity: float, colour) -> np.ndarray:
+    """Tint ``mask`` on an RGB image, its outline at full strength: the overlays above, on an image already in colour."""
+    return _tint(rgb, np.asarray(mask, dtype=bool), opacity, colour)
+
+
+def outline(rgb: np.ndarray, mask: np.ndarray, colour) -> np.ndarray:
+    """Only the outline of ``mask``; the inside keeps its colours (the lungs around an infection overlay)."""
+    out = rgb.copy()
+    out[find_boundaries(np.asarray(mask, dtype=bool), mode="inner")] = colour
+    return out
+
+
+def heat_tint(rgb: np.ndarray, heat: np.ndarray, opacity: float = 0.45, cmap: str = "jet") -> np.ndarray:
+    """A [0, 1] heat map over an RGB image, each pixel blended by ``opacity * heat``: cold areas stay as they are.
+
+    For maps that are mostly zero (a thresholded attention map), where ``heat_overlay`` would paint the
+    whole image in the colour map's cold end.
+    """
+    heat = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float32)), 0, 1)
+    colours = colormaps[cmap](heat)[..., :3].astype(np.float32) * 255
+    weight = (opacity * heat)[..., None]
+    return np.clip((1 - weight) * rgb.astype(np.float32) + weight * colours, 0, 255).astype(np.uint8)
+
+
 def _tint(rgb: np.ndarray, mask: np.ndarray, opacity: float, colour) -> np.ndarray:
     out = rgb.astype(np.float32)
     tint = np.array(colour, dtype=np.float32)
