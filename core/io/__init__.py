@@ -15,7 +15,9 @@ name, PNG text chunks or EXIF is kept, and no value read from a file is ever put
 
 from __future__ import annotations
 
-from ..errors import FileTooLargeError, UnreadableFileError
+from pathlib import Path
+
+from ..errors import FileTooLargeError, UnreadableFileError, UnsupportedInputError
 from ..settings import max_upload_mb
 from ..study import Study
 from .dicom import (
@@ -27,8 +29,24 @@ from .dicom import (
     _try_read_headerless_dicom,
 )
 from .images import MAX_PIXELS, OTHER_SIGNATURES, _load_pillow, _looks_like_text, _sniff, _unrecognised_message
+from .nifti import load_nifti, nifti_bytes, write_source_nifti
+from .series import (
+    MAX_SERIES_BYTES,
+    MAX_SERIES_FILES,
+    dicom_series_bytes,
+    is_ignored_name,
+    load_dicom_series,
+    load_files,
+    load_zip,
+    sniff_volume_file,
+)
+from .volume import MAX_VOXELS, Volume, volume_from_canonical
 
-__all__ = ["DICOM_ALLOWED_ATTRIBUTES", "MAX_INFLATED_BYTES", "MAX_PIXELS", "check_upload_size", "load_image"]
+__all__ = [
+    "DICOM_ALLOWED_ATTRIBUTES", "MAX_INFLATED_BYTES", "MAX_PIXELS", "MAX_VOXELS", "Volume", "check_upload_size",
+    "dicom_series_bytes", "load_dicom_series", "load_image", "load_nifti", "load_volume", "load_volume_path",
+    "load_zip", "nifti_bytes", "volume_from_canonical", "write_source_nifti",
+]
 
 # --------------------------------------------------------------------------------------------------
 # Public API
@@ -77,3 +95,68 @@ def load_image(data: bytes, filename: str | None = None) -> Study:
         return _load_dicom(dataset)
     raise UnreadableFileError(_unrecognised_message(filename))
 
+
+
+# --------------------------------------------------------------------------------------------------
+# CT volumes
+# --------------------------------------------------------------------------------------------------
+
+MSG_ONE_VOLUME = ("Upload one NIfTI file (.nii or .nii.gz), one zip archive of a DICOM series, or the DICOM "
+                  "files of one series.")
+
+
+def load_volume(uploads: list[tuple[str, bytes]]) -> Volume:
+    """A CT ``Volume`` from the page's uploads: one NIfTI file, one zip, or the DICOM files of one series.
+
+    Recognised by content; the file names are never read (they often hold patient names).
+    """
+    if not uploads:
+        raise UnreadableFileError(f"No file was uploaded. {MSG_ONE_VOLUME}")
+    blobs = [data for _name, data in uploads]
+    for number, data in enumerate(blobs, start=1):
+        if not data:
+            raise UnreadableFileError(f"File {number} of {len(blobs)} is empty (0 bytes).")
+    kinds = [sniff_volume_file(data) for data in blobs]
+    if len(blobs) == 1:
+        return _load_one(blobs[0], kinds[0])
+    if "zip" in kinds or "nifti" in kinds:
+        raise UnsupportedInputError(f"Several files were uploaded, with a NIfTI file or a zip among them. {MSG_ONE_VOLUME}")
+    others = len(blobs) - kinds.count("dicom")
+    if others:
+        raise UnreadableFileError(
+            f"{others} of the {len(blobs)} uploaded files are not DICOM files. Upload only the DICOM files of "
+            "one series (or one zip of them)."
+        )
+    return load_dicom_series(blobs)
+
+
+def _load_one(data: bytes, kind: str | None) -> Volume:
+    if kind == "zip":
+        return load_zip(data)
+    if kind == "nifti":
+        return load_nifti(data)
+    if kind == "dicom":
+        return load_dicom_series([data])
+    if kind == "gzip":
+        raise UnreadableFileError(f"This is a gzip-compressed file that is not a NIfTI volume. {MSG_ONE_VOLUME}")
+    if _sniff(data) is not None:
+        raise UnsupportedInputError(
+            "This is a 2-D picture (PNG, JPEG, BMP or TIFF), not a CT volume. Use the CT slice page for one slice, "
+            f"or: {MSG_ONE_VOLUME}"
+        )
+    raise UnreadableFileError(f"The file is not recognised as a CT volume. {MSG_ONE_VOLUME}")
+
+
+def load_volume_path(path: Path) -> Volume:
+    """A CT ``Volume`` from a NIfTI (or zip, or single DICOM) file, or a folder holding one DICOM series (searched recursively)."""
+    path = Path(path)
+    if path.is_file():
+        return load_volume([(path.name, path.read_bytes())])
+    if not path.is_dir():
+        raise UnreadableFileError("The path is neither a file nor a folder.")
+    files = [p for p in sorted(path.rglob("*")) if p.is_file() and not is_ignored_name(p.relative_to(path).as_posix())]
+    if len(files) > MAX_SERIES_FILES:
+        raise FileTooLargeError(f"The folder holds {len(files)} files; the limit is {MAX_SERIES_FILES}. Give one series.")
+    if sum(p.stat().st_size for p in files) > MAX_SERIES_BYTES:
+        raise FileTooLargeError(f"The folder holds more than {MAX_SERIES_BYTES // 2**20} MB of files. Give one series.")
+    return load_files([p.read_bytes() for p in files], "The folder")

@@ -407,20 +407,27 @@ def _hounsfield_units(stored: np.ndarray, ds: Dataset, photometric: str) -> np.n
     signed = _int_attr(ds, "PixelRepresentation", 0) == 1
     if modality != "CT" and not signed and _rescale_is_identity(ds):
         return None  # unsigned values without rescale cannot hold air at -1000 HU
-    try:
-        hu = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
-    except _DICOM_DATA_ERRORS:
+    hu = _rescaled_values(stored, ds)
+    if hu is None:
         return None  # the display path reports the invalid rescale
-    if not np.isfinite(hu).all():
-        return None
-    padding = _padding_mask(stored, ds)
-    if padding is not None and padding.any():
-        real = hu[~padding]
-        hu[padding] = min(PADDING_HU, float(real.min())) if real.size else PADDING_HU
-    hu = hu.astype(np.float32)
     if modality != "CT" and not looks_like_hu(hu):
         return None
     return hu
+
+
+def _rescaled_values(stored: np.ndarray, ds: Dataset) -> np.ndarray | None:
+    """float32 modality LUT (rescale) of the stored values, padding pixels set to air; None when the rescale is invalid."""
+    try:
+        values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    except _DICOM_DATA_ERRORS:
+        return None
+    if not np.isfinite(values).all():
+        return None
+    padding = _padding_mask(stored, ds)
+    if padding is not None and padding.any():
+        real = values[~padding]
+        values[padding] = min(PADDING_HU, float(real.min())) if real.size else PADDING_HU
+    return values.astype(np.float32)
 
 
 def _padding_mask(stored: np.ndarray, ds: Dataset) -> np.ndarray | None:
