@@ -10,6 +10,7 @@ CLASS_TITLES = {
     "viral": "Viral pneumonia",
     "non-covid": "Not COVID-19",  # UNet + HRNet's negative class: normal, TB and every other pneumonia
     "pneumonia": "Pneumonia (not COVID-19)",  # COVID-CXNet's community-acquired pneumonia
+    "cap": "Community-acquired pneumonia",  # paper 004's negative class (CT volumes)
 }
 
 
