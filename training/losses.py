@@ -135,3 +135,20 @@ def infnet_loss(outputs: tuple, target: torch.Tensor) -> torch.Tensor:
 
 SEGMENTATION_LOSSES = {"dice": dice_coefficient_loss, "generalised_dice": generalised_dice_loss,
                        "structure": structure_loss}
+
+
+# ---------------------------------------------------------------- dual-sampling attention (paper 004)
+def attention_loss(attention: torch.Tensor, mask: torch.Tensor, include: torch.Tensor | None = None) -> torch.Tensor:
+    """L_ex of paper 004 (Eq. 3): sum (T(A) - M)^2 / (sum T(A) + sum M) per volume, for the volumes in ``include``.
+
+    ``attention`` T(A) in [0, 1] and ``mask`` M in {0, 1}, both (N, 1, Z, Y, X); ``include`` (N,) bool
+    marks the COVID-19 volumes with an infection mask (CAP volumes, and volumes without a mask, take
+    the classification loss only). Returns sum over included volumes / N, so that with L_c (BCE, a mean
+    over the batch) L_total = L_c + lambda L_ex is each volume's own loss averaged over the batch.
+    """
+    t = attention.float().flatten(1)
+    m = mask.float().flatten(1)
+    per_volume = ((t - m) ** 2).sum(1) / (t.sum(1) + m.sum(1)).clamp_min(EPS)
+    if include is not None:
+        per_volume = per_volume * include.to(per_volume.device, per_volume.dtype)
+    return per_volume.sum() / attention.shape[0]
