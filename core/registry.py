@@ -18,6 +18,7 @@ TASKS = (
     "lung-segmentation", "cxr-classification",  # chest X-ray
     "ct-lung-segmentation", "ct-infection-segmentation", "ct-classification",  # CT slices
     "image-kind",  # the gate: frontal chest radiograph / axial chest CT slice / other
+    "ct-volume-classification",  # CT volumes: paper 004's 3D classifier (COVID-19 vs CAP)
 )
 # How a classifier's inputs are built from the image and its lung mask (``core.pipelines.cxr``):
 #   image+mask  MANet: segmented image in [-1, 1] and the lung mask, two inputs
@@ -26,7 +27,9 @@ TASKS = (
 #   grey        one grey channel: ``core.preprocess.segmenter_input`` of the image (CT models take
 #               ``core.imaging.ct_input.ct_model_pixels`` first), the image-kind gate
 #   multisource paper 002's fusion classifier: global slice, heat-map crop, left/right infected sub-images
-INPUT_KINDS = ("image+mask", "lung-only", "cxnet-roi", "grey", "multisource")
+#   volume      paper 004's 3D classifier: the lung-masked CT volume resampled, windowed and padded
+#               (``core.imaging.volume_input.classifier_input``; shape, factor and sampling in input_config)
+INPUT_KINDS = ("image+mask", "lung-only", "cxnet-roi", "grey", "multisource", "volume")
 # softmax: one logit per class; sigmoid: two classes, one logit for the second (BCE-trained binary models)
 OUTPUTS = ("softmax", "sigmoid")
 
