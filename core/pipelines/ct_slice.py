@@ -84,45 +84,75 @@ def measure_burden(lung_mask: np.ndarray, labels: np.ndarray, multiclass: bool) 
     )
 
 
+def segmentation_cards(registry: Registry) -> dict[str, ModelCard]:
+    """The CT lung and infection models both CT pipelines serve: ``lungs``, ``infection`` (binary) and,
+    when the registry has one, ``multiclass`` (ground glass / consolidation).
+
+    The slice classifier's infected branch was trained on one lung and one infection model, named on
+    its card: those are served (a volume's slices are then segmented as a single slice is).
+    """
+    classifiers = registry.cards("ct-classification")
+    named = classifiers[0].input_config if classifiers else {}
+    cards = {
+        "lungs": registry.card(named["lung_model"]) if named.get("lung_model") else registry.default("ct-lung-segmentation"),
+        "infection": (registry.card(named["infection_model"]) if named.get("infection_model")
+                      else _infection_card(registry, binary=True)),
+    }
+    multiclass = _infection_card(registry, binary=False)
+    if multiclass is not None:
+        cards["multiclass"] = multiclass
+    return cards
+
+
+def _infection_card(registry: Registry, binary: bool) -> ModelCard | None:
+    cards = [c for c in registry.cards("ct-infection-segmentation") if (len(c.classes) == 1) == binary]
+    if binary and not cards:
+        raise ModelError("The registry has no binary CT infection model (task ct-infection-segmentation, one class).")
+    return cards[0] if cards else None
+
+
+def segmentation_runners(registry: Registry, cards: dict[str, ModelCard], backend: str, device: str) -> tuple[dict, str]:
+    """(role -> callable model, backend name): ONNX Runtime when the lung and infection models have ONNX files
+    (and ``backend`` is not "torch"), else PyTorch; ``backend="onnx"`` without ONNX files is a ``ModelError``."""
+    use_onnx = backend != "torch" and all("onnx" in cards[r].files for r in ("lungs", "infection"))
+    if backend == "onnx" and not use_onnx:
+        raise ModelError("ONNX weights are not in the registry for the CT lung and infection models.")
+
+    def runner(card: ModelCard):
+        if use_onnx and "onnx" in card.files:
+            return OnnxModel(registry.verified_path(card, "onnx"))
+        return TorchModel(registry.load_torch(card, device), device)
+
+    return {role: runner(card) for role, card in cards.items()}, "onnx" if use_onnx else "torch"
+
+
+def multiclass_input(grey: np.ndarray, infection_probability: np.ndarray) -> np.ndarray:
+    """The multi-class head's input (N, 2, s, s): the slice's grey input (N, 1, s, s) and the binary model's
+    infection probability (N, s, s) at the same size."""
+    return np.concatenate([grey, np.clip(infection_probability, 0, 1)[:, None]], axis=1).astype(np.float32)
+
+
+def label_infection(infected: np.ndarray, consolidation: np.ndarray | None) -> np.ndarray:
+    """uint8 0 none / 1 ground glass / 2 consolidation inside ``infected`` (1 everywhere infected without the split)."""
+    labels = infected.astype(np.uint8)
+    if consolidation is not None:
+        labels[infected & consolidation] = 2
+    return labels
+
+
 class CtSlicePipeline:
     def __init__(self, registry: Registry, backend: str = "auto"):
         self.device = torch_device()
         self.registry = registry
+        self.cards: dict[str, ModelCard] = segmentation_cards(registry)
+        runners, self.backend = segmentation_runners(registry, self.cards, backend, self.device)
+        self.lungs, self.infection, self.multiclass = runners["lungs"], runners["infection"], runners.get("multiclass")
         classifiers = registry.cards("ct-classification")
         classifier = classifiers[0] if classifiers else None
-        # The classifier's infected branch was trained on one lung and one infection model: serve those.
-        named = classifier.input_config if classifier else {}
-        self.cards: dict[str, ModelCard] = {
-            "lungs": registry.card(named["lung_model"]) if named.get("lung_model") else registry.default("ct-lung-segmentation"),
-            "infection": (registry.card(named["infection_model"]) if named.get("infection_model")
-                          else self._infection_card(registry, binary=True)),
-        }
-        multiclass = self._infection_card(registry, binary=False)
-        if multiclass is not None:
-            self.cards["multiclass"] = multiclass
         if classifier is not None:
             self.cards["classifier"] = classifier
-        use_onnx = backend != "torch" and all("onnx" in self.cards[r].files for r in ("lungs", "infection"))
-        if backend == "onnx" and not use_onnx:
-            raise ModelError("ONNX weights are not in the registry for the CT lung and infection models.")
-        self.backend = "onnx" if use_onnx else "torch"
-        self.lungs = self._runner(self.cards["lungs"], use_onnx)
-        self.infection = self._runner(self.cards["infection"], use_onnx)
-        self.multiclass = self._runner(multiclass, use_onnx and "onnx" in multiclass.files) if multiclass else None
         # The classifier runs in PyTorch: Eq. 1 needs its last feature maps, not only its output.
         self.classifier = TorchModel(registry.load_torch(classifier, self.device), self.device) if classifier else None
-
-    @staticmethod
-    def _infection_card(registry: Registry, binary: bool) -> ModelCard | None:
-        cards = [c for c in registry.cards("ct-infection-segmentation") if (len(c.classes) == 1) == binary]
-        if binary and not cards:
-            raise ModelError("The registry has no binary CT infection model (task ct-infection-segmentation, one class).")
-        return cards[0] if cards else None
-
-    def _runner(self, card: ModelCard, use_onnx: bool):
-        if use_onnx:
-            return OnnxModel(self.registry.verified_path(card, "onnx"))
-        return TorchModel(self.registry.load_torch(card, self.device), self.device)
 
     def analyse(self, study: Study) -> CtSliceResult:
         timings: dict[str, float] = {}
@@ -163,16 +193,13 @@ class CtSlicePipeline:
 
     def _labels(self, pixels: np.ndarray, infection_small: np.ndarray, infected: np.ndarray) -> np.ndarray:
         """0 / 1 ground glass / 2 consolidation inside ``infected``; 1 everywhere infected without the multi-class model."""
-        labels = infected.astype(np.uint8)
         if self.multiclass is None:
-            return labels
+            return label_infection(infected, None)
         size = self.cards["multiclass"].input_size
-        prob = np.clip(resize_square(infection_small, size), 0, 1)
-        x = np.stack([segmenter_input(pixels, size)[0], prob])[None].astype(np.float32)
-        probs = _softmax(self.multiclass(x)[0])
+        x = multiclass_input(segmenter_input(pixels, size)[None], resize_square(infection_small, size)[None])
+        probs = softmax(self.multiclass(x)[0])
         consolidation = probability_to_shape(probs[2], pixels.shape) > probability_to_shape(probs[1], pixels.shape)
-        labels[infected & consolidation] = 2
-        return labels
+        return label_infection(infected, consolidation)
 
     def _classify(self, pixels: np.ndarray, boxes: dict[str, Box | None]):
         """Paper 002's fusion classifier: (probabilities, branch probabilities, H, crop box)."""
@@ -195,6 +222,6 @@ class CtSlicePipeline:
         return {"non-covid": 1.0 - covid, "covid": covid}, branches, heatmap, heatmap_box
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(0, keepdims=True))
-    return e / e.sum(0, keepdims=True)
+def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis, keepdims=True))
+    return e / e.sum(axis, keepdims=True)
