@@ -45,7 +45,7 @@ OBLIQUE_WARNING_DEG = 5.0
 MIN_LUNG_ML = 800.0  # lung in view (from the lung segmentation): below, nothing meaningful to measure
 MIN_LUNG_SLICES = 10  # axial slices with lung on them
 HU_SAMPLE_VOXELS = 2_000_000  # values are judged on a regular subsample of about this many voxels
-MAX_LABEL_VALUES = 16  # a volume with this few whole, non-negative values is a label map
+MAX_LABEL_VALUES = 8  # a volume with this few whole, non-negative values is a label map (lobes: 6)
 
 NO_MODALITY_HU_WARNING = (
     "The DICOM files have no Modality tag; their values look like CT Hounsfield units (air near -1000, body "

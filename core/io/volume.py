@@ -121,7 +121,6 @@ def check_voxel_count(shape, what: str = "The volume") -> None:
     if count > MAX_VOXELS:
         dims = " x ".join(str(int(n)) for n in shape)
         raise FileTooLargeError(
-            f"{what} has {dims} = {count / 1e6:.0f} million voxels; the limit is {MAX_VOXELS / 1e6:.0f} million "
-            "voxels, what this server can hold in memory. Upload a thicker-slice reconstruction or a crop "
-            "around the chest."
+            f"{what} has {dims} = {count:,} voxels; the limit is {MAX_VOXELS:,} voxels, what this server can "
+            "hold in memory. Upload a thicker-slice reconstruction or a crop around the chest."
         )
