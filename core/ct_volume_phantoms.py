@@ -440,7 +440,7 @@ def _lung_geometry(scene: _Scene, rng: np.random.Generator, body: _Body) -> dict
         peak = right_dome if side < 0 else right_dome - u(0.02, 0.05)  # the liver lifts the right dome
         radial[side] = np.sqrt(scene.ellipse(cx, cy, a, b))
         posterior = np.clip((scene.Y - cy) / b, -1.0, 1.0)
-        domes[side] = peak - u(0.16, 0.19) * np.minimum(radial[side] ** 2, 1.3) - 0.05 * posterior  # deepest behind
+        domes[side] = peak - u(0.13, 0.16) * np.minimum(radial[side] ** 2, 1.3) - 0.04 * posterior  # deepest behind
     right = scene.X < body.cx
     front = min(e[1] - e[3] for e in ellipses.values())
     back = max(e[1] + e[3] for e in ellipses.values())
