@@ -108,11 +108,12 @@ MSG_ONE_VOLUME = ("Upload one NIfTI file (.nii or .nii.gz), one zip archive of a
 def load_volume(uploads: list[tuple[str, bytes]]) -> Volume:
     """A CT ``Volume`` from the page's uploads: one NIfTI file, one zip, or the DICOM files of one series.
 
-    Recognised by content; the file names are never read (they often hold patient names).
+    Recognised by content. File names are only compared against DICOMDIR and hidden files (skipped when
+    a whole folder is selected), never stored or shown: they often hold patient names.
     """
     if not uploads:
         raise UnreadableFileError(f"No file was uploaded. {MSG_ONE_VOLUME}")
-    blobs = [data for _name, data in uploads]
+    blobs = [data for name, data in uploads if len(uploads) == 1 or not is_ignored_name(name or "")]
     for number, data in enumerate(blobs, start=1):
         if not data:
             raise UnreadableFileError(f"File {number} of {len(blobs)} is empty (0 bytes).")

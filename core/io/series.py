@@ -98,7 +98,7 @@ def load_dicom_series(files: list[bytes]) -> Volume:
     slices = [_slice_from_header(ds, index, len(files)) for index, ds in enumerate(headers)]
     _check_one_series(slices)
     check_voxel_count((len(slices), *slices[0].shape), "The series")
-    stack = _stack(slices)
+    stack = _stack(slices, _float_or_none(_attr(headers[0], "SliceThickness")))
 
     first = _read_full(files[stack.order[0]])
     values = np.empty((len(slices), *slices[0].shape), dtype=np.float32)

@@ -78,7 +78,9 @@ def test_values_that_are_not_hu_are_named(values, words):
 def test_too_few_slices_says_the_number():
     message = refused(chest_volume(CHEST[:5]))
     assert f"only 5 axial slices; at least {MIN_SLICES}" in message
-    assert "single CT slice" in refused(chest_volume(CHEST[:1]))
+    single = load_volume(uploads(dicom_series_bytes(CHEST[:1], SPACING)))
+    assert "single slice" in single.warnings[0]
+    assert "single CT slice" in refused(single)
 
 
 def test_small_slices_are_refused():

@@ -11,7 +11,8 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import JPEG2000Lossless, RLELossless
+from pydicom.pixels import get_decoder
+from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1, RLELossless
 
 import core.io.series as series_module
 import core.io.volume as volume_module
@@ -209,6 +210,18 @@ def test_a_coronal_series_is_refused():
         ds.save_as(buffer)
         files.append(buffer.getvalue())
     assert "coronal series" in refusal(files)
+
+
+def test_dicomdir_and_hidden_files_among_the_uploads_are_skipped():
+    files = uploads(dicom_series_bytes(CHEST, SPACING, shuffle_seed=12))
+    files += [("DICOMDIR", b"\x00" * 128 + b"DICM" + b"\x00" * 64), (".DS_Store", b"\x00\x00\x00\x01Bud1")]
+    np.testing.assert_array_equal(load_volume(files).hu, CHEST)
+
+
+@pytest.mark.parametrize("syntax", [JPEGLosslessSV1, JPEG2000Lossless, RLELossless])
+def test_decoders_for_compressed_series_are_installed(syntax):
+    """JPEG Lossless series exist in the wild; pydicom has no encoder for it, so only the decoder is checked."""
+    assert get_decoder(syntax).is_available
 
 
 def test_identifiers_never_leave_the_loader():
