@@ -112,14 +112,18 @@ class AttentionResNet3d(nn.Module):
             upsampled = F.interpolate(raw.float(), size=tuple(size), mode="trilinear", align_corners=False)
             return soft_mask(upsampled, self.alpha, self.beta)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.features(x))
+    def forward(self, x: torch.Tensor, with_attention: bool = False):
+        """Logits (N, classes); with ``with_attention`` the triple of ``forward_with_attention`` (through
+        ``forward`` so that a DistributedDataParallel wrapper sees the call)."""
+        features = self.features(x)
+        if not with_attention:
+            return self.classify(features)
+        raw = self.raw_attention(features)
+        return self.classify(features), raw, self.attention_map(raw, x.shape[2:])
 
     def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(logits (N, classes), A (N, classes, Z/16, Y/16, X/16), T(A) (N, classes, Z, Y, X) in [0, 1])."""
-        features = self.features(x)
-        raw = self.raw_attention(features)
-        return self.classify(features), raw, self.attention_map(raw, x.shape[2:])
+        return self(x, with_attention=True)
 
 
 def _init_weights(model: nn.Module) -> None:

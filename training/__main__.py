@@ -1,6 +1,6 @@
 """Command line: ``python -m training <recipe> --profile P --data PATH --out runs/NAME``.
 
-Recipes: ``manet``, ``hrnet-unet``, ``covid-cxnet`` (one per paper); ``export`` turns a finished run
+Recipes: ``manet``, ``hrnet-unet``, ``covid-cxnet``, ..., ``dual-sampling`` (one per paper); ``export`` turns a finished run
 folder into an entry of the app's model registry; ``served-accuracy`` scores a registry classifier
 through the app's own pipeline. ``--data`` takes one or more folders in any layout
 ``training.adapters`` reads (the shared pack, Montgomery/Shenzhen, Cohen, Kermany); without it the
@@ -25,6 +25,7 @@ RECIPES = {  # command -> (module in training.recipes, help)
     "infnet": ("infnet", "Inf-Net: CT infection segmentation, Semi-Inf-Net pseudo-label loop, multi-class GGO/consolidation"),
     "image-kind": ("image_kind", "Image-kind gate: chest radiograph / axial chest CT slice / other (the app's pixel check)"),
     "multisource-ct": ("multisource_ct", "Multi-source attention (paper 002): global, heat-map, infected, fusion branches on CT slices"),
+    "dual-sampling": ("dual_sampling", "Dual-sampling attention 3D ResNet34 (paper 004): COVID-19 vs CAP on CT volumes"),
 }
 
 
@@ -52,8 +53,14 @@ def load_records(paths: list[str] | None):
 
 
 def run_recipe(module, paths: list[str] | None, out: Path, profile: str, overrides: dict) -> None:
-    """CT recipes read the pack themselves (``read_records(root)``) and get its root; X-ray recipes get adapter records."""
-    if hasattr(module, "read_records"):
+    """CT recipes read the pack themselves (``read_records(root)``) and get its root; X-ray recipes get adapter records.
+    Volume recipes read a folder with a labels.csv (``read_volume_records``), or generate volumes without ``--data``."""
+    if getattr(module, "DATA_LAYOUT", None) == "volumes":
+        from training.volume_data import read_volume_records
+
+        root = Path(paths[0]) if paths else None
+        module.run(read_volume_records(root) if root else None, out, profile, data_root=root, **overrides)
+    elif hasattr(module, "read_records"):
         from training.data import resolve_data_root
 
         root = resolve_data_root(paths[0] if paths else None, module.DATA_COLLECTIONS)

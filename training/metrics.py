@@ -299,3 +299,27 @@ def multiclass_dice_report(preds: list[np.ndarray], targets: list[np.ndarray],
         report[name] = {"mean": float(np.mean(scores)) if scores else float("nan"), "n_slices": len(scores),
                         "pooled": float(2 * inter / total) if total else float("nan")}
     return report
+
+
+# ---------------------------------------------------------------- binary classification at one threshold
+BINARY_SCORES = ("auc", "accuracy", "sensitivity", "specificity", "f1")
+
+
+def binary_scores(y_true, prob, threshold: float = 0.5) -> dict[str, float]:
+    """AUC, accuracy, sensitivity, specificity and F1 (positive class 1) at ``prob >= threshold``, the
+    figures of paper 004's Tables II and III. NaN where a figure is undefined (AUC with one class; the
+    sensitivity and F1 without positives, the specificity without negatives)."""
+    from sklearn.metrics import f1_score, recall_score
+
+    y_true = np.asarray(y_true).astype(int)
+    prob = np.asarray(prob, dtype=float)
+    y_pred = (prob >= threshold).astype(int)
+    positives, negatives = int(y_true.sum()), int((1 - y_true).sum())
+    return {
+        "n": len(y_true), "positives": positives,
+        "auc": float(roc_auc_score(y_true, prob)) if positives and negatives else float("nan"),
+        "accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else float("nan"),
+        "sensitivity": float(recall_score(y_true, y_pred, pos_label=1, zero_division=0)) if positives else float("nan"),
+        "specificity": float(recall_score(y_true, y_pred, pos_label=0, zero_division=0)) if negatives else float("nan"),
+        "f1": float(f1_score(y_true, y_pred, pos_label=1, zero_division=0)) if positives else float("nan"),
+    }
