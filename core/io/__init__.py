@@ -1,4 +1,7 @@
-"""Decode an uploaded file into a de-identified ``Study``.
+"""Decode an uploaded file into a de-identified ``Study``, or a CT volume into a ``Volume``.
+
+CT volumes (``load_volume``, ``load_volume_path``): one NIfTI file, one zip, or the DICOM files of one
+series, in the canonical frame of ``core.io.volume``; ``nifti`` and ``series`` hold the readers.
 
 The format is recognised from the content (magic bytes), never from the file name. PNG, JPEG, BMP
 and TIFF go through Pillow; DICOM goes through pydicom (with pylibjpeg for compressed transfer
