@@ -2,6 +2,7 @@
 
     python -m core predict FILES_OR_FOLDERS --out results.csv   # batch analysis, one CSV row per image
     python -m core predict --task ct-slice FILES --out ct.csv [--masks DIR]   # CT slices (+ lung/infection PNGs)
+    python -m core predict --task ct-volume PATHS --out vol.csv [--masks DIR]  # CT volumes: NIfTI files or DICOM series folders
     python -m core benchmark --runs 20                            # per-stage timings, PyTorch vs ONNX Runtime
     python -m core demo-cases OUT_DIR                             # write the synthetic demo cases (X-ray and CT)
 """
@@ -19,9 +20,12 @@ def main(argv=None) -> int:
     parser.add_argument("--classifier", help="registry name of the classifier (default: the registry's first)")
     sub = parser.add_subparsers(dest="command", required=True)
     predict = sub.add_parser("predict", help="classify images and folders into a CSV")
-    predict.add_argument("--task", choices=("cxr", "ct-slice"), default="cxr",
-                         help="cxr: frontal chest X-rays (default); ct-slice: one axial CT slice per file")
-    predict.add_argument("--masks", help="ct-slice: write <stem>_lungs.png and <stem>_infection.png (0/255) here")
+    predict.add_argument("--task", choices=("cxr", "ct-slice", "ct-volume"), default="cxr",
+                         help="cxr: frontal chest X-rays (default); ct-slice: one axial CT slice per file; "
+                              "ct-volume: one CT volume per NIfTI file or per folder holding one DICOM series")
+    predict.add_argument("--masks", help="ct-slice: write <stem>_lungs.png and <stem>_infection.png (0/255) here; "
+                                         "ct-volume: <name>_lungs.nii.gz and <name>_infection.nii.gz (uint8 0/1, "
+                                         "the input's voxel grid and affine)")
     predict.add_argument("inputs", nargs="+")
     predict.add_argument("--out", default="results.csv")
     predict.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
@@ -60,12 +64,14 @@ def _predict(args, registry) -> int:
     from .batch import CT_SLICE_COLUMNS, cxr_columns, expand_inputs, predict_rows, write_csv
     from .guard.image_kind import open_gate
 
+    if args.masks and args.task not in ("ct-slice", "ct-volume"):
+        print("--masks is for --task ct-slice or --task ct-volume", file=sys.stderr)
+        return 2
+    if args.task == "ct-volume":
+        return _predict_volumes(args, registry)
     files = expand_inputs(args.inputs)
     if not files:
         print("no input files found", file=sys.stderr)
-        return 2
-    if args.masks and args.task != "ct-slice":
-        print("--masks is for --task ct-slice", file=sys.stderr)
         return 2
     if args.task == "cxr":
         from .pipelines.cxr import CxrPipeline
@@ -83,6 +89,21 @@ def _predict(args, registry) -> int:
     rows = predict_rows(args.task, pipeline, files, gate, Path(args.masks) if args.masks else None)
     count = write_csv(rows, Path(args.out), columns)
     print(f"wrote {count} rows to {args.out} (model {model.name} {model.version}, {pipeline.backend})")
+    return 0
+
+
+def _predict_volumes(args, registry) -> int:
+    from .batch import CT_VOLUME_COLUMNS, predict_rows, volume_cases, volume_model_id, write_csv
+    from .pipelines.ct_volume import NO_CLASSIFIER_WARNING, CtVolumePipeline
+
+    cases = volume_cases(args.inputs)
+    pipeline = CtVolumePipeline(registry, backend=args.backend)
+    if not pipeline.classifiers:
+        print(f"warning: {NO_CLASSIFIER_WARNING}", file=sys.stderr)
+    rows = predict_rows("ct-volume", pipeline, cases, masks_dir=Path(args.masks) if args.masks else None)
+    count = write_csv(rows, Path(args.out), CT_VOLUME_COLUMNS)
+    model, version = volume_model_id(pipeline.cards)
+    print(f"wrote {count} rows to {args.out} (model {model} {version}, {pipeline.backend})")
     return 0
 
 

@@ -1,16 +1,19 @@
 """Batch prediction over files and folders, through the same guards and pipelines as the app.
 
-One entry, ``predict_rows(task, ...)``, dispatches on the task (``cxr`` or ``ct-slice``); each task
-has its CSV columns (a contract: users script against them). Refused files get ``status=refused``
-and the reason in ``message``. The image-kind gate runs on every file when the registry has one.
+One entry, ``predict_rows(task, ...)``, dispatches on the task (``cxr``, ``ct-slice`` or ``ct-volume``);
+each task has its CSV columns (a contract: users script against them). Refused files get
+``status=refused`` and the reason in ``message``. The image-kind gate runs on every image file when
+the registry has one (a CT volume has its own guard, ``core.guard.ct_volume``, and the lung coverage
+check after segmentation). For ``ct-volume`` one input is one case: a NIfTI file, or a folder holding
+one DICOM series (``volume_cases``).
 """
 
 from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -21,12 +24,17 @@ from .guard import check_chest_xray, check_ct_slice
 from .guard.image_kind import ImageKindGate, check_image_kind
 from .io import load_image
 
-TASKS = ("cxr", "ct-slice")
+TASKS = ("cxr", "ct-slice", "ct-volume")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ""}
 CT_SLICE_COLUMNS = [
     "file", "status", "predicted_label", "prob_covid", "prob_noncovid", "lung_area_fraction", "infection_fraction",
     "ggo_fraction", "consolidation_fraction", "model", "model_version", "seconds", "message",
 ]
+CT_VOLUME_COLUMNS = [
+    "file", "status", "predicted_label", "prob_covid", "prob_cap", "lung_volume_ml", "infection_volume_ml",
+    "infection_ratio", "size_group", "model", "model_version", "seconds", "message",
+]
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
@@ -40,6 +48,28 @@ def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
+def volume_cases(paths: Iterable[str | Path]) -> list[Path]:
+    """One case per path: a file (NIfTI, zip) or a folder holding one DICOM series; a folder holding only
+    NIfTI files gives one case per NIfTI file (sorted)."""
+    cases: list[Path] = []
+    for path in map(Path, paths):
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")) if path.is_dir() else []
+        if files and all(p.name.lower().endswith(NIFTI_SUFFIXES) for p in files):
+            cases += files
+        else:
+            cases.append(path)
+    return cases
+
+
+def case_name(path: Path) -> str:
+    """``<name>`` of a case's mask files: the file name without ``.nii`` / ``.nii.gz``, or the folder's name."""
+    lowered = path.name.lower()
+    for suffix in sorted(NIFTI_SUFFIXES, key=len, reverse=True):
+        if lowered.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.name if path.is_dir() else path.stem
+
+
 def cxr_columns(classes: list[str]) -> list[str]:
     return ["file", "status", "predicted_label", *[f"prob_{c}" for c in classes], "lung_area_fraction",
             "model", "model_version", "seconds", "message"]
@@ -47,9 +77,12 @@ def cxr_columns(classes: list[str]) -> list[str]:
 
 def predict_rows(task: str, pipeline, files: list[Path], gate: ImageKindGate | None = None,
                  masks_dir: Path | None = None, progress: bool = True) -> Iterator[dict]:
-    """One CSV row per file for ``task``; ``masks_dir`` (CT slices) also receives lung and infection masks."""
+    """One CSV row per file for ``task``; ``masks_dir`` (CT slices and volumes) also receives lung and infection masks."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}")
+    if task == "ct-volume":
+        yield from _volume_rows(pipeline, files, masks_dir, progress)
+        return
     card = pipeline.cls_card if task == "cxr" else pipeline.cards.get("classifier", pipeline.cards["infection"])
     written: set[str] = set()
     for path in tqdm(files, desc="chest X-rays" if task == "cxr" else "CT slices", unit="image", disable=not progress):
@@ -102,6 +135,65 @@ def _write_masks(result, path: Path, masks_dir: Path, written: set[str]) -> str:
     for suffix, mask in (("lungs", result.lung_mask), ("infection", result.infection_labels > 0)):
         Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(masks_dir / f"{path.stem}_{suffix}.png")
     written.add(path.stem)
+    return ""
+
+
+def _volume_rows(pipeline, cases: list[Path], masks_dir: Path | None, progress: bool) -> Iterator[dict]:
+    from .guard.ct_volume import check_ct_volume
+    from .io import load_volume_path
+
+    model, version = volume_model_id(pipeline.cards)
+    written: set[str] = set()
+    for path in tqdm(cases, desc="CT volumes", unit="volume", disable=not progress):
+        started = time.perf_counter()
+        row = {"file": str(path), "model": model, "model_version": version}
+        try:
+            result = pipeline.analyse(check_ct_volume(load_volume_path(path)))
+            row.update(_ct_volume_row(result))
+            if masks_dir is not None:
+                row["message"] = " ".join(filter(None, [row["message"], _write_volume_masks(result, path, masks_dir, written)]))
+        except (ChestReviewError, OSError) as error:
+            row.update(status="refused", message=str(error))
+        except MemoryError:
+            row.update(status="refused", message="The volume is too large for this computer's memory.")
+        row["seconds"] = round(time.perf_counter() - started, 4)
+        yield row
+
+
+def volume_model_id(cards: dict) -> tuple[str, str]:
+    """(model, model_version) of a CT volume row: the 3D classifiers ("uniform+size-balanced" names joined by "+"),
+    or the infection model when none is installed (segmentation and measurement only)."""
+    from .pipelines.ct_volume import SAMPLINGS
+
+    chosen = [cards[s] for s in SAMPLINGS if s in cards] or [cards["infection"]]
+    versions = list(dict.fromkeys(card.version for card in chosen))
+    return "+".join(card.name for card in chosen), "+".join(versions)
+
+
+def _ct_volume_row(result) -> dict:
+    prob_covid, prob_cap = result.probabilities.get("covid"), result.probabilities.get("cap")
+    return {
+        "status": "ok", "predicted_label": result.predicted_label or "",
+        "prob_covid": "" if prob_covid is None else round(prob_covid, 4),
+        "prob_cap": "" if prob_cap is None else round(prob_cap, 4),
+        "lung_volume_ml": round(result.lung_volume_ml["total"], 1),
+        "infection_volume_ml": round(result.infection_volume_ml["total"], 2),
+        "infection_ratio": round(result.infection_ratio, 6), "size_group": result.ratio_band,
+        "message": " ".join(result.warnings),
+    }
+
+
+def _write_volume_masks(result, path: Path, masks_dir: Path, written: set[str]) -> str:
+    """``<name>_lungs.nii.gz`` and ``<name>_infection.nii.gz`` (uint8 0/1) in the input's voxel grid and affine."""
+    from .io.nifti import write_source_nifti
+
+    name = case_name(path)
+    if name in written:
+        return f"Masks not written: another input already wrote {name}_lungs.nii.gz and {name}_infection.nii.gz."
+    masks_dir.mkdir(parents=True, exist_ok=True)
+    for suffix, mask in (("lungs", result.lung_mask), ("infection", result.infection_labels > 0)):
+        write_source_nifti(mask, result.volume, masks_dir / f"{name}_{suffix}.nii.gz")
+    written.add(name)
     return ""
 
 
