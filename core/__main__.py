@@ -4,6 +4,7 @@
     python -m core predict --task ct-slice FILES --out ct.csv [--masks DIR]   # CT slices (+ lung/infection PNGs)
     python -m core predict --task ct-volume PATHS --out vol.csv [--masks DIR]  # CT volumes: NIfTI files or DICOM series folders
     python -m core benchmark --runs 20                            # per-stage timings, PyTorch vs ONNX Runtime
+    python -m core benchmark --only ct-volume [--no-large-volume]   # CT volumes: 138x256x256 and 512x512x300
     python -m core demo-cases OUT_DIR                             # write the synthetic demo cases (X-ray and CT)
 """
 
@@ -32,6 +33,9 @@ def main(argv=None) -> int:
     bench = sub.add_parser("benchmark", help="per-stage timings p50/p90")
     bench.add_argument("--runs", type=int, default=20)
     bench.add_argument("--size", type=int, default=1024, help="side of the synthetic test image")
+    bench.add_argument("--only", choices=("cxr", "ct-slice", "ct-volume"), help="time one analysis only")
+    bench.add_argument("--volume-runs", type=int, default=1, help="timed runs per CT volume (each takes seconds)")
+    bench.add_argument("--no-large-volume", action="store_true", help="CT volume: skip the 512 x 512 x 300 case")
     demo = sub.add_parser("demo-cases", help="write the synthetic demo cases to a folder")
     demo.add_argument("out")
     args = parser.parse_args(argv)
@@ -43,14 +47,7 @@ def main(argv=None) -> int:
     if args.command == "predict":
         return _predict(args, Registry.open(folder))
     elif args.command == "benchmark":
-        from .benchmark import run_benchmark
-
-        registry = Registry.open(folder)
-        run_benchmark(registry, runs=args.runs, size=args.size, classifier=args.classifier)
-        if registry.cards("ct-lung-segmentation") and registry.cards("ct-infection-segmentation"):
-            from .benchmark import run_ct_slice_benchmark
-
-            run_ct_slice_benchmark(registry, runs=args.runs)
+        _benchmark(args, Registry.open(folder))
     elif args.command == "demo-cases":
         from .ct_phantoms import write_ct_demo_cases
         from .phantoms import write_demo_cases
@@ -58,6 +55,20 @@ def main(argv=None) -> int:
         for path in [*write_demo_cases(Path(args.out)), *write_ct_demo_cases(Path(args.out))]:
             print(path)
     return 0
+
+
+def _benchmark(args, registry) -> None:
+    from . import benchmark
+
+    has_ct = bool(registry.cards("ct-lung-segmentation") and registry.cards("ct-infection-segmentation"))
+    if args.only in (None, "cxr"):
+        benchmark.run_benchmark(registry, runs=args.runs, size=args.size, classifier=args.classifier)
+    if args.only in (None, "ct-slice") and has_ct:
+        benchmark.run_ct_slice_benchmark(registry, runs=args.runs)
+    if args.only in (None, "ct-volume") and has_ct:
+        benchmark.run_ct_volume_benchmark(registry, runs=args.volume_runs, large=not args.no_large_volume)
+    if args.only in ("ct-slice", "ct-volume") and not has_ct:
+        print("the registry has no CT lung and infection models", file=sys.stderr)
 
 
 def _predict(args, registry) -> int:

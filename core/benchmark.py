@@ -4,7 +4,11 @@ Prints p50/p90 in milliseconds over N runs (after one warm-up run). Chest X-ray:
 guarded Study), lung mask, classification, Grad-CAM, overlays, the whole analysis. CT slice (when the
 registry has the CT models): decode of a synthetic CT DICOM in HU, lung mask, infection (binary and
 ground glass / consolidation), classification (paper 002's four branches, always PyTorch), overlays,
-the whole analysis.
+the whole analysis. CT volume (``run_ct_volume_benchmark``, when the registry has the CT slice models):
+a synthetic chest volume (``core.ct_volume_phantoms``) of 138 x 256 x 256 and of 300 x 512 x 512 voxels
+as a .nii.gz file: decode (bytes -> guarded ``Volume``), the pipeline's stages (lungs slice by slice,
+3D clean-up and volumes, infection, the two 3D classifiers when installed), writing the two mask files,
+and the whole case (decode + analysis; the masks are the command line's extra).
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from .viz import heat_overlay, mask_overlay
 
 STAGES = ("decode", "lung_mask", "classification", "gradcam", "overlays", "total")
 CT_STAGES = ("decode", "lung_mask", "infection", "classification", "overlays", "total")
+VOLUME_STAGES = ("decode", "lung_mask", "lungs_3d", "infection", "classification", "write_masks", "total")
+# (z, y, x) voxels and (dz, dy, dx) mm: a low-dose screening series and a standard thin-slice chest CT
+VOLUME_CASES = (((138, 256, 256), (2.5, 1.4, 1.4)), ((300, 512, 512), (1.0, 0.7, 0.7)))
 
 
 def _png_bytes(size: int) -> bytes:
@@ -108,6 +115,72 @@ def run_ct_slice_benchmark(registry: Registry, runs: int = 20, size: int = 512) 
         measured.append((backend, time_ct_slice(pipeline, data, runs)))
     return _print_rows(f"CT slice: synthetic {size}x{size} CT DICOM (HU); classification always runs in PyTorch",
                        CT_STAGES, measured)
+
+
+def _volume_nifti(shape: tuple[int, int, int], spacing_mm: tuple[float, float, float]) -> bytes:
+    from .ct_volume_phantoms import make_ct_volume
+    from .io.nifti import nifti_bytes
+
+    phantom = make_ct_volume("covid", seed=7, shape=shape, spacing_mm=spacing_mm, infection_ratio=0.02)
+    return nifti_bytes(phantom.hu, spacing_mm, "RAS", compress=True)
+
+
+def time_ct_volume(pipeline, data: bytes, runs: int, warm_up: bool = True) -> dict[str, list[float]]:
+    """Stage timings (ms) of ``runs`` analyses of one .nii.gz volume (after one warm-up run when ``warm_up``)."""
+    import tempfile
+    from pathlib import Path
+
+    from .guard.ct_volume import check_ct_volume
+    from .io.nifti import load_nifti, write_source_nifti
+
+    samples: dict[str, list[float]] = {stage: [] for stage in VOLUME_STAGES}
+    with tempfile.TemporaryDirectory() as folder:
+        for index in range(runs + int(warm_up)):
+            started = time.perf_counter()
+            volume = check_ct_volume(load_nifti(data))
+            decoded = time.perf_counter()
+            result = pipeline.analyse(volume)
+            analysed = time.perf_counter()
+            for name, mask in (("lungs", result.lung_mask), ("infection", result.infection_labels > 0)):
+                write_source_nifti(mask, result.volume, Path(folder) / f"benchmark_{name}.nii.gz")
+            written = time.perf_counter()
+            if warm_up and index == 0:
+                continue
+            samples["decode"].append((decoded - started) * 1000)
+            for stage in VOLUME_STAGES[1:5]:
+                samples[stage].append(result.timings_ms.get(stage, 0.0))
+            samples["write_masks"].append((written - analysed) * 1000)
+            samples["total"].append((analysed - started) * 1000)
+    return samples
+
+
+def run_ct_volume_benchmark(registry: Registry, runs: int = 1, large: bool = True,
+                            backends: tuple[str, ...] = ("torch", "onnx")) -> list[dict]:
+    """The CT volume pipeline on synthetic .nii.gz chest volumes (``VOLUME_CASES``; ``large=False`` skips
+    512 x 512 x 300), per backend of the slice models; the 3D classifiers always run in PyTorch."""
+    from .pipelines.ct_volume import CtVolumePipeline
+
+    pipelines = {}
+    for backend in backends:
+        pipeline = CtVolumePipeline(registry, backend=backend)
+        if pipeline.backend == backend:  # else: no ONNX files for these models
+            pipelines[backend] = pipeline
+    classifiers = " + ".join(card.name for role, card in next(iter(pipelines.values())).cards.items()
+                             if role in ("uniform", "size-balanced")) or "none installed (not timed)"
+    rows = []
+    for index, (shape, spacing) in enumerate(VOLUME_CASES):
+        if index and not large:
+            continue
+        data = _volume_nifti(shape, spacing)
+        measured = []
+        for backend, pipeline in pipelines.items():
+            # the first case warms each pipeline up; the large one is timed cold (one run costs enough)
+            measured.append((backend, time_ct_volume(pipeline, data, runs, warm_up=index == 0)))
+        title = (f"CT volume: synthetic {shape[2]}x{shape[1]}x{shape[0]} (x y z) .nii.gz, {' x '.join(map(str, spacing))} mm; "
+                 f"{runs} run(s); 3D classifiers: {classifiers} (PyTorch)")
+        for row in _print_rows(title, VOLUME_STAGES, measured):
+            rows.append({"shape": shape, **row})
+    return rows
 
 
 def run_benchmark(registry: Registry, runs: int = 20, size: int = 1024, classifier: str | None = None) -> list[dict]:

@@ -160,3 +160,15 @@ def test_concurrent_analyses_equal_the_sequential_one(classifier_dir, classified
         assert np.array_equal(result.infection_labels, reference.infection_labels)
         assert result.model_probabilities == pytest.approx(reference.model_probabilities, abs=1e-6)
         np.testing.assert_allclose(result.attention["uniform"], reference.attention["uniform"], atol=1e-5)
+
+
+def test_benchmark_prints_the_ct_volume_stages(classifier_dir, monkeypatch, capsys):
+    from core import benchmark
+    from tests.core.ct_volume_fixtures import PHANTOM_SHAPE, PHANTOM_SPACING_MM
+
+    monkeypatch.setattr(benchmark, "VOLUME_CASES", ((PHANTOM_SHAPE, PHANTOM_SPACING_MM),))
+    rows = benchmark.run_ct_volume_benchmark(Registry.open(classifier_dir), runs=1, backends=("onnx",))
+    assert [row["backend"] for row in rows] == ["onnx"] and rows[0]["shape"] == PHANTOM_SHAPE
+    assert all(rows[0][stage][0] > 0 for stage in benchmark.VOLUME_STAGES)
+    out = capsys.readouterr().out
+    assert "lungs_3d p50" in out and "toy-3d-uniform + toy-3d-size-balanced" in out
