@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import streamlit as st
 
 from core.errors import ChestReviewError
@@ -82,19 +85,96 @@ def ct_slice_demo_study(label: str, seed: int):
     return make_ct_phantom(label, seed=seed).to_study()
 
 
-def analyse_once(state_key: str, case_key, analyse, progress: str):
+@st.cache_resource(show_spinner="Loading the CT volume models…")
+def ct_volume_pipeline():
+    from core.pipelines.ct_volume import CtVolumePipeline
+
+    return CtVolumePipeline(registry())
+
+
+@dataclass(frozen=True)
+class OpenedVolume:
+    """A read and guarded CT volume with its case hash (hashing a 512 x 512 x 400 volume takes a second: once)."""
+
+    volume: Any  # core.io.volume.Volume
+    case_hash: str
+
+
+def _open_volume_once(source_key, read) -> OpenedVolume:
+    """The volume of ``source_key`` (the uploaded files, or a demo case), read, guarded and hashed once per session.
+
+    A refusal is kept too, so a bad upload is not read again on every rerun. Only the current volume is held.
+    """
+    held = st.session_state.get("ct_volume_opened")
+    if held is None or held[0] != source_key:
+        from core.guard.ct_volume import check_ct_volume
+
+        try:
+            volume = check_ct_volume(read())
+            held = (source_key, OpenedVolume(volume, volume.case_hash))
+        except ChestReviewError as error:
+            held = (source_key, error)
+        st.session_state["ct_volume_opened"] = held
+    if isinstance(held[1], ChestReviewError):
+        raise held[1]
+    return held[1]
+
+
+def uploaded_ct_volume(uploads) -> OpenedVolume:
+    """The volume of Streamlit's uploaded files (one NIfTI, one zip, or the DICOM files of one series)."""
+    from core.io import load_volume
+
+    key = ("upload", tuple((upload.file_id, upload.size) for upload in uploads))
+    return _open_volume_once(key, lambda: load_volume([(upload.name, upload.getvalue()) for upload in uploads]))
+
+
+def ct_volume_demo(stem: str) -> OpenedVolume:
+    """One of ``core.ct_volume_phantoms.DEMO_CASES``, generated as ``write_ct_volume_demo_cases`` writes it."""
+    from core.ct_volume_phantoms import DEMO_CASES, DEMO_SHAPE, DEMO_SPACING_MM, make_ct_volume
+
+    _, label, seed, ratio = next(case for case in DEMO_CASES if case[0] == stem)
+    return _open_volume_once(("demo", stem), lambda: make_ct_volume(
+        label, seed, shape=DEMO_SHAPE, spacing_mm=DEMO_SPACING_MM, infection_ratio=ratio).to_volume())
+
+
+def analyse_once(state_key: str, case_key, analyse, progress: str, stages: dict[str, str] | None = None):
     """The result for ``case_key``, computed once per session (moving a slider must not rerun the models).
 
     Only the current case is kept, so a session never holds more than one result of each page.
+    With ``stages`` (stage name -> title), ``analyse`` is called with a ``progress(stage, fraction)``
+    callback that shows one progress bar per stage. A refusal of the input (``UnsupportedInputError``)
+    is kept like a result, so a refused volume is not analysed again on every rerun.
     """
+    from core.errors import UnsupportedInputError
+
     results = st.session_state.setdefault(state_key, {})
     if case_key not in results:
-        with st.status("Analysing…", expanded=False) as status:
-            status.update(label=progress)
+        with st.status(progress, expanded=stages is not None) as status:
             results.clear()
-            results[case_key] = analyse()
-            status.update(label="Analysis done", state="complete")
+            try:
+                results[case_key] = analyse(_stage_bars(stages)) if stages is not None else analyse()
+            except UnsupportedInputError as refusal:
+                results[case_key] = refusal
+                status.update(label="Refused", state="error")
+            else:
+                status.update(label="Analysis done", state="complete", expanded=False)
+    if isinstance(results[case_key], UnsupportedInputError):
+        raise results[case_key]
     return results[case_key]
+
+
+def _stage_bars(titles: dict[str, str]):
+    """A ``progress(stage, fraction)`` callback drawing one bar per stage, in the order the stages start."""
+    bars = {}
+
+    def progress(stage: str, fraction: float) -> None:
+        title = titles.get(stage, stage.replace("-", " ").capitalize())
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        if stage not in bars:
+            bars[stage] = st.progress(0.0, text=title)
+        bars[stage].progress(fraction, text=f"{title}: {fraction:.0%}")
+
+    return progress
 
 
 def review_form(study, card, probabilities: dict, predicted_label: str, task: str, slices: dict[str, int] | None = None) -> None:

@@ -23,8 +23,17 @@ your choice, the lung mask, the infection (ground glass and consolidation in two
 classifier's heat map with its crop box and the infected-region boxes, P(COVID-19) and the infection
 burden as a share of the lungs, and review it the same way.
 
+Upload a chest CT volume (one NIfTI file, the DICOM files of one series or one .zip of them) or open a
+synthetic CT volume on the **CT volume** page. You will scroll through it in three orthogonal views
+(axial, coronal, sagittal, at the true proportions of the voxels) with window presets and overlays of
+the lungs, the infection and the 3D classifier's attention map; beside them the volumes of the right
+and left lung and of the infection in ml, the infection/lung ratio with its size group, and P(COVID-19)
+vs P(community-acquired pneumonia) from the uniform-sampling and size-balanced models and their
+dual-sampling fusion. Your review can record the slice where the model went wrong.
+
 Every upload is checked before any model sees it: its DICOM tags, its pixel values and an image-kind
-model (chest radiograph, axial CT slice or something else) must fit the page.
+model (chest radiograph, axial CT slice or something else) must fit the page; a volume must be CT in
+Hounsfield units, with enough slices, one consistent series and enough lung in view.
 
 Patient identifiers are removed when a file is read: names, IDs, dates, institutions and UIDs are never
 shown, logged or stored. Reviews store a hash of the image pixels, not the image.
@@ -32,7 +41,8 @@ shown, logged or stored. Reviews store a hash of the image pixels, not the image
 )
 TASK_GROUPS = {  # task -> the page heading it is listed under
     "lung-segmentation": "Chest X-ray", "cxr-classification": "Chest X-ray",
-    "ct-lung-segmentation": "CT slice", "ct-infection-segmentation": "CT slice", "ct-classification": "CT slice",
+    "ct-lung-segmentation": "CT slice and CT volume", "ct-infection-segmentation": "CT slice and CT volume",
+    "ct-classification": "CT slice", "ct-volume-classification": "CT volume",
     "image-kind": "Every page",
 }
 st.subheader("Loaded models")

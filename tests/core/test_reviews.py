@@ -922,3 +922,23 @@ def test_downgrade_below_0003_without_slices_keeps_every_row(db_path: Path, url:
     command.downgrade(alembic_config(url), "0002")
     assert raw_rows(db_path) == [row[:-2] for row in before]
     assert "slice_view" not in column_names(db_path) and "slice_index" not in column_names(db_path)
+
+
+def test_a_fused_prediction_is_reviewed_under_both_of_its_models(store: ReviewStore) -> None:
+    from core.reviews.reviewed_model import FUSION_NAME, reviewed_model
+
+    uniform = types.SimpleNamespace(name="dual-us", version="1.0", weights_sha256=sha("us"), classes=["cap", "covid"])
+    balanced = types.SimpleNamespace(name="dual-ss", version="1.1", weights_sha256=sha("ss"), classes=["cap", "covid"])
+    fused = reviewed_model([uniform, balanced])
+    assert (fused.name, fused.version, fused.classes) == ("dual-us+dual-ss", "1.0+1.1", ("cap", "covid"))
+    assert fused.weights_sha256 == hashlib.sha256(f"{sha('us')}+{sha('ss')}".encode()).hexdigest()
+    assert reviewed_model([uniform, balanced]) == fused  # the same pair, the same identity
+    assert reviewed_model([balanced, uniform]).weights_sha256 != fused.weights_sha256
+    assert reviewed_model([uniform]).weights_sha256 == sha("us")  # one model: its own card
+    long = types.SimpleNamespace(**{**vars(uniform), "name": "x" * 95})
+    assert reviewed_model([long, balanced]).name == FUSION_NAME  # fits the review log's column
+    with pytest.raises(ValueError):
+        reviewed_model([uniform, types.SimpleNamespace(**{**vars(balanced), "classes": ["normal", "covid"]})])
+    saved = store.add_review(volume_input(model_name=fused.name, model_version=fused.version,
+                                          weights_sha256=fused.weights_sha256, slice_view="axial", slice_index=3))
+    assert (saved.model_name, saved.weights_sha256) == (fused.name, fused.weights_sha256)
