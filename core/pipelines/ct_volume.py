@@ -235,11 +235,14 @@ class CtVolumePipeline:
     # ------------------------------------------------------------------------------------------------
     def _classify(self, volume: Volume, lung_mask: np.ndarray, ratio: float, report: Progress):
         """(probabilities, P(COVID-19) per model and fused, w, T(A) per model on the volume's grid)."""
-        covid, attention = {}, {}
+        covid, attention, inputs = {}, {}, {}
         report("classification", 0.0)
         for done, (sampling, model) in enumerate(self.classifiers.items()):
-            card = self.cards[sampling]
-            x, placement = classifier_input_from_config(volume.hu, lung_mask, volume.spacing_mm, card.input_config)
+            config = self.cards[sampling].input_config
+            key = (tuple(config["shape"]), float(config["factor"]))  # the two models usually share their input
+            if key not in inputs:
+                inputs[key] = classifier_input_from_config(volume.hu, lung_mask, volume.spacing_mm, config)
+            x, placement = inputs[key]
             logit, soft_attention = self._run_classifier(model, x)
             covid[sampling] = float(sigmoid(np.float32(logit)))
             attention[sampling] = attention_to_volume(soft_attention, placement, volume.hu.shape)
