@@ -94,6 +94,14 @@ class CtVolumeResult:
         return max(self.probabilities, key=self.probabilities.get) if self.probabilities else None
 
 
+@dataclass
+class _Classification:
+    probabilities: dict[str, float] = field(default_factory=dict)
+    model_probabilities: dict[str, float] = field(default_factory=dict)
+    fusion_weight: float | None = None
+    attention: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 def classifier_cards(registry: Registry) -> dict[str, ModelCard]:
     """sampling ("uniform", "size-balanced") -> the first card of the task with that sampling."""
     cards: dict[str, ModelCard] = {}
@@ -129,45 +137,56 @@ class CtVolumePipeline:
         timings: dict[str, float] = {}
         warnings = list(volume.warnings)
         inputs: dict[int, np.ndarray] = {}  # network input size -> (Z, 1, s, s) grey inputs, filled as needed
+        classified = _Classification()
         with timed(timings, "total"):
             with timed(timings, "lung_mask"):
                 raw_lungs = self._raw_lungs(volume.hu, inputs, report)
             with timed(timings, "lungs_3d"):
-                report("lungs_3d", 0.0)
-                midline = body_midline(volume.hu)
-                lung_mask = clean_lung_mask(raw_lungs, midline)
-                del raw_lungs
-                right, left = split_lungs(lung_mask, midline)
-                lung_ml = {"right": volume_ml(right, volume.spacing_mm), "left": volume_ml(left, volume.spacing_mm)}
-                lung_ml["total"] = volume_ml(lung_mask, volume.spacing_mm)
-                del right, left
-                lung_slices = np.flatnonzero(lung_mask.any(axis=(1, 2)))
-                check_lung_coverage(lung_ml["total"], len(lung_slices))
-                report("lungs_3d", 1.0)
+                lung_mask, lung_ml, lung_slices = self._lungs_3d(volume, raw_lungs, report)
             with timed(timings, "infection"):
                 labels = self._infection(volume.hu, lung_mask, lung_slices, inputs, report)
-            infection_ml = {"total": volume_ml(labels > 0, volume.spacing_mm)}
-            if self.multiclass is not None:
-                infection_ml["ggo"] = volume_ml(labels == 1, volume.spacing_mm)
-                infection_ml["consolidation"] = volume_ml(labels == 2, volume.spacing_mm)
+            infection_ml = self._infection_ml(labels, volume.spacing_mm)
             ratio = min(infection_ml["total"] / lung_ml["total"], 1.0) if lung_ml["total"] > 0 else 0.0
-            probabilities, model_probabilities, weight, attention = {}, {}, None, {}
             if self.classifiers:
                 with timed(timings, "classification"):
-                    probabilities, model_probabilities, weight, attention = self._classify(volume, lung_mask, ratio, report)
-                if len(self.classifiers) < len(SAMPLINGS):
-                    missing = [s for s in SAMPLINGS if s not in self.classifiers]
-                    warnings.append(f"Only one of the two 3D classifiers is installed (missing: {', '.join(missing)}): "
-                                    "the probability is that model's, not the dual-sampling fusion.")
-            else:
-                warnings.append(NO_CLASSIFIER_WARNING)
+                    classified = self._classify(volume, lung_mask, ratio, report)
+            warnings += self._classifier_warnings()
         return CtVolumeResult(
             volume=volume, lung_mask=lung_mask, infection_labels=labels, lung_volume_ml=lung_ml,
             infection_volume_ml=infection_ml, infection_ratio=float(ratio), ratio_band=ratio_band(ratio),
-            probabilities=probabilities, model_probabilities=model_probabilities, fusion_weight=weight,
-            attention=attention, cards=dict(self.cards), backend=self.backend, lung_slices=len(lung_slices),
-            timings_ms=timings, warnings=warnings,
+            probabilities=classified.probabilities, model_probabilities=classified.model_probabilities,
+            fusion_weight=classified.fusion_weight, attention=classified.attention, cards=dict(self.cards),
+            backend=self.backend, lung_slices=len(lung_slices), timings_ms=timings, warnings=warnings,
         )
+
+    def _classifier_warnings(self) -> list[str]:
+        if not self.classifiers:
+            return [NO_CLASSIFIER_WARNING]
+        missing = [s for s in SAMPLINGS if s not in self.classifiers]
+        if missing:
+            return [(f"Only one of the two 3D classifiers is installed (missing: {', '.join(missing)}): the "
+                     "probability is that model's, not the dual-sampling fusion.")]
+        return []
+
+    def _lungs_3d(self, volume: Volume, raw_lungs: np.ndarray, report: Progress):
+        """(3D lung mask, {"right", "left", "total"} ml, indices of the slices holding lung); refuses too little lung."""
+        report("lungs_3d", 0.0)
+        midline = body_midline(volume.hu)
+        lung_mask = clean_lung_mask(raw_lungs, midline)
+        right, left = split_lungs(lung_mask, midline)
+        lung_ml = {"right": volume_ml(right, volume.spacing_mm), "left": volume_ml(left, volume.spacing_mm),
+                   "total": volume_ml(lung_mask, volume.spacing_mm)}
+        lung_slices = np.flatnonzero(lung_mask.any(axis=(1, 2)))
+        check_lung_coverage(lung_ml["total"], len(lung_slices))
+        report("lungs_3d", 1.0)
+        return lung_mask, lung_ml, lung_slices
+
+    def _infection_ml(self, labels: np.ndarray, spacing_mm) -> dict[str, float]:
+        infection_ml = {"total": volume_ml(labels > 0, spacing_mm)}
+        if self.multiclass is not None:
+            infection_ml["ggo"] = volume_ml(labels == 1, spacing_mm)
+            infection_ml["consolidation"] = volume_ml(labels == 2, spacing_mm)
+        return infection_ml
 
     # ------------------------------------------------------------------------------------------------
     def _grey_inputs(self, hu: np.ndarray, indices: np.ndarray, size: int, cache: dict[int, np.ndarray]) -> np.ndarray:
@@ -233,8 +252,8 @@ class CtVolumePipeline:
         return labels
 
     # ------------------------------------------------------------------------------------------------
-    def _classify(self, volume: Volume, lung_mask: np.ndarray, ratio: float, report: Progress):
-        """(probabilities, P(COVID-19) per model and fused, w, T(A) per model on the volume's grid)."""
+    def _classify(self, volume: Volume, lung_mask: np.ndarray, ratio: float, report: Progress) -> _Classification:
+        """Probabilities, P(COVID-19) per model and fused, w, and T(A) per model on the volume's grid."""
         covid, attention, inputs = {}, {}, {}
         report("classification", 0.0)
         for done, (sampling, model) in enumerate(self.classifiers.items()):
@@ -253,7 +272,7 @@ class CtVolumePipeline:
         else:
             weight = None
             covid["dual"] = next(iter(covid.values()))
-        return {"cap": 1.0 - covid["dual"], "covid": covid["dual"]}, covid, weight, attention
+        return _Classification({"cap": 1.0 - covid["dual"], "covid": covid["dual"]}, covid, weight, attention)
 
     def _run_classifier(self, model, x: np.ndarray) -> tuple[float, np.ndarray]:
         """(the COVID-19 logit, T(A) on the network grid) of one network input (Z, Y, X)."""
