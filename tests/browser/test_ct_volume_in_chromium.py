@@ -46,6 +46,13 @@ def _no_trace(page) -> None:
     assert page.locator("[data-testid=stException]").count() == 0
 
 
+def _settle(page) -> None:
+    """Wait until the rerun is over: during one, Streamlit shows the old elements (stale) beside the new ones."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-stale=\"true\"], [data-testid=stStatusWidgetRunningIcon],"
+        " [data-testid=stStatusWidgetRunningManIcon]')")
+
+
 def _view_captions(page) -> list[str]:
     captions = page.locator("[data-testid=stImage]").filter(has_text=VIEW_CAPTION)
     return [text.strip() for text in captions.all_inner_texts()]
@@ -77,6 +84,7 @@ def test_upload_a_nifti_volume_scroll_review_a_slice_and_find_it_in_the_log(volu
     alerts = page.locator("[data-testid=stAlert]")
     assert alerts.filter(has_text="SYNTHETIC DEMO VOLUME").count() == 0  # an upload, not a demo volume
     alerts.filter(has_text="trained on synthetic volumes only").wait_for()  # the classifiers' banner
+    _settle(page)
     _no_trace(page)
 
     axial = page.get_by_role("slider", name="Axial slice (0 = feet)")
@@ -85,6 +93,7 @@ def test_upload_a_nifti_volume_scroll_review_a_slice_and_find_it_in_the_log(volu
         axial.press("ArrowRight")
     page.wait_for_function(
         "() => [...document.querySelectorAll('[data-testid=stImage]')].some(e => e.innerText.startsWith('Axial 43 — '))")
+    _settle(page)
     assert _view_captions(page)[0].startswith("Axial 43 — top: anterior, left: patient's right")
     page.screenshot(path=str(tmp_path / "ct-volume-page.png"), full_page=True)
     _no_trace(page)
