@@ -172,3 +172,18 @@ def test_a_bad_upload_shows_a_specific_message_and_no_trace(bundled, files, mess
     errors = [e.value for e in app.error]
     assert len(errors) == 1 and message in errors[0], errors
     assert not app.image and not app.metric  # nothing analysed
+
+
+def test_the_dicom_files_of_one_series_in_any_order_are_one_volume(bundled):
+    from core.ct_volume_phantoms import DEMO_SHAPE, DEMO_SPACING_MM, make_ct_volume
+    from core.io.series import dicom_series_bytes
+
+    phantom = make_ct_volume("cap", 2, shape=DEMO_SHAPE, spacing_mm=DEMO_SPACING_MM, infection_ratio=0.01)
+    files = [(f"IM{n:04d}", data) for n, data in enumerate(dicom_series_bytes(phantom.hu, phantom.spacing_mm,
+                                                                                shuffle_seed=5))]
+    app = AppTest.from_function(_page_with_uploads, args=(CT_VOLUME, files), default_timeout=300).run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert [c.split(" — ")[0] for c in image_captions(app)] == ["Axial 40", "Coronal 80", "Sagittal 80"]
+    assert not any("SYNTHETIC DEMO" in w.value for w in app.warning)  # an upload: no demo banner
+    metrics = {m.label: m.value for m in app.metric}
+    assert float(metrics["Right lung"].removesuffix(" ml")) > 300 and float(metrics["Left lung"].removesuffix(" ml")) > 300
