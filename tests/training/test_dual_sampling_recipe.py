@@ -126,3 +126,23 @@ def test_a_rerun_reuses_the_finished_folds(trained_run, monkeypatch):
     result = dual_sampling.run(None, trained_run["run"], "smoke")
     torch.set_num_threads(threads)
     assert len(result["folds"]) == 2
+
+
+def test_batch_norm_recalibration_averages_the_given_volumes_and_keeps_the_weights():
+    from types import SimpleNamespace
+
+    from models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet3d34_attention", width=4).eval()
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    volumes = torch.rand(6, 1, 16, 32, 32)
+    data = SimpleNamespace(batch=lambda index, device: (volumes[torch.as_tensor(index)], None))
+    dual_sampling.recalibrate_batch_norm(model, data, np.arange(6), "cpu", batch=3)
+    assert not model.training
+    with torch.no_grad():
+        stem = model.stem[0](volumes)
+    halves = [stem[:3].mean(dim=(0, 2, 3, 4)), stem[3:].mean(dim=(0, 2, 3, 4))]
+    assert torch.allclose(model.stem[1].running_mean, (halves[0] + halves[1]) / 2, atol=1e-5)
+    assert model.stem[1].momentum == 0.1
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
