@@ -3,6 +3,7 @@ import streamlit as st
 from core.classes import class_title
 from core.ct_volume_phantoms import DEMO_CASES
 from core.errors import ChestReviewError
+from core.io.series import MAX_SERIES_BYTES
 from core.imaging.infection_burden import BAND_TITLES
 from core.imaging.volume_views import ORIENTATION, VIEWS, Overlays, middle_slices, render_view, slice_count
 from core.imaging.windowing import LUNG, PRESETS, Window
@@ -37,7 +38,8 @@ try:
     if source == "Upload a volume":
         uploads = st.file_uploader(
             "A chest CT volume: one NIfTI file (.nii, .nii.gz), the DICOM files of one series, or one .zip of them",
-            accept_multiple_files=True, key="cv_upload")  # any name: DICOM files often have none; content decides
+            accept_multiple_files=True, key="cv_upload",  # any name: DICOM files often have none; content decides
+            max_upload_size=MAX_SERIES_BYTES // 2**20)  # a .nii.gz or zip of one series; the loader checks the total
         if uploads:
             opened = uploaded_ct_volume(uploads)
     else:
