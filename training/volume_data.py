@@ -160,7 +160,10 @@ def segment_with_bundled_models(volume, models_dir: str | Path) -> tuple[np.ndar
                            "in labels.csv (lung_mask, infection_mask).") from error
     from core.registry import Registry
 
-    result = CtVolumePipeline(Registry.open(Path(models_dir)), backend="torch").analyse(volume)
+    registry = Registry.open(Path(models_dir))
+    # Segmentation only: the registry's 3D classifiers (perhaps the very models being retrained) stay out.
+    segmenters = Registry(registry.folder, [c for c in registry.cards() if c.task != "ct-volume-classification"])
+    result = CtVolumePipeline(segmenters, backend="torch").analyse(volume)
     return np.asarray(result.lung_mask, bool), np.asarray(result.infection_labels) > 0
 
 

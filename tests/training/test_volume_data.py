@@ -127,3 +127,26 @@ def test_synthetic_records_have_disjoint_seeds_and_one_volume_per_patient():
     assert len(tv) == 6 and len(test) == 4 and not tv & test
     assert len({r.patient_id for r in records}) == 10
     assert [r.label for r in records[:4]] == ["covid", "cap", "covid", "cap"]
+
+
+def test_masks_from_the_bundled_ct_models_through_the_volume_pipeline(tmp_path):
+    from pathlib import Path
+
+    from core.registry import Registry
+    from training.metrics import dice_iou
+
+    weights = Path(__file__).resolve().parents[2] / "weights"
+    pytest.importorskip("core.pipelines.ct_volume")
+    try:
+        tasks = {card.task for card in Registry.open(weights).cards()}
+    except Exception:  # noqa: BLE001  (no bundled registry in this checkout)
+        tasks = set()
+    if not {"ct-lung-segmentation", "ct-infection-segmentation"} <= tasks:
+        pytest.skip("the bundled CT lung and infection models are not in weights/")
+    p = volume_data.synthetic_volume("covid", 3, (48, 96, 96), (5.0, 3.6, 3.6), infection_ratio=0.05)
+    (tmp_path / "a.nii.gz").write_bytes(nifti_bytes(p.hu, p.spacing_mm, "RAS", compress=True))
+    write_csv(tmp_path / "labels.csv", [{"file": "a.nii.gz", "label": "covid"}])
+    case = volume_data.load_case(read_volume_records(tmp_path)[0], SyntheticSettings(), weights)
+    assert case.mask_source == "models"
+    assert dice_iou(case.lungs, p.lung_mask | (p.infection_mask > 0))[0] > 0.9
+    assert not (case.infection & ~case.lungs).any()
