@@ -155,11 +155,13 @@ def test_every_volume_has_a_lesion():
     assert 1 <= np.count_nonzero(ph.infection_mask) < 10
 
 
-def test_drawn_ratios_overlap_covid_mostly_large_cap_mostly_small():
-    covid = np.array([draw_infection_ratio("covid", seed) for seed in range(300)])
-    cap = np.array([draw_infection_ratio("cap", seed) for seed in range(300)])
-    assert (covid > 0.03).mean() > 0.6 and (covid < 0.005).mean() > 0.05
-    assert (cap < 0.005).mean() > 0.5 and (cap > 0.03).mean() > 0.1 and (cap <= 0.001).mean() > 0.1
+def test_drawn_ratios_give_the_papers_group_weights_of_about_one_and_a_half():
+    covid = np.array([draw_infection_ratio("covid", seed) for seed in range(600)])
+    cap = np.array([draw_infection_ratio("cap", seed) for seed in range(600)])
+    covid_large, cap_small = (covid >= 0.03).sum(), (cap <= 0.001).sum()
+    assert 1.3 < covid_large / (len(covid) - covid_large) < 1.7  # W covid-small = N large / N small
+    assert 1.3 < cap_small / (len(cap) - cap_small) < 1.7  # W cap-large = N small / N large
+    assert (covid < 0.005).mean() > 0.05 and (cap > 0.03).mean() > 0.05  # the groups overlap
     assert phantom("covid", 7).infection_ratio == pytest.approx(draw_infection_ratio("covid", 7), rel=0.05)
 
 
