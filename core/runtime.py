@@ -51,6 +51,10 @@ class OnnxModel:
 
         options = ort.SessionOptions()
         options.log_severity_level = 3  # the CPU fallback of a GPU build is expected, not an error
+        # Idle worker threads sleep instead of spinning: the app shares its cores (Streamlit sessions, several
+        # models, other processes), and spinning threads then steal them from the work (CT slice models on a
+        # 2-core machine with one core busy: 2-2.3x faster per slice without spinning).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=list(onnx_providers()))
         except Exception as error:  # onnxruntime raises its own untyped Fail/InvalidGraph errors
