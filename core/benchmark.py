@@ -88,14 +88,14 @@ def time_ct_slice(pipeline, data: bytes, runs: int) -> dict[str, list[float]]:
 
 def _print_rows(title: str, stages: tuple, measured: list[tuple[str, dict]]) -> list[dict]:
     print(title)
-    print(f"{'backend':<14}" + "".join(f"{s + ' p50':>20}{'p90':>8}" for s in stages))
+    print(f"{'backend':<14}" + "".join(f"{s + ' p50':>20}{'p90':>10}" for s in stages))
     rows = []
     for label, samples in measured:
         row, line = {"backend": label}, f"{label:<14}"
         for stage in stages:
             p50, p90 = np.percentile(samples[stage], [50, 90])
             row[stage] = (float(p50), float(p90))
-            line += f"{p50:>20.1f}{p90:>8.1f}"
+            line += f"{p50:>20.1f}{p90:>10.1f}"
         print(line)
         rows.append(row)
     return rows
