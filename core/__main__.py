@@ -5,7 +5,7 @@
     python -m core predict --task ct-volume PATHS --out vol.csv [--masks DIR]  # CT volumes: NIfTI files or DICOM series folders
     python -m core benchmark --runs 20                            # per-stage timings, PyTorch vs ONNX Runtime
     python -m core benchmark --only ct-volume [--no-large-volume]   # CT volumes: 138x256x256 and 512x512x300
-    python -m core demo-cases OUT_DIR                             # write the synthetic demo cases (X-ray and CT)
+    python -m core demo-cases OUT_DIR                             # write the synthetic demo cases (X-ray, CT slices, CT volumes)
 """
 
 from __future__ import annotations
@@ -50,9 +50,11 @@ def main(argv=None) -> int:
         _benchmark(args, Registry.open(folder))
     elif args.command == "demo-cases":
         from .ct_phantoms import write_ct_demo_cases
+        from .ct_volume_phantoms import write_ct_volume_demo_cases
         from .phantoms import write_demo_cases
 
-        for path in [*write_demo_cases(Path(args.out)), *write_ct_demo_cases(Path(args.out))]:
+        out = Path(args.out)
+        for path in [*write_demo_cases(out), *write_ct_demo_cases(out), *write_ct_volume_demo_cases(out)]:
             print(path)
     return 0
 

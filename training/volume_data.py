@@ -33,7 +33,7 @@ import json
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +131,9 @@ def synthetic_records(n_tv: int, n_test: int, seed_tv: int = 0, seed_test: int =
 class SyntheticSettings:
     shape: tuple = (96, 192, 192)  # (z, y, x) voxels of a generated volume
     spacing_mm: tuple = (2.5, 1.8, 1.8)
+    # "models": lungs and infection from the bundled CT models, as the app computes them for an upload (the
+    # paper segments training and test volumes alike with its VB-Net); "ground truth": the generator's masks.
+    masks: str = "ground truth"
 
 
 @dataclass
@@ -158,13 +161,19 @@ def segment_with_bundled_models(volume, models_dir: str | Path) -> tuple[np.ndar
         raise RuntimeError("This volume has no lung or infection mask and the CT-volume pipeline "
                            "(core.pipelines.ct_volume) that would segment it is not available; list the masks "
                            "in labels.csv (lung_mask, infection_mask).") from error
+    result = _segmentation_pipeline(str(models_dir), CtVolumePipeline).analyse(volume)
+    return np.asarray(result.lung_mask, bool), np.asarray(result.infection_labels) > 0
+
+
+@lru_cache(maxsize=2)
+def _segmentation_pipeline(models_dir: str, pipeline_class):
+    """The CT-volume pipeline on the registry's segmentation models only, loaded once per process: its 3D
+    classifiers (perhaps the very models being retrained) stay out; the backend is the app's default."""
     from core.registry import Registry
 
     registry = Registry.open(Path(models_dir))
-    # Segmentation only: the registry's 3D classifiers (perhaps the very models being retrained) stay out.
     segmenters = Registry(registry.folder, [c for c in registry.cards() if c.task != "ct-volume-classification"])
-    result = CtVolumePipeline(segmenters, backend="torch").analyse(volume)
-    return np.asarray(result.lung_mask, bool), np.asarray(result.infection_labels) > 0
+    return pipeline_class(segmenters)
 
 
 def _load_mask(path: str, shape: tuple, what: str) -> np.ndarray:
@@ -181,6 +190,9 @@ def load_case(record: VolumeRecord, synthetic: SyntheticSettings, models_dir: st
     if record.image is None:
         phantom = synthetic_volume(record.label, record.seed, synthetic.shape, synthetic.spacing_mm,
                                    record.infection_ratio)
+        if synthetic.masks == "models":
+            lungs, infection = segment_with_bundled_models(phantom.to_volume(), models_dir)
+            return CaseArrays(phantom.hu, phantom.spacing_mm, lungs | infection, infection & lungs, "models")
         infection = phantom.infection_mask > 0
         return CaseArrays(phantom.hu, phantom.spacing_mm, phantom.lung_mask | infection, infection, "ground truth")
     from core.io import load_volume_path

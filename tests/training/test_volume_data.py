@@ -129,11 +129,11 @@ def test_synthetic_records_have_disjoint_seeds_and_one_volume_per_patient():
     assert [r.label for r in records[:4]] == ["covid", "cap", "covid", "cap"]
 
 
-def test_masks_from_the_bundled_ct_models_through_the_volume_pipeline(tmp_path):
+def bundled_ct_segmenters():
+    """The repository's weights/ folder, or a skip where it lacks the CT lung and infection models."""
     from pathlib import Path
 
     from core.registry import Registry
-    from training.metrics import dice_iou
 
     weights = Path(__file__).resolve().parents[2] / "weights"
     pytest.importorskip("core.pipelines.ct_volume")
@@ -143,6 +143,13 @@ def test_masks_from_the_bundled_ct_models_through_the_volume_pipeline(tmp_path):
         tasks = set()
     if not {"ct-lung-segmentation", "ct-infection-segmentation"} <= tasks:
         pytest.skip("the bundled CT lung and infection models are not in weights/")
+    return weights
+
+
+def test_masks_from_the_bundled_ct_models_through_the_volume_pipeline(tmp_path):
+    from training.metrics import dice_iou
+
+    weights = bundled_ct_segmenters()
     p = volume_data.synthetic_volume("covid", 3, (48, 96, 96), (5.0, 3.6, 3.6), infection_ratio=0.05)
     (tmp_path / "a.nii.gz").write_bytes(nifti_bytes(p.hu, p.spacing_mm, "RAS", compress=True))
     write_csv(tmp_path / "labels.csv", [{"file": "a.nii.gz", "label": "covid"}])
@@ -150,3 +157,17 @@ def test_masks_from_the_bundled_ct_models_through_the_volume_pipeline(tmp_path):
     assert case.mask_source == "models"
     assert dice_iou(case.lungs, p.lung_mask | (p.infection_mask > 0))[0] > 0.9
     assert not (case.infection & ~case.lungs).any()
+
+
+def test_synthetic_volumes_can_train_on_the_masks_the_app_serves():
+    from training.metrics import dice_iou
+
+    weights = bundled_ct_segmenters()
+    record = volume_data.synthetic_records(1, 0)[0]
+    settings = SyntheticSettings((48, 96, 96), (5.0, 3.6, 3.6))
+    truth = volume_data.load_case(record, settings, weights)
+    served = volume_data.load_case(record, SyntheticSettings(settings.shape, settings.spacing_mm, "models"), weights)
+    assert (truth.mask_source, served.mask_source) == ("ground truth", "models")
+    np.testing.assert_array_equal(served.hu, truth.hu)
+    assert 0.85 < dice_iou(served.lungs, truth.lungs)[0] < 1.0  # the models' lungs, not the generator's
+    assert not (served.infection & ~served.lungs).any()
