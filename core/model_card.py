@@ -53,12 +53,33 @@ def _ct_segmentation_metrics(test: dict) -> str:
     return "Test split:\n\n" + _table(["", "n", *metrics], rows)
 
 
+BINARY_SCORES = ("auc", "accuracy", "sensitivity", "specificity", "f1")
+
+
+def _ct_volume_metrics(metrics: dict) -> str:
+    """P(COVID-19) vs CAP scores (``training.recipes.dual_sampling``): this model, the fusion, the folds."""
+    rows = [[title, metrics[key]["n"], *(f"{metrics[key][s]:.3f}" for s in BINARY_SCORES)]
+            for key, title in (("test", "this model, test"), ("test_dual_sampling", "dual-sampling fusion, test"),
+                               ("validation", "this model, validation fold")) if key in metrics]
+    folds = metrics.get("cross_validation_test")
+    if folds:
+        rows.append([f"this model, test, mean ± std of {folds['auc']['n']} folds", "",
+                     *(f"{folds[s]['mean']:.3f} ± {folds[s]['std']:.3f}" for s in BINARY_SCORES)])
+    return ("COVID-19 (positive) vs community-acquired pneumonia at P(COVID-19) >= 0.5; sensitivity on COVID-19, "
+            "specificity on CAP:\n\n" + _table(["", "n", "AUC", "accuracy", "sensitivity", "specificity", "F1"], rows))
+
+
 def _metrics_markdown(task: str, test: dict) -> str:
     if task == "lung-segmentation":
         return _segmentation_metrics(test)
     if task in ("ct-lung-segmentation", "ct-infection-segmentation"):
         return _ct_segmentation_metrics(test)
     return _classification_metrics(test)
+
+
+def _input_shape(card: ModelCard) -> str:
+    shape = card.input_config.get("shape")  # 3D networks: (z, y, x) voxels
+    return " × ".join(map(str, shape)) + " voxels" if shape else f"{card.input_size}×{card.input_size}"
 
 
 def card_markdown(card: ModelCard) -> str:
@@ -68,7 +89,7 @@ def card_markdown(card: ModelCard) -> str:
                    f" · **Lung model:** {card.segmenter or 'the registry default'}")
     lines = [
         f"**Task:** {card.task} · **Architecture:** `{card.architecture}` {card.architecture_config} · "
-        f"**Input:** {card.input_size}×{card.input_size} · **Classes:** {', '.join(card.classes)}" + serving,
+        f"**Input:** {_input_shape(card)} · **Classes:** {', '.join(card.classes)}" + serving,
         f"**Intended use:** {card.intended_use}",
         f"**Preprocessing:** {card.preprocessing}",
         f"**Training data:** {card.training_data}",
@@ -77,7 +98,9 @@ def card_markdown(card: ModelCard) -> str:
     if card.synthetic:
         lines.append("**Synthetic test model:** trained on generated phantoms; its outputs mean nothing clinically.")
     test = card.metrics.get("test")
-    if test:
+    if card.task == "ct-volume-classification" and test:
+        lines.append(_ct_volume_metrics(card.metrics))
+    elif test:
         lines.append(_metrics_markdown(card.task, test))
     if card.limitations:
         lines.append("**Limitations:**\n" + "\n".join(f"- {item}" for item in card.limitations))

@@ -10,6 +10,7 @@ import torch
 
 from core.imaging.infection_burden import dual_sampling_probability
 from core.imaging.volume_input import classifier_input, quantise
+from core.model_card import card_markdown
 from core.registry import Registry
 from training.__main__ import main as training_main
 from training.recipes import dual_sampling
@@ -108,6 +109,9 @@ def test_export_gives_two_synthetic_cards_that_reproduce_the_recipe(trained_run)
         assert "--profile paper --data DATA" in card.training_command
         assert card.input_config["shape"] == [16, 32, 32] and card.input_config["factor"] == 8.0
         assert card.architecture == "resnet3d34_attention" and card.metrics["fold"] == fold
+        assert "masks from the generator (ground truth)" in card.training_data  # the smoke profile's masks
+        shown = card_markdown(card)  # the page shows every card: its scores must render
+        assert "16 × 32 × 32 voxels" in shown and "dual-sampling fusion, test" in shown and "mean ± std of 2 folds" in shown
         model = registry.load_torch(card)
         with torch.no_grad():
             served = torch.sigmoid(model(x)[:, 0]).numpy()
