@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..guard.ct_volume import check_lung_coverage
+from ..guard.ct_volume import check_lung_coverage, field_of_view_warning
 from ..imaging.ct_input import hu_to_model_levels, levels_to_model_pixels
 from ..imaging.infection_burden import dual_sampling_probability, fusion_weight, ratio_band
 from ..imaging.slice_batch import probabilities_to_shape, segmenter_inputs, squares_to_size
@@ -143,6 +143,7 @@ class CtVolumePipeline:
                 raw_lungs = self._raw_lungs(volume.hu, inputs, report)
             with timed(timings, "lungs_3d"):
                 lung_mask, lung_ml, lung_slices = self._lungs_3d(volume, raw_lungs, report)
+            warnings += [w for w in [field_of_view_warning(lung_mask)] if w]
             with timed(timings, "infection"):
                 labels = self._infection(volume.hu, lung_mask, lung_slices, inputs, report)
             infection_ml = self._infection_ml(labels, volume.spacing_mm)

@@ -10,6 +10,7 @@ import pytest
 import core.io.volume as volume_module
 from core.errors import FileTooLargeError, ImageTooSmallError, UnsupportedInputError
 from core.guard import MIN_SLICES, check_ct_volume, check_lung_coverage
+from core.guard.ct_volume import field_of_view_warning
 from core.io import dicom_series_bytes, load_volume, volume_from_canonical
 from core.io.series import FAKE_IDENTITY
 from tests.core.test_volume_io import CHEST, LUNGS, SPACING, tiny_chest, uploads
@@ -123,3 +124,16 @@ def test_lung_coverage(lung_ml, slices, accepted):
     else:
         with pytest.raises(UnsupportedInputError, match="Too little lung is in view"):
             check_lung_coverage(lung_ml, slices)
+
+
+def test_lungs_cut_by_the_field_of_view_are_flagged():
+    lungs = np.zeros((40, 64, 64), bool)
+    lungs[5:35, 10:50, 8:28] = True  # right lung, inside the image
+    lungs[5:35, 10:50, 36:56] = True
+    assert field_of_view_warning(lungs) is None
+    lungs[5:30, 20:40, 56:] = True  # the left lung runs off the image's edge on 25 of 30 lung slices
+    warning = field_of_view_warning(lungs)
+    assert "field of view cuts through the lungs" in warning and "25 of 30 axial slices" in warning
+    lungs[5:30, 20:40, 56:] = False
+    lungs[5:7, 20:40, 56:] = True  # two slices at the edge: an apex or a base grazing it, no warning
+    assert field_of_view_warning(lungs) is None

@@ -121,3 +121,12 @@ def test_lung_coverage_thresholds_on_the_served_lung_model(volumes, bundled_weig
     abdomen_ml, abdomen_slices = served_lungs(volumes["abdomen_pelvis"], registry)
     with pytest.raises(UnsupportedInputError, match="Too little lung"):
         check_lung_coverage(abdomen_ml, abdomen_slices)
+
+
+def test_the_chest_crop_cuts_through_the_lungs_and_the_page_says_so(volumes, bundled_weights_dir):
+    """The crop's lungs run off the image on most slices: the served result warns that its volumes are partial."""
+    from core.pipelines.ct_volume import CtVolumePipeline
+
+    result = CtVolumePipeline(Registry.open(bundled_weights_dir)).analyse(volumes["mediastinum_crop"])
+    assert any("field of view cuts through the lungs" in w for w in result.warnings)
+    assert 1000 < result.lung_volume_ml["total"] < 2000  # 1,380 ml measured (2026-12-01)
