@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .volume_masks import bounding_box
 from .windowing import CT_MODEL_WINDOW
 
 RESAMPLE_SPACING_MM = (1.25, 0.7168, 0.7168)  # (z, y, x): the paper's 0.7168 x 0.7168 x 1.25 mm (x, y, z)
@@ -78,18 +79,6 @@ def network_spacing(factor: float = PAPER_FACTOR) -> tuple[float, float, float]:
     return tuple(s * float(factor) for s in RESAMPLE_SPACING_MM)
 
 
-def _bounding_box(mask: np.ndarray) -> list[tuple[int, int]] | None:
-    """Per axis (first, last + 1) of the True voxels; None for an empty mask."""
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        if hits.size == 0:
-            return None
-        box.append((int(hits[0]), int(hits[-1]) + 1))
-    return box
-
-
 def plan_placement(source_shape, spacing_mm, lung_mask: np.ndarray | None, target_shape=PAPER_SHAPE,
                    factor: float = PAPER_FACTOR) -> Placement:
     """The zoom from the spacing, and per axis a start that zero-pads a volume smaller than the target
@@ -100,14 +89,14 @@ def plan_placement(source_shape, spacing_mm, lung_mask: np.ndarray | None, targe
     if min(spacing_mm) <= 0 or factor <= 0:
         raise ValueError("Voxel spacing and the downsampling factor must be positive.")
     zoom = tuple(float(s) / t for s, t in zip(spacing_mm, network_spacing(factor)))
-    box = _bounding_box(lung_mask) if lung_mask is not None else None
+    box = bounding_box(lung_mask, margin=0) if lung_mask is not None else None
     starts = []
     for axis, (size, z, target) in enumerate(zip(source_shape, zoom, target_shape)):
         length = max(1, round(size * z))
         if length <= target:
             starts.append(-((target - length) // 2))
             continue
-        centre = (box[axis][0] + box[axis][1]) / 2 if box else size / 2  # source edge units
+        centre = (box[axis].start + box[axis].stop) / 2 if box else size / 2  # source edge units
         start = round(centre * z - target / 2)
         starts.append(min(max(start, 0), length - target))
     return Placement(source_shape, zoom, tuple(starts), tuple(int(t) for t in target_shape))
@@ -146,12 +135,12 @@ def _sampled_range(coords: np.ndarray, allowed: np.ndarray, low: float, high: fl
     return (int(hits[0]), int(hits[-1]) + 1) if hits.size else (0, 0)
 
 
-def _resample_box(values: np.ndarray, box: list[tuple[int, int]], placement: Placement, fill: float) -> np.ndarray:
+def _resample_box(values: np.ndarray, box: tuple[slice, ...], placement: Placement, fill: float) -> np.ndarray:
     """``values`` (the source voxels inside ``box``; every voxel just outside the box equals ``fill``)
     resampled onto the network grid, ``fill`` elsewhere (padding included)."""
     out = np.full(placement.target_shape, fill, dtype=np.float32)
     ranges, coords = [], []
-    for axis, (lo, hi) in enumerate(box):
+    for axis, (lo, hi) in enumerate((b.start, b.stop) for b in box):
         source = placement.source_coordinates(axis)
         # A network voxel beyond one source voxel outside the box only sees fill values (voxels at the
         # volume's own edge are clamped, as everywhere else).
@@ -167,14 +156,6 @@ def _resample_box(values: np.ndarray, box: list[tuple[int, int]], placement: Pla
     return out
 
 
-def _padded_box(mask: np.ndarray) -> list[tuple[int, int]] | None:
-    """The mask's bounding box grown by one voxel (inside the volume), so the box's rim is outside the mask."""
-    box = _bounding_box(mask)
-    if box is None:
-        return None
-    return [(max(lo - 1, 0), min(hi + 1, size)) for (lo, hi), size in zip(box, mask.shape)]
-
-
 def classifier_input(hu: np.ndarray, lung_mask: np.ndarray, spacing_mm, target_shape=PAPER_SHAPE,
                      factor: float = PAPER_FACTOR) -> tuple[np.ndarray, Placement]:
     """(float32 ``target_shape`` array in [0, 1] on 8-bit levels, its ``Placement``): steps 1-4 of the module doc.
@@ -187,12 +168,11 @@ def classifier_input(hu: np.ndarray, lung_mask: np.ndarray, spacing_mm, target_s
     if hu.shape != lung_mask.shape:
         raise ValueError(f"The lung mask's shape {lung_mask.shape} differs from the volume's {hu.shape}.")
     placement = plan_placement(hu.shape, spacing_mm, lung_mask, target_shape, factor)
-    box = _padded_box(lung_mask)
+    box = bounding_box(lung_mask, margin=1)  # grown by one voxel: the box's rim lies outside the mask
     if box is None:
         return np.zeros(placement.target_shape, np.float32), placement
-    region = tuple(slice(lo, hi) for lo, hi in box)
     low, high = INPUT_WINDOW.low, INPUT_WINDOW.high
-    masked = np.where(lung_mask[region], np.nan_to_num(hu[region].astype(np.float32), nan=low), np.float32(low))
+    masked = np.where(lung_mask[box], np.nan_to_num(hu[box].astype(np.float32), nan=low), np.float32(low))
     resampled = _resample_box(masked, box, placement, fill=low)
     windowed = np.clip((resampled - low) / (high - low), 0.0, 1.0)
     return (np.round(windowed * LEVELS) / LEVELS).astype(np.float32), placement
@@ -209,11 +189,10 @@ def mask_input(mask: np.ndarray, placement: Placement) -> np.ndarray:
     mask = np.asarray(mask) > 0
     if mask.shape != placement.source_shape:
         raise ValueError(f"The mask's shape {mask.shape} differs from the volume's {placement.source_shape}.")
-    box = _padded_box(mask)
+    box = bounding_box(mask, margin=1)
     if box is None:
         return np.zeros(placement.target_shape, np.uint8)
-    region = tuple(slice(lo, hi) for lo, hi in box)
-    return (_resample_box(mask[region].astype(np.float32), box, placement, fill=0.0) >= 0.5).astype(np.uint8)
+    return (_resample_box(mask[box].astype(np.float32), box, placement, fill=0.0) >= 0.5).astype(np.uint8)
 
 
 def attention_to_volume(attention: np.ndarray, placement: Placement, volume_shape=None) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""End-to-end analyses, one module per kind of study (``cxr``, ``ct_slice``)."""
+"""End-to-end analyses, one module per kind of study (``cxr``, ``ct_slice``, ``ct_volume``)."""
 
 from __future__ import annotations
 
@@ -12,3 +12,18 @@ def timed(timings: dict, stage: str):
     started = time.perf_counter()
     yield
     timings[stage] = (time.perf_counter() - started) * 1000.0
+
+
+class CovidCall:
+    """``prob_covid`` and ``predicted_label`` of a result with ``probabilities`` ({class: p}; empty when no
+    classifier ran), shared by the CT results."""
+
+    probabilities: dict[str, float]
+
+    @property
+    def prob_covid(self) -> float | None:
+        return self.probabilities.get("covid")
+
+    @property
+    def predicted_label(self) -> str | None:
+        return max(self.probabilities, key=self.probabilities.get) if self.probabilities else None

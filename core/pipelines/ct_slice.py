@@ -26,7 +26,7 @@ from ..preprocess import resize_square, segmenter_input
 from ..registry import ModelCard, Registry
 from ..runtime import OnnxModel, TorchModel, torch_device
 from ..study import Study
-from . import timed
+from . import CovidCall, timed
 
 MIN_LUNG_FRACTION = 0.01  # below this, no lung is in view and infection burden is meaningless
 INFECTION_THRESHOLD = 0.5
@@ -44,7 +44,7 @@ class InfectionBurden:
 
 
 @dataclass
-class CtSliceResult:
+class CtSliceResult(CovidCall):
     study: Study
     model_pixels: np.ndarray  # what the networks saw, [0, 1] at the slice's shape
     lung_mask: np.ndarray
@@ -60,14 +60,6 @@ class CtSliceResult:
     backend: str
     timings_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def prob_covid(self) -> float | None:
-        return self.probabilities.get("covid")
-
-    @property
-    def predicted_label(self) -> str | None:
-        return max(self.probabilities, key=self.probabilities.get) if self.probabilities else None
 
 
 def measure_burden(lung_mask: np.ndarray, labels: np.ndarray, multiclass: bool) -> InfectionBurden:

@@ -39,7 +39,7 @@ from ..io.volume import Volume
 from ..lung import sigmoid
 from ..registry import ModelCard, Registry
 from ..runtime import TorchModel, torch_device
-from . import timed
+from . import CovidCall, timed
 from .ct_slice import (
     INFECTION_THRESHOLD,
     label_infection,
@@ -67,7 +67,7 @@ Progress = Callable[[str, float], None]
 
 
 @dataclass
-class CtVolumeResult:
+class CtVolumeResult(CovidCall):
     volume: Volume
     lung_mask: np.ndarray  # bool, canonical [z, y, x]
     infection_labels: np.ndarray  # uint8 0 none / 1 ground glass / 2 consolidation (1 = infection without the split)
@@ -84,14 +84,6 @@ class CtVolumeResult:
     lung_slices: int = 0  # axial slices holding lung
     timings_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def prob_covid(self) -> float | None:
-        return self.probabilities.get("covid")
-
-    @property
-    def predicted_label(self) -> str | None:
-        return max(self.probabilities, key=self.probabilities.get) if self.probabilities else None
 
 
 @dataclass
