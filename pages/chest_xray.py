@@ -7,7 +7,19 @@ from core.model_card import card_markdown
 from core.phantoms import make_phantom
 from core.viz import heat_overlay, mask_overlay, probability_figure
 from pages.app_frame import require_app_frame
-from pages.common import RESEARCH_ONLY, analyse_once, cxr_pipeline, guard_chest_xray, registry, review_form, show_error
+from pages.common import (
+    REAL_DEMO,
+    RESEARCH_ONLY,
+    analyse_once,
+    case_sources,
+    choose_real_demo_case,
+    cxr_pipeline,
+    guard_chest_xray,
+    registry,
+    review_form,
+    show_demo_truth,
+    show_error,
+)
 
 require_app_frame()  # first statement of every page: its link works as a server's first request
 
@@ -16,15 +28,19 @@ UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "dcm", "dicom"]
 st.title("Chest X-ray")
 st.caption(RESEARCH_ONLY)
 
-source = st.radio("Case", ["Upload a file", "Synthetic demo case"], horizontal=True)
-study = None
+source = st.radio("Case", case_sources("cxr"), horizontal=True, key="cxr_source")
+study = demo = None
 try:
     if source == "Upload a file":
         upload = st.file_uploader("Frontal chest radiograph: PNG, JPEG, BMP, TIFF or DICOM", type=UPLOAD_TYPES)
         if upload is not None:
             check_upload_size(upload.size)
             study = guard_chest_xray(load_image(upload.getvalue(), upload.name))
-    else:
+    elif source == REAL_DEMO:
+        demo = choose_real_demo_case("cxr", key="cxr_demo_case")
+        study = guard_chest_xray(load_image(demo.read_bytes(), demo.file))
+    else:  # SYNTHETIC_DEMO: the fallback, out of distribution for the models
+        st.caption("Synthetic fallback: a generated phantom; the models were not trained on such images, so their answers on it mean little.")
         label = st.selectbox("Synthetic phantom (generated, not a patient)", MANET_CLASSES, format_func=class_title, key="phantom_label")
         seed = st.number_input("Phantom seed", min_value=0, max_value=9999, value=0, step=1)
         study = guard_chest_xray(make_phantom(label, seed=int(seed)).to_study())
@@ -32,7 +48,7 @@ except ChestReviewError as error:
     show_error(error)
 
 if study is None:
-    st.info("Upload an image or choose a synthetic demo case to start.")
+    st.info("Upload an image or choose a demo case to start.")
     st.stop()
 
 try:
@@ -65,6 +81,8 @@ if result.attention_map is not None:
 left, right = st.columns([3, 2])
 with left:
     st.subheader(f"Prediction: {class_title(result.predicted_label)}")
+    if demo is not None:
+        show_demo_truth(demo, result.predicted_label)
     st.plotly_chart(probability_figure(result.probabilities), width="stretch")
 with right:
     st.subheader("Lungs")

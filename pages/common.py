@@ -223,3 +223,33 @@ def _slice_choice(slices: dict[str, int]) -> str | None:
         format_func=lambda view: "no slice recorded" if view is None else f"{view} view, slice {slices[view]}",
         key="review_slice_view",
     )
+
+
+REAL_DEMO = "Real demo case"
+SYNTHETIC_DEMO = "Synthetic demo case"
+
+
+def case_sources(task: str) -> list[str]:
+    """The page's case choices: upload, the bundled real demo cases of ``task`` (when bundled), the synthetic fallback."""
+    from core.demo_cases import demo_cases
+
+    return ["Upload a file", *([REAL_DEMO] if demo_cases(task) else []), SYNTHETIC_DEMO]
+
+
+def choose_real_demo_case(task: str, key: str):
+    """A selectbox of the bundled real demo cases of ``task`` (true label and source in each title); the chosen case."""
+    from core.demo_cases import demo_cases
+
+    cases = {case.file: case for case in demo_cases(task)}
+    chosen = st.selectbox("Real demo case (de-identified, from the data pack's test split; licences allow redistribution)",
+                          list(cases), format_func=lambda file: cases[file].title, key=key)
+    return cases[chosen]
+
+
+def show_demo_truth(case, predicted_label: str | None) -> None:
+    """Beside the model's answer: the demo case's true label, its source and its credit line."""
+    from core.classes import class_title
+
+    answer = f" · model's answer: **{class_title(predicted_label)}**" if predicted_label else ""
+    st.markdown(f"**True label: {class_title(case.label)}** (source: {case.source}, file {case.source_file}){answer}")
+    st.caption(f"Real demo case, credit: {case.credit}")

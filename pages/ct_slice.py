@@ -5,9 +5,29 @@ from core.errors import ChestReviewError
 from core.imaging.windowing import LUNG, PRESETS, Window, apply_window
 from core.io import check_upload_size, load_image
 from core.model_card import card_markdown
-from core.viz import HEATMAP_BOX_COLOUR, SIDE_BOX_COLOURS, draw_box, heat_overlay, infection_overlay, mask_overlay, probability_figure
+from core.viz import (
+    HEATMAP_BOX_COLOUR,
+    SIDE_BOX_COLOURS,
+    draw_box,
+    heat_overlay,
+    infection_overlay,
+    mask_overlay,
+    probability_figure,
+)
 from pages.app_frame import require_app_frame
-from pages.common import RESEARCH_ONLY, analyse_once, ct_slice_demo_study, ct_slice_pipeline, guard_ct_slice, review_form, show_error
+from pages.common import (
+    REAL_DEMO,
+    RESEARCH_ONLY,
+    analyse_once,
+    case_sources,
+    choose_real_demo_case,
+    ct_slice_demo_study,
+    ct_slice_pipeline,
+    guard_ct_slice,
+    review_form,
+    show_demo_truth,
+    show_error,
+)
 
 require_app_frame()  # first statement of every page: its link works as a server's first request
 
@@ -17,8 +37,8 @@ WINDOW_TITLES = {"lung": "Lung W1500/L-600 (the paper's [-1350, 150] HU)", "medi
 st.title("CT slice")
 st.caption(RESEARCH_ONLY)
 
-source = st.radio("Case", ["Upload a file", "Synthetic demo case"], horizontal=True, key="ct_source")
-study = None
+source = st.radio("Case", case_sources("ct-slice"), horizontal=True, key="ct_source")
+study = demo = None
 try:
     if source == "Upload a file":
         upload = st.file_uploader("One axial chest CT slice: DICOM (Hounsfield units) or a PNG/JPEG exported with a lung window",
@@ -26,7 +46,11 @@ try:
         if upload is not None:
             check_upload_size(upload.size)
             study = guard_ct_slice(load_image(upload.getvalue(), upload.name))
-    else:
+    elif source == REAL_DEMO:
+        demo = choose_real_demo_case("ct-slice", key="ct_demo_case")
+        study = guard_ct_slice(load_image(demo.read_bytes(), demo.file))
+    else:  # the synthetic fallback, out of distribution for the models
+        st.caption("Synthetic fallback: a generated phantom; the models were not trained on such images, so their answers on it mean little.")
         label = st.selectbox("Synthetic phantom (generated, not a patient)", ["covid", "non-covid"], format_func=class_title, key="ct_phantom_label")
         seed = st.number_input("Phantom seed", min_value=0, max_value=9999, value=0, step=1, key="ct_phantom_seed")
         study = ct_slice_demo_study(label, int(seed))
@@ -34,7 +58,7 @@ except ChestReviewError as error:
     show_error(error)
 
 if study is None:
-    st.info("Upload a CT slice or choose a synthetic demo case to start. Whole series and volumes go to the CT volume page.")
+    st.info("Upload a CT slice or choose a demo case to start. Whole series and volumes go to the CT volume page.")
     st.stop()
 
 try:
@@ -82,6 +106,8 @@ left, right = st.columns([3, 2])
 with left:
     if result.probabilities:
         st.subheader(f"P(COVID-19): {result.prob_covid:.1%}")
+        if demo is not None:
+            show_demo_truth(demo, result.predicted_label)
         st.plotly_chart(probability_figure(result.probabilities), width="stretch")
         st.caption("Branches (P(COVID-19)): " + " · ".join(f"{k} {v:.1%}" for k, v in result.branch_probabilities.items()))
 with right:
