@@ -2,7 +2,8 @@
 
 Recipes: ``manet``, ``hrnet-unet``, ``covid-cxnet``, ..., ``dual-sampling`` (one per paper); ``export`` turns a finished run
 folder into an entry of the app's model registry; ``served-accuracy`` scores a registry classifier
-through the app's own pipeline. ``--data`` takes one or more folders in any layout
+through the app's own pipeline; ``external-eval`` does the same on any folder with a ``labels.csv``
+(accuracy, AUC, per-class recall, calibration, per source). ``--data`` takes one or more folders in any layout
 ``training.adapters`` reads (the shared pack, Montgomery/Shenzhen, Cohen, Kermany); without it the
 shared pack is found through ``$CHEST_DATA`` or ``../shared/data``. Multi-GPU:
 ``torchrun --nproc_per_node 4 -m training manet --profile gpu ...``.
@@ -69,7 +70,7 @@ def run_recipe(module, paths: list[str] | None, out: Path, profile: str, overrid
         module.run(load_records(paths), out, profile, **overrides)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int | None:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
@@ -90,12 +91,23 @@ def main(argv=None) -> None:
     served.add_argument("--classifier", help="card name (default: the registry's first classifier)")
     served.add_argument("--data", nargs="+", help="data folder(s); default $CHEST_DATA or ../shared/data")
     served.add_argument("--split", default="test")
+    external = sub.add_parser("external-eval", help="score a registry classifier through the app's pipeline on a folder "
+                                                    "with labels.csv (image,label[,source]): accuracy, AUC, recall, calibration")
+    external.add_argument("--weights", default="weights", help="registry folder (holds manifest.json)")
+    external.add_argument("--classifier", help="card name (default: the registry's first classifier)")
+    external.add_argument("--data", required=True, help="folder holding labels.csv and the images it names")
+    external.add_argument("--out", help="also write one CSV row per image here")
+    external.add_argument("--skip-unknown-labels", action="store_true",
+                          help="leave out images whose label the classifier has no class for (default: stop and name them)")
+    external.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     from training.export import export_run
 
+    if args.command == "external-eval":
+        return _external_eval(args)
     if args.command == "served-accuracy":
         from training.served import served_accuracy
 
@@ -120,5 +132,23 @@ def main(argv=None) -> None:
             print(f"exported {card.name} {card.version} -> {args.export}")
 
 
+def _external_eval(args) -> int:
+    import sys
+
+    from core.errors import ChestReviewError
+    from training.external_eval import external_eval, format_report, write_per_image
+
+    try:
+        result = external_eval(Path(args.weights), args.classifier, Path(args.data), args.skip_unknown_labels, args.backend)
+    except ChestReviewError as error:  # no labels.csv, unknown labels, no such classifier, a broken registry
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(format_report(result))
+    if args.out:
+        write_per_image(result, Path(args.out))
+        print(f"wrote {len(result.rows)} rows to {args.out}")
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
