@@ -83,6 +83,9 @@ def main(argv=None) -> int | None:
         recipe.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a profile field")
         recipe.add_argument("--tensorboard", action="store_true", help="also write a TensorBoard log per model")
         recipe.add_argument("--export", metavar="WEIGHTS_DIR", help="also export the selected models into this registry folder")
+    from training.shards import add_parser as add_shards_parser
+
+    add_shards_parser(sub, RECIPES)  # pack-shards: a recipe's data as <= 60 MiB shards for a GPU machine
     export = sub.add_parser("export", help="export a finished run folder into the app's model registry")
     export.add_argument("run", help="run folder written by a recipe")
     export.add_argument("--weights", default="weights", help="registry folder (holds manifest.json)")
@@ -106,6 +109,10 @@ def main(argv=None) -> int | None:
 
     from training.export import export_run
 
+    if args.command == "pack-shards":
+        from training.shards import command as pack_shards_command
+
+        return pack_shards_command(args)
     if args.command == "external-eval":
         return _external_eval(args)
     if args.command == "served-accuracy":

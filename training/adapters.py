@@ -35,6 +35,7 @@ COHEN_FINDING_KEYWORDS = (
     ("viral", ("viral", "sars", "mers", "influenza", "varicella", "herpes")),
 )
 LAYOUT_HINTS = {
+    "shards": "shards.json (python -m training pack-shards)",
     "pack": "cxr/labels.csv (shared data pack)",
     "nlm": "CXR_png/ (NLM Montgomery or Shenzhen)",
     "cohen": "metadata.csv + images/ (Cohen covid-chestxray-dataset)",
@@ -156,12 +157,20 @@ def _assign_missing_splits(records: list[CxrRecord], fractions=(0.8, 0.1, 0.1)) 
     return [record if record.split else replace(record, split=next(splits)) for record in records]
 
 
-READERS = {"pack": read_pack, "nlm": read_nlm_tb, "cohen": read_cohen, "kermany": read_kermany}
+def read_shards(root: str | os.PathLike) -> list[CxrRecord]:
+    """The pack held by ``python -m training pack-shards`` output, verified and unpacked once (``training.shards``)."""
+    from training.shards import unpack_shards
+
+    return read_pack(unpack_shards(root))
+
+
+READERS = {"shards": read_shards, "pack": read_pack, "nlm": read_nlm_tb, "cohen": read_cohen, "kermany": read_kermany}
 
 
 def detect_layout(path: str | os.PathLike) -> str:
     root = Path(path)
     matches = {
+        "shards": lambda: (root / "shards.json").is_file(),
         "pack": lambda: (root / "cxr" / "labels.csv").is_file(),
         "nlm": lambda: (root / "CXR_png").is_dir(),
         "cohen": lambda: (root / "metadata.csv").is_file() and (root / "images").is_dir(),

@@ -31,9 +31,14 @@ def resolve_data_root(path: str | os.PathLike | None = None, collections: tuple[
 
     The first candidate holding ``<collection>/labels.csv`` for every one of ``collections`` wins: the
     X-ray recipes need ``cxr``; CT recipes pass e.g. ``("ct_infection",)`` so a CT-only folder is found.
+    A folder of shards (``training.shards``) is verified and unpacked once, and its pack is the candidate.
     """
     candidates = [path, os.environ.get(DATA_ENV), Path(__file__).resolve().parents[2] / "shared" / "data"]
     for candidate in candidates:
+        if candidate and (Path(candidate) / "shards.json").is_file():  # ``python -m training pack-shards`` output
+            from training.shards import unpack_shards
+
+            candidate = unpack_shards(candidate)
         if candidate and all((Path(candidate) / name / "labels.csv").is_file() for name in collections):
             return Path(candidate)
     needed = " and ".join(f"{name}/labels.csv" for name in collections)
