@@ -77,7 +77,10 @@ def cxr_columns(classes: list[str]) -> list[str]:
 
 def predict_rows(task: str, pipeline, files: list[Path], gate: ImageKindGate | None = None,
                  masks_dir: Path | None = None, progress: bool = True) -> Iterator[dict]:
-    """One CSV row per file for ``task``; ``masks_dir`` (CT slices and volumes) also receives lung and infection masks."""
+    """One CSV row per file for ``task``; ``masks_dir`` (CT slices and volumes) also receives lung and infection masks.
+
+    X-ray and CT slice rows also carry ``logits`` (the classifier's raw output as a list, before the card's
+    temperature; ``python -m training calibrate`` fits on them), a key outside the CSV columns."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}")
     if task == "ct-volume":
@@ -109,6 +112,7 @@ def _cxr_row(result) -> dict:
     return {f"prob_{k}": round(v, 6) for k, v in result.probabilities.items()} | {
         "status": "ok", "predicted_label": result.predicted_label,
         "lung_area_fraction": round(result.lung.area_fraction, 4), "message": " ".join(result.warnings),
+        "logits": None if result.logits is None else [float(v) for v in result.logits],
     }
 
 
@@ -123,7 +127,7 @@ def _ct_slice_row(result) -> dict:
         "prob_covid": rounded(result.probabilities.get("covid")), "prob_noncovid": rounded(result.probabilities.get("non-covid")),
         "lung_area_fraction": rounded(burden.lung_area_fraction), "infection_fraction": rounded(burden.infection_fraction),
         "ggo_fraction": rounded(burden.ggo_fraction), "consolidation_fraction": rounded(burden.consolidation_fraction),
-        "message": " ".join(result.warnings),
+        "message": " ".join(result.warnings), "logits": None if result.logits is None else [float(v) for v in result.logits],
     }
 
 

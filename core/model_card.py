@@ -77,6 +77,40 @@ def _metrics_markdown(task: str, test: dict) -> str:
     return _classification_metrics(test)
 
 
+CLASSIFIER_TASKS = ("cxr-classification", "ct-classification", "ct-volume-classification")
+
+
+def _number(value) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def _calibration_markdown(card: ModelCard) -> str:
+    """Which probabilities the app shows (calibrated or not) and, when calibrated, ECE and reliability on test."""
+    cal = card.calibration
+    if not cal:
+        hint = "; `python -m training calibrate` fits one" if card.task != "ct-volume-classification" else ""
+        return ("**Probabilities:** uncalibrated: the app shows the network's own softmax/sigmoid outputs "
+                f"(no temperature fitted{hint}).")
+    head = (f"**Probabilities:** calibrated: the app and `core predict` show softmax/sigmoid(logits / T) with "
+            f"temperature **T = {cal['temperature']:.3f}** fitted on {cal.get('fitted_on', 'val')} (minimum NLL).")
+    if "ece_before" not in cal:
+        return head
+    bins = cal.get("bins", 15)
+    lines = [head, f"Calibration on {cal.get('evaluated_on', 'test')}: top-label expected calibration error ({bins} bins) "
+                   f"**{cal['ece_before']:.4f} before → {cal['ece_after']:.4f} after**"
+                   + (f"; NLL {cal['nll_before']:.4f} → {cal['nll_after']:.4f}" if "nll_before" in cal else "") + "."]
+    reliability = cal.get("reliability") or {}
+    before, after = reliability.get("before") or [], reliability.get("after") or []
+    if before and after:
+        rows = [[f"{b['low']:.2f}–{b['high']:.2f}", b["n"], _number(b["confidence"]), _number(b["accuracy"]),
+                 a["n"], _number(a["confidence"]), _number(a["accuracy"])]
+                for b, a in zip(before, after) if b["n"] or a["n"]]
+        lines.append("Reliability (top-label confidence bins; a calibrated model has accuracy ≈ confidence):\n\n" + _table(
+            ["confidence", "n before", "confidence before", "accuracy before", "n after", "confidence after", "accuracy after"],
+            rows))
+    return "\n\n".join(lines)
+
+
 def _input_shape(card: ModelCard) -> str:
     shape = card.input_config.get("shape")  # 3D networks: (z, y, x) voxels
     return " × ".join(map(str, shape)) + " voxels" if shape else f"{card.input_size}×{card.input_size}"
@@ -102,6 +136,8 @@ def card_markdown(card: ModelCard) -> str:
         lines.append(_ct_volume_metrics(card.metrics))
     elif test:
         lines.append(_metrics_markdown(card.task, test))
+    if card.task in CLASSIFIER_TASKS:
+        lines.append(_calibration_markdown(card))
     if card.limitations:
         lines.append("**Limitations:**\n" + "\n".join(f"- {item}" for item in card.limitations))
     lines.append("**Files:** " + ", ".join(f"`{f.path}` (SHA-256 `{f.sha256[:16]}…`)" for f in card.files.values()))

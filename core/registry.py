@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .calibration import check_calibration
 from .errors import ModelError, UntrustedWeightsError
 
 MANIFEST = "manifest.json"
@@ -69,6 +70,8 @@ class ModelCard:
     input_config: dict = field(default_factory=dict)  # parameters of the input kind
     output: str = "softmax"  # one of OUTPUTS (classifiers)
     segmenter: str | None = None  # the lung-segmentation card the classifier was trained on; None: the default
+    # classifiers: temperature scaling fitted on val and its effect on test (``core.calibration``); None: uncalibrated
+    calibration: dict | None = None
 
     @property
     def weights_sha256(self) -> str:
@@ -81,7 +84,10 @@ class ModelCard:
         return cls(**data)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if data["calibration"] is None:  # manifests of uncalibrated models stay as they were
+            del data["calibration"]
+        return data
 
 
 class Registry:
@@ -112,6 +118,9 @@ class Registry:
             raise ModelError(f"Model {card.name!r} has unknown input kind {card.input_kind!r} or output {card.output!r}.")
         if card.output == "sigmoid" and len(card.classes) != 2:
             raise ModelError(f"Model {card.name!r}: a sigmoid output needs exactly two classes, not {len(card.classes)}.")
+        problem = check_calibration(card.calibration)
+        if problem:
+            raise ModelError(f"Model {card.name!r}: {problem}.")
         if card.segmenter is not None and self.card(card.segmenter).task != "lung-segmentation":
             raise ModelError(f"Model {card.name!r} names {card.segmenter!r} as its segmenter, which is not a lung model.")
 

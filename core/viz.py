@@ -104,3 +104,30 @@ def probability_figure(probabilities: dict[str, float]) -> go.Figure:
         height=260, margin=dict(l=10, r=10, t=10, b=10),
     )
     return figure
+
+
+def reliability_figure(calibration: dict) -> go.Figure | None:
+    """Reliability diagram of a card's ``calibration`` entry: accuracy against mean confidence per confidence bin
+    on test, before and after the temperature, with the diagonal of perfect calibration; None without the bins."""
+    tables = (calibration or {}).get("reliability") or {}
+    if not tables.get("before") or not tables.get("after"):
+        return None
+    figure = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                                  line={"color": "#999999", "dash": "dash"}))
+    for key, colour in (("before", "#e4572e"), ("after", "#2e86ab")):
+        rows = [row for row in tables[key] if row["n"]]
+        ece = calibration.get(f"ece_{key}")
+        figure.add_trace(go.Scatter(
+            x=[row["confidence"] for row in rows], y=[row["accuracy"] for row in rows], mode="lines+markers",
+            name=f"{key} (ECE {ece:.3f})" if ece is not None else key, line={"color": colour},
+            marker={"size": [6 + 14 * (row["n"] / max(r["n"] for r in rows)) ** 0.5 for row in rows]},
+            customdata=[row["n"] for row in rows], hovertemplate="confidence %{x:.3f}<br>accuracy %{y:.3f}<br>n %{customdata}",
+        ))
+    figure.update_layout(
+        xaxis={"range": [0, 1], "title": "mean confidence (top label)"}, yaxis={"range": [0, 1], "title": "accuracy"},
+        height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        title={"text": f"Reliability on {calibration.get('evaluated_on', 'test')}, T = {calibration['temperature']:.3f}",
+               "font": {"size": 13}},
+        legend={"x": 0.02, "y": 0.98},
+    )
+    return figure

@@ -26,10 +26,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from core.calibration import ECE_BINS, probability_note, reliability
 from core.errors import ChestReviewError
 from training.metrics import classification_report
-
-ECE_BINS = 15
 
 
 class ExternalEvalError(ChestReviewError):
@@ -54,6 +53,7 @@ class ExternalEval:
     refused: int
     accuracy_with_refusals: float  # refused images counted as wrong
     skipped_labels: dict[str, int] = field(default_factory=dict)  # labels left out (skip_unknown)
+    probability_note: str = ""  # calibrated (temperature T fitted on val) or uncalibrated, as the app shows them
 
 
 def read_labels(folder: Path) -> list[LabelledImage]:
@@ -78,26 +78,6 @@ def read_labels(folder: Path) -> list[LabelledImage]:
         images.append(LabelledImage(image if image.is_absolute() else Path(folder) / image, row["label"].lower(),
                                     row.get("source") or None))
     return images
-
-
-def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> tuple[float, list[dict]]:
-    """Top-label expected calibration error and its table: equal-width bins over (0, 1], the first one closed.
-
-    ECE = sum over bins of |bin| / n * |accuracy(bin) - mean confidence(bin)|; empty bins are listed with n = 0.
-    """
-    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
-    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
-    table, ece = [], 0.0
-    for b in range(bins):
-        pick = index == b
-        n = int(pick.sum())
-        row = {"low": b / bins, "high": (b + 1) / bins, "n": n,
-               "confidence": float(confidence[pick].mean()) if n else None,
-               "accuracy": float(correct[pick].mean()) if n else None}
-        if n:
-            ece += n / len(confidence) * abs(row["accuracy"] - row["confidence"])
-        table.append(row)
-    return float(ece), table
 
 
 def auc_per_class(targets: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, float | None]:
@@ -158,7 +138,8 @@ def external_eval(weights: Path, classifier: str | None, data: Path, skip_unknow
     for row in rows:
         row["correct"] = int(row["status"] == "ok" and row["predicted_label"] == row["target"])
     return ExternalEval(card.name, card.version, classes, rows, report, len(rows), len(rows) - len(analysed),
-                        float(np.mean([row["correct"] for row in rows])), skipped_labels=unknown)
+                        float(np.mean([row["correct"] for row in rows])), skipped_labels=unknown,
+                        probability_note=probability_note(card))
 
 
 def per_image_columns(classes: list[str]) -> list[str]:
@@ -199,7 +180,8 @@ def format_report(result: ExternalEval) -> str:
             lines.append(f"{name:<12} {cls['support']:>5} {cls['recall']:>7.4f} {cls['precision']:>9.4f} "
                          f"{_number(report['auc_per_class'][name]):>18}")
         lines.append("")
-        lines.append(f"calibration: expected calibration error (top label, {ECE_BINS} bins) {report['ece']:.4f}")
+        lines.append(f"calibration: expected calibration error (top label, {ECE_BINS} bins) {report['ece']:.4f}"
+                     + (f" of the probabilities as the app shows them: {result.probability_note}" if result.probability_note else ""))
         lines.append(f"{'confidence':<12} {'n':>5} {'mean conf.':>10} {'accuracy':>9}")
         for row in report["reliability"]:
             if row["n"]:

@@ -9,7 +9,9 @@ rule, shared with training). Models come only from the registry:
   it, the multi-class head that splits the infection into ground glass and consolidation; the split is
   taken inside the binary infection mask, so ground glass + consolidation = infection;
 * ``ct-classification``: paper 002's fusion classifier, fed with the global slice, the crop of its
-  own heat map (Eq. 1 and 2) and the left/right sub-images of the infected regions.
+  own heat map (Eq. 1 and 2) and the left/right sub-images of the infected regions. Its fusion logit is
+  divided by the card's temperature (``core.calibration``) when the card has a ``calibration`` entry, so
+  ``probabilities`` are calibrated; ``branch_probabilities`` stay each branch's own sigmoid.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..calibration import probabilities as scaled_probabilities
+from ..calibration import temperature_of
 from ..errors import ModelError, UnsupportedInputError
 from ..imaging.ct_input import ct_model_pixels
 from ..imaging.regions import Box, branch_input, heatmap_crop_box, heatmap_from_features, infected_side_boxes
@@ -51,15 +55,16 @@ class CtSliceResult(CovidCall):
     infection_probability: np.ndarray  # [0, 1] at the slice's shape
     infection_labels: np.ndarray  # uint8: 0 none, 1 ground glass, 2 consolidation (1 = infection without the multi-class model)
     burden: InfectionBurden
-    probabilities: dict[str, float]  # {"non-covid": p, "covid": p}; empty without a classifier
+    probabilities: dict[str, float]  # {"non-covid": p, "covid": p} after the card's temperature; empty without a classifier
     heatmap: np.ndarray | None  # paper 002's H (Eq. 1) at the slice's shape
     heatmap_box: Box | None  # the crop of Eq. 2 (largest region of H > tau)
     infected_boxes: dict[str, Box | None]  # {"right": ..., "left": ...}, the patient's sides
-    branch_probabilities: dict[str, float]  # P(COVID-19) of the global, heat-map, infected and fusion branches
+    branch_probabilities: dict[str, float]  # P(COVID-19) of the global, heat-map, infected and fusion branches (no temperature)
     cards: dict[str, ModelCard]  # role ("lungs", "infection", "multiclass", "classifier") -> card
     backend: str
     timings_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    logits: np.ndarray | None = None  # the fusion classifier's raw logit (1,), before the temperature; None without one
 
 
 def measure_burden(lung_mask: np.ndarray, labels: np.ndarray, multiclass: bool) -> InfectionBurden:
@@ -164,18 +169,18 @@ class CtSlicePipeline:
             infected = (infection_prob >= INFECTION_THRESHOLD) & lung_mask
             labels = self._labels(pixels, infection_small, infected)
         burden = measure_burden(lung_mask, labels, self.multiclass is not None)
-        probabilities, branches, heatmap, heatmap_box = {}, {}, None, None
+        probabilities, branches, heatmap, heatmap_box, logits = {}, {}, None, None, None
         boxes = infected_side_boxes(labels, lung_mask)
         if self.classifier is not None:
             with timed(timings, "classification"):
-                probabilities, branches, heatmap, heatmap_box = self._classify(pixels, boxes)
+                probabilities, branches, heatmap, heatmap_box, logits = self._classify(pixels, boxes)
         else:
             warnings.append("No CT classifier is installed: the slice was segmented but not classified.")
         return CtSliceResult(
             study=study, model_pixels=pixels, lung_mask=lung_mask, infection_probability=infection_prob,
             infection_labels=labels, burden=burden, probabilities=probabilities, heatmap=heatmap,
             heatmap_box=heatmap_box, infected_boxes=boxes, branch_probabilities=branches, cards=dict(self.cards),
-            backend=self.backend, timings_ms=timings, warnings=warnings,
+            backend=self.backend, timings_ms=timings, warnings=warnings, logits=logits,
         )
 
     def _infection_small(self, pixels: np.ndarray) -> np.ndarray:
@@ -194,7 +199,8 @@ class CtSlicePipeline:
         return label_infection(infected, consolidation)
 
     def _classify(self, pixels: np.ndarray, boxes: dict[str, Box | None]):
-        """Paper 002's fusion classifier: (probabilities, branch probabilities, H, crop box)."""
+        """Paper 002's fusion classifier: (probabilities after the card's temperature, branch probabilities, H,
+        crop box, the fusion's raw logit)."""
         import torch
 
         card = self.cards["classifier"]
@@ -210,8 +216,9 @@ class CtSlicePipeline:
                      for box in (heatmap_box, boxes["right"], boxes["left"])]
             logits = net.branch_logits(global_input, *local)
         branches = {name: float(torch.sigmoid(value.float()).reshape(-1)[0]) for name, value in logits.items()}
-        covid = branches["fusion"]
-        return {"non-covid": 1.0 - covid, "covid": covid}, branches, heatmap, heatmap_box
+        fusion = logits["fusion"].float().reshape(-1)[:1].cpu().numpy()
+        non_covid, covid = scaled_probabilities(fusion, "sigmoid", temperature_of(card))  # one logit: P(COVID-19)
+        return {"non-covid": float(non_covid), "covid": float(covid)}, branches, heatmap, heatmap_box, fusion
 
 
 def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -3,7 +3,9 @@
 ``CxrPipeline.analyse`` takes a guarded ``Study`` and returns a ``CxrResult`` with everything the
 page, the batch command line and the benchmark show. Models come only from the registry; the
 classifier's card says how its inputs are built (``input_kind``: MANet's image + mask, UNet + HRNet's
-lung-only image, COVID-CXNet's enhanced lung crop) and how its outputs become probabilities.
+lung-only image, COVID-CXNet's enhanced lung crop) and how its outputs become probabilities: softmax or
+sigmoid of the logits divided by the card's temperature when it has a ``calibration`` entry
+(``core.calibration``; T > 0 leaves the predicted class and the Grad-CAM target unchanged).
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..calibration import probabilities as scaled_probabilities
+from ..calibration import temperature_of
 from ..errors import ModelError, UnsupportedInputError
 from ..explain import grad_cam, mask_attention_maps, to_image_shape
-from ..lung import lung_mask_from_probability, lung_probability_small, probability_to_shape, sigmoid
+from ..lung import lung_mask_from_probability, lung_probability_small, probability_to_shape
 from ..postprocess import HRNET_MIN_AREA_FRACTION, LungMeasurements, cxnet_roi_mask, hrnet_postprocess, measure_lungs
 from ..preprocess import classifier_input, cxnet_input, lung_only_input, lung_roi_box, mask_to_shape
 from ..registry import ModelCard, Registry
@@ -41,6 +45,7 @@ class CxrResult:
     backend: str
     timings_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    logits: np.ndarray | None = None  # the classifier's raw output, before the temperature (calibration fits on these)
 
     @property
     def predicted_label(self) -> str:
@@ -73,12 +78,10 @@ def classifier_inputs(card: ModelCard, pixels: np.ndarray, lung_small: np.ndarra
     return ClassifierInput((cxnet_input(pixels, roi, size, reference),), box)
 
 
-def to_probabilities(logits: np.ndarray, output: str) -> np.ndarray:
-    if output == "sigmoid":
-        positive = float(sigmoid(logits[:1])[0])
-        return np.array([1.0 - positive, positive])
-    probs = np.exp(logits - logits.max())
-    return probs / probs.sum()
+def to_probabilities(logits: np.ndarray, output: str, temperature: float = 1.0) -> np.ndarray:
+    """Class probabilities of one case's logits: softmax, or (1 - p, p) of a sigmoid's single logit, after
+    dividing the logits by ``temperature`` (1: the network's own probabilities)."""
+    return scaled_probabilities(np.asarray(logits, dtype=np.float64).reshape(-1), output, temperature)
 
 
 def heat_to_image(heat: np.ndarray, shape: tuple[int, int], box: tuple | None) -> np.ndarray:
@@ -143,7 +146,7 @@ class CxrPipeline:
         inputs = classifier_inputs(card, pixels, lung_small, prob, lung_mask, self.reference)
         with timed(timings, "classification"):
             logits = self.classifier(*(x[None] for x in inputs.arrays))[0]
-            probs = to_probabilities(logits, card.output)
+            probs = to_probabilities(logits, card.output, temperature_of(card))
         probabilities = {name: float(p) for name, p in zip(self.classes, probs)}
         heat = attention = None
         if explain:
@@ -158,7 +161,7 @@ class CxrPipeline:
         return CxrResult(
             study=study, lung_probability=prob, lung_mask=lung_mask, lung=lung, probabilities=probabilities,
             gradcam=heat, attention_map=attention, segmenter=self.seg_card, classifier=self.cls_card,
-            backend=self.backend, timings_ms=timings, warnings=warnings,
+            backend=self.backend, timings_ms=timings, warnings=warnings, logits=np.asarray(logits, np.float32).copy(),
         )
 
 
