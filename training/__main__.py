@@ -3,7 +3,8 @@
 Recipes: ``manet``, ``hrnet-unet``, ``covid-cxnet``, ..., ``dual-sampling`` (one per paper); ``export`` turns a finished run
 folder into an entry of the app's model registry; ``served-accuracy`` scores a registry classifier
 through the app's own pipeline; ``external-eval`` does the same on any folder with a ``labels.csv``
-(accuracy, AUC, per-class recall, calibration, per source). ``--data`` takes one or more folders in any layout
+(accuracy, AUC, per-class recall, calibration, per source); ``calibrate`` fits a served classifier's
+temperature on val through the app's pipeline and writes it, with ECE before/after on test, on its card. ``--data`` takes one or more folders in any layout
 ``training.adapters`` reads (the shared pack, Montgomery/Shenzhen, Cohen, Kermany); without it the
 shared pack is found through ``$CHEST_DATA`` or ``../shared/data``. Multi-GPU:
 ``torchrun --nproc_per_node 4 -m training manet --profile gpu ...``.
@@ -103,6 +104,12 @@ def main(argv=None) -> int | None:
     external.add_argument("--skip-unknown-labels", action="store_true",
                           help="leave out images whose label the classifier has no class for (default: stop and name them)")
     external.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
+    calibrate = sub.add_parser("calibrate", help="fit a served classifier's temperature on val through the app's "
+                                                 "pipeline; ECE before/after on test; written on its model card")
+    calibrate.add_argument("--weights", default="weights", help="registry folder (holds manifest.json; rewritten)")
+    calibrate.add_argument("--classifier", required=True, help="card name (an X-ray or the CT slice classifier)")
+    calibrate.add_argument("--data", help="data pack root (cxr/ or ct_slices/ with labels.csv); default $CHEST_DATA or ../shared/data")
+    calibrate.add_argument("--dry-run", action="store_true", help="print the figures, leave the manifest as it is")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -115,6 +122,8 @@ def main(argv=None) -> int | None:
         return pack_shards_command(args)
     if args.command == "external-eval":
         return _external_eval(args)
+    if args.command == "calibrate":
+        return _calibrate(args)
     if args.command == "served-accuracy":
         from training.served import served_accuracy
 
@@ -154,6 +163,22 @@ def _external_eval(args) -> int:
     if args.out:
         write_per_image(result, Path(args.out))
         print(f"wrote {len(result.rows)} rows to {args.out}")
+    return 0
+
+
+def _calibrate(args) -> int:
+    import sys
+
+    from core.errors import ChestReviewError
+    from training.calibration import calibrate, format_calibration
+
+    try:
+        entry = calibrate(Path(args.weights), args.classifier, args.data, write=not args.dry_run)
+    except (ChestReviewError, FileNotFoundError) as error:  # no such classifier or task, no data pack, a broken registry
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(format_calibration(args.classifier, entry))
+    print("dry run: manifest unchanged" if args.dry_run else f"wrote the calibration of {args.classifier} into {args.weights}/manifest.json")
     return 0
 
 
