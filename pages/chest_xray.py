@@ -3,7 +3,6 @@ import streamlit as st
 from core.classes import MANET_CLASSES, class_title
 from core.errors import ChestReviewError
 from core.io import check_upload_size, load_image
-from core.model_card import card_markdown
 from core.phantoms import make_phantom
 from core.viz import heat_overlay, mask_overlay, probability_figure
 from pages.app_frame import require_app_frame
@@ -19,6 +18,8 @@ from pages.common import (
     review_form,
     show_demo_truth,
     show_error,
+    show_model_card,
+    show_probability_note,
 )
 
 require_app_frame()  # first statement of every page: its link works as a server's first request
@@ -84,6 +85,7 @@ with left:
     if demo is not None:
         show_demo_truth(demo, result.predicted_label)
     st.plotly_chart(probability_figure(result.probabilities), width="stretch")
+    show_probability_note(result.classifier)
 with right:
     st.subheader("Lungs")
     st.metric("Lung area", f"{result.lung.area_fraction:.1%} of the image")
@@ -94,7 +96,7 @@ with right:
     )
     with st.expander("Model cards"):
         for card in (result.segmenter, result.classifier):
-            st.markdown(f"#### {card.name} {card.version}\n\n" + card_markdown(card))
+            show_model_card(card)
     if study.metadata:
         with st.expander("Image information (identifiers removed)"):
             st.json(study.metadata)

@@ -27,6 +27,24 @@ def cxr_pipeline(classifier: str | None = None):
     return CxrPipeline(registry(), classifier=classifier)
 
 
+def show_model_card(card, heading: bool = True) -> None:
+    """A model card (``core.model_card``) and, for a calibrated classifier, its reliability diagram on test."""
+    from core.model_card import card_markdown
+    from core.viz import reliability_figure
+
+    st.markdown((f"#### {card.name} {card.version}\n\n" if heading else "") + card_markdown(card))
+    figure = reliability_figure(card.calibration) if card.calibration else None
+    if figure is not None:
+        st.plotly_chart(figure, width="stretch", key=f"reliability-{card.name}-{card.version}-{heading}")
+
+
+def show_probability_note(card) -> None:
+    """Under the probabilities: whether they are calibrated (temperature fitted on val) or the network's own."""
+    from core.calibration import probability_note
+
+    st.caption(f"Probabilities: {probability_note(card)}.")
+
+
 def show_error(error: ChestReviewError) -> None:
     """Every expected failure reaches the user as one clear sentence, never as a stack trace."""
     st.error(str(error), icon="🚫")

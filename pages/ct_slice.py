@@ -4,7 +4,6 @@ from core.classes import class_title
 from core.errors import ChestReviewError
 from core.imaging.windowing import LUNG, PRESETS, Window, apply_window
 from core.io import check_upload_size, load_image
-from core.model_card import card_markdown
 from core.viz import (
     HEATMAP_BOX_COLOUR,
     SIDE_BOX_COLOURS,
@@ -27,6 +26,8 @@ from pages.common import (
     review_form,
     show_demo_truth,
     show_error,
+    show_model_card,
+    show_probability_note,
 )
 
 require_app_frame()  # first statement of every page: its link works as a server's first request
@@ -109,7 +110,9 @@ with left:
         if demo is not None:
             show_demo_truth(demo, result.predicted_label)
         st.plotly_chart(probability_figure(result.probabilities), width="stretch")
-        st.caption("Branches (P(COVID-19)): " + " · ".join(f"{k} {v:.1%}" for k, v in result.branch_probabilities.items()))
+        show_probability_note(result.cards["classifier"])
+        st.caption("Branches (P(COVID-19), each branch's own sigmoid, no temperature): "
+                   + " · ".join(f"{k} {v:.1%}" for k, v in result.branch_probabilities.items()))
 with right:
     burden = result.burden
     st.subheader("Infection burden")
@@ -121,7 +124,7 @@ with right:
                + " · ".join(f"{k} {v:.0f} ms" for k, v in result.timings_ms.items()))
     with st.expander("Model cards"):
         for card in result.cards.values():
-            st.markdown(f"#### {card.name} {card.version}\n\n" + card_markdown(card))
+            show_model_card(card)
     if study.metadata:
         with st.expander("Image information (identifiers removed)"):
             st.json(study.metadata)

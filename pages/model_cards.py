@@ -1,9 +1,8 @@
 import streamlit as st
 
 from core.errors import ChestReviewError
-from core.model_card import card_markdown
 from pages.app_frame import require_app_frame
-from pages.common import RESEARCH_ONLY, registry, show_error
+from pages.common import RESEARCH_ONLY, registry, show_error, show_model_card
 
 require_app_frame()  # first statement of every page: its link works as a server's first request
 
@@ -16,4 +15,4 @@ except ChestReviewError as error:
     st.stop()
 for card in cards:
     with st.expander(f"{card.name} {card.version} — {card.task}", expanded=True):
-        st.markdown(card_markdown(card))
+        show_model_card(card, heading=False)
