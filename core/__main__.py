@@ -102,6 +102,10 @@ def _predict(args, registry) -> int:
     rows = predict_rows(args.task, pipeline, files, gate, Path(args.masks) if args.masks else None)
     count = write_csv(rows, Path(args.out), columns)
     print(f"wrote {count} rows to {args.out} (model {model.name} {model.version}, {pipeline.backend})")
+    if model.task in ("cxr-classification", "ct-classification"):
+        from .calibration import probability_note
+
+        print(f"probabilities: {probability_note(model)}")
     return 0
 
 

@@ -95,7 +95,7 @@ def test_ct_slice_fusion_probability_uses_the_temperature(tiny_ct_registry_dir, 
     assert cal.branch_probabilities == pytest.approx(plain.branch_probabilities)  # branches: no temperature
 
 
-def test_core_predict_writes_calibrated_probabilities_and_the_same_columns(calibrated_registry_dir, tmp_path):
+def test_core_predict_writes_calibrated_probabilities_and_the_same_columns(calibrated_registry_dir, tmp_path, capsys):
     from PIL import Image
 
     from core.__main__ import main
@@ -105,6 +105,7 @@ def test_core_predict_writes_calibrated_probabilities_and_the_same_columns(calib
     out = tmp_path / "out.csv"
     assert main(["--weights", str(calibrated_registry_dir), "--classifier", "tiny-cls", "predict", str(image),
                  "--out", str(out)]) == 0
+    assert "probabilities: calibrated (temperature 2.5 fitted on val, 40 images)" in capsys.readouterr().out
     with open(out, newline="") as handle:
         reader = csv.DictReader(handle)
         (row,) = list(reader)
