@@ -7,8 +7,13 @@ at the recipe's training resolution S (the largest input size of the profile, ``
 - an image whose longer side exceeds S is stored as the S x S uint8 array the recipe's cache holds at S
   (``training.data.stack_resized``: ``core.preprocess.resize_square``, bilinear, quantised to 0-255), a
   mask as its nearest-neighbour S x S label map, both as lossless PNG under the file's own name (the
-  MedSeg hold-out orders file names by SHA-256, and the decoders read content, not endings);
+  MedSeg hold-out orders file names by SHA-256, and the decoders read content, not endings), unless
+  that PNG is larger than the file itself;
 - any other file is kept byte for byte, so the recipe decodes exactly what it would from the folder.
+
+Either way the recipe's arrays at S are the folder's. Code that reads a resized file at its own
+resolution (segmentation Dice at each image's size, MANet's and COVID-CXNet's classifier inputs, made
+at each image's size before resizing) sees S x S instead: close to, not equal to, the folder's figures.
 
 Identifiers: the rows are the pack's own (or, for other X-ray layouts, the fields the recipes read:
 image, label, source, patient_id, split, lung_mask, orig_width); nothing is added but the stored size.
@@ -26,6 +31,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import shutil
 import tarfile
 from dataclasses import dataclass, replace
@@ -180,15 +186,21 @@ def stored_array(file: Path, kind: str, size: int) -> np.ndarray:
 
 
 def stored_bytes(file: Path, kind: str, size: int | None) -> tuple[bytes, tuple[int, int] | None]:
-    """(bytes to store, (width, height) when resized, else None)."""
+    """(bytes to store, (width, height) when resized, else None).
+
+    The S x S PNG only where it is smaller than the file: a lossless PNG of a JPEG slice can outweigh the
+    JPEG it came from, and either way the recipe's arrays at S come out the same.
+    """
+    original = Path(file).read_bytes()
     if size is not None and kind in ("image", "mask"):
-        with Image.open(file) as image:
+        with Image.open(io.BytesIO(original)) as image:
             width, height = image.size
         if max(width, height) > size:
             buffer = io.BytesIO()
             Image.fromarray(stored_array(file, kind, size)).save(buffer, format="PNG", optimize=True)
-            return buffer.getvalue(), (size, size)
-    return Path(file).read_bytes(), None
+            if buffer.tell() < len(original):
+                return buffer.getvalue(), (size, size)
+    return original, None
 
 
 def _csv_bytes(collection: Collection) -> bytes:
@@ -328,15 +340,19 @@ def unpack_shards(folder) -> Path:
     if (target / ".complete").is_file():
         return target
     verify_shards(folder, index)
-    partial = target.with_name(f"{key}.partial")
+    partial = target.with_name(f"{key}.partial-{os.getpid()}")  # one per process: torchrun ranks unpack side by side
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     for shard in index["shards"]:
         with tarfile.open(folder / shard["file"]) as tar:
             tar.extractall(partial, filter="data")  # refuses absolute paths, links out of the folder, devices
     (partial / ".complete").write_text(json.dumps({"recipe": index["recipe"], "profile": index["profile"]}) + "\n")
-    shutil.rmtree(target, ignore_errors=True)
-    partial.replace(target)
+    try:
+        partial.rename(target)  # atomic; the target only ever appears complete
+    except OSError:
+        if not (target / ".complete").is_file():
+            raise
+        shutil.rmtree(partial, ignore_errors=True)  # another process finished first
     return target
 
 
