@@ -164,3 +164,20 @@ def test_readme_gpu_section_commands_exist(capsys):
         helptext = capsys.readouterr().out
         for flag in (w.split("=")[0] for w in words if w.startswith("--")):
             assert flag in helptext, (line, flag)
+
+
+def test_the_manet_smoke_run_from_shards_trains_its_segmenter_as_from_the_folder(packs, tmp_path):
+    """X-ray path (adapters): stage 1 is identical; stage 2 reads the 32 px files where the folder has 96 px ones."""
+    shards = tmp_path / "shards"
+    pack_shards("manet", "smoke", [str(packs)], shards, 0.05, progress=False)
+    runs = {}
+    for name, data in (("folder", packs), ("shards", shards)):
+        runs[name] = tmp_path / f"run-{name}"
+        training_main(["--threads", "1", "manet", "--profile", "smoke", "--data", str(data), "--out", str(runs[name]),
+                       "--set", "classifiers=(('resnet34', 'mask'),)", "--set", "seeds=(0,)"])
+    logs = {name: [{k: v for k, v in row.items() if k != "seconds"} for row in _rows(run / "segmenter" / "log.csv")]
+            for name, run in runs.items()}
+    assert logs["shards"] == logs["folder"] and "train_loss" in logs["folder"][0]
+    folder, mine = (torch.load(runs[n] / "segmenter" / "best.pt", weights_only=True) for n in ("folder", "shards"))
+    assert all(torch.equal(folder[key], mine[key]) for key in folder)
+    assert (runs["shards"] / "classifiers" / "resnet34-mask" / "seed0" / "test.json").is_file()
