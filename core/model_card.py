@@ -99,6 +99,9 @@ def _calibration_markdown(card: ModelCard) -> str:
     lines = [head, f"Calibration on {cal.get('evaluated_on', 'test')}: top-label expected calibration error ({bins} bins) "
                    f"**{cal['ece_before']:.4f} before → {cal['ece_after']:.4f} after**"
                    + (f"; NLL {cal['nll_before']:.4f} → {cal['nll_after']:.4f}" if "nll_before" in cal else "") + "."]
+    if cal["ece_after"] > cal["ece_before"]:
+        lines[-1] += (" The temperature fitted on val did not lower the calibration error on test: the network's own "
+                      "probabilities were already about as well calibrated there.")
     reliability = cal.get("reliability") or {}
     before, after = reliability.get("before") or [], reliability.get("after") or []
     if before and after:

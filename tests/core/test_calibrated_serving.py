@@ -151,6 +151,9 @@ def test_model_card_says_which_probabilities_and_shows_ece(calibrated_registry_d
     text = card_markdown(registry.card("tiny-cls"))
     assert "calibrated" in text and "T = 2.500" in text and "0.2000 before → 0.0500 after" in text
     assert "| 0.87–0.93 | 10 | 0.900 | 0.600 | 0 |  |  |" in text  # a reliability row: bin 13, before only
+    assert "did not lower" not in text
+    worse = replace(registry.card("tiny-cls"), calibration={**CALIBRATION, "ece_before": 0.04, "ece_after": 0.05})
+    assert "did not lower the calibration error on test" in card_markdown(worse)
     assert "uncalibrated" in card_markdown(registry.card("tiny-cxnet-three"))
     assert "Probabilities" not in card_markdown(registry.card("tiny-seg"))  # segmenters: no such line
 
