@@ -1,12 +1,13 @@
 import streamlit as st
 
+from core.calibration import probability_note
 from core.classes import class_title
 from core.ct_volume_phantoms import DEMO_CASES
 from core.errors import ChestReviewError
-from core.io.series import MAX_SERIES_BYTES
 from core.imaging.infection_burden import BAND_TITLES
 from core.imaging.volume_views import ORIENTATION, VIEWS, Overlays, middle_slices, render_view, slice_count
 from core.imaging.windowing import LUNG, PRESETS, Window
+from core.io.series import MAX_SERIES_BYTES
 from core.model_card import card_markdown
 from core.pipelines.ct_volume import NO_CLASSIFIER_WARNING, SAMPLINGS, STAGE_TITLES
 from core.reviews.reviewed_model import reviewed_model
@@ -140,6 +141,8 @@ with left:
         if result.fusion_weight is not None:
             st.caption(f"Fusion: P = w·P(uniform) + (1 − w)·P(size-balanced) with w = {result.fusion_weight:.2f} "
                        "(0.96 for an infection/lung ratio in [0.001, 0.030], else 0.35).")
+        for sampling in [s for s in SAMPLINGS if s in result.model_probabilities]:
+            st.caption(f"{MODEL_TITLES.get(sampling, sampling)}: {probability_note(result.cards[sampling])}.")
     else:
         st.info("No 3D COVID-19 / CAP classifier is installed: this page shows the segmentation only (lungs, infection "
                 "and their volumes). The dual-sampling recipe trains and exports one (see the README).")

@@ -498,6 +498,7 @@ def export_dual_sampling(run_dir: Path, weights_dir: Path, fold: int | None = No
                 f"sampling AUC {_or_dash(test['att-ds']['auc'])}.",
             ],
             synthetic=bool(summary["synthetic"]),
+            calibration=run["calibration"][name],
         )
         Registry.open_or_empty(weights_dir).write_card(card)
         cards.append(card)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..calibration import temperature_of
 from ..guard.ct_volume import check_lung_coverage, field_of_view_warning
 from ..imaging.ct_input import hu_to_model_levels, levels_to_model_pixels
 from ..imaging.infection_burden import dual_sampling_probability, fusion_weight, ratio_band
@@ -256,7 +257,7 @@ class CtVolumePipeline:
                 inputs[key] = classifier_input_from_config(volume.hu, lung_mask, volume.spacing_mm, config)
             x, placement = inputs[key]
             logit, soft_attention = self._run_classifier(model, x)
-            covid[sampling] = float(sigmoid(np.float32(logit)))
+            covid[sampling] = float(sigmoid(np.float32(logit / temperature_of(self.cards[sampling]))))
             attention[sampling] = attention_to_volume(soft_attention, placement, volume.hu.shape)
             report("classification", (done + 1) / len(self.classifiers))
         if len(covid) == len(SAMPLINGS):

@@ -172,3 +172,24 @@ def test_benchmark_prints_the_ct_volume_stages(classifier_dir, monkeypatch, caps
     assert all(rows[0][stage][0] > 0 for stage in benchmark.VOLUME_STAGES)
     out = capsys.readouterr().out
     assert "lungs_3d p50" in out and "toy-3d-uniform + toy-3d-size-balanced" in out
+
+
+def test_each_3d_classifier_is_calibrated_by_its_cards_temperature_before_the_fusion(classifier_dir, classified,
+                                                                                     tmp_path, case):
+    import dataclasses
+    import shutil
+
+    raw, _stages = classified
+    folder = shutil.copytree(classifier_dir, tmp_path / "calibrated")
+    registry = Registry.open(folder)
+    temperatures = {"uniform": 2.0, "size-balanced": 0.5}
+    for card in registry.cards("ct-volume-classification"):
+        registry.write_card(dataclasses.replace(card, calibration={"temperature": temperatures[card.input_config["sampling"]]}))
+    result = CtVolumePipeline(Registry.open(folder)).analyse(check_ct_volume(case.to_volume()))
+    for sampling, t in temperatures.items():
+        p = raw.model_probabilities[sampling]
+        expected = 1 / (1 + np.exp(-np.log(p / (1 - p)) / t))
+        assert result.model_probabilities[sampling] == pytest.approx(expected, abs=1e-5)
+    fused = dual_sampling_probability(result.model_probabilities["uniform"], result.model_probabilities["size-balanced"],
+                                      result.infection_ratio)
+    assert result.probabilities["covid"] == pytest.approx(fused)

@@ -110,6 +110,9 @@ def test_export_gives_two_synthetic_cards_that_reproduce_the_recipe(trained_run)
         assert card.input_config["shape"] == [16, 32, 32] and card.input_config["factor"] == 8.0
         assert card.architecture == "resnet3d34_attention" and card.metrics["fold"] == fold
         assert "masks from the generator (ground truth)" in card.training_data  # the smoke profile's masks
+        calibration = card.calibration  # T fitted on the fold's validation volumes, scored on the test set
+        assert calibration["temperature"] > 0 and calibration["fitted_on"].startswith(f"validation volumes of fold {fold}")
+        assert calibration["evaluated_on"] == f"test volumes, {len(test)} volumes"
         shown = card_markdown(card)  # the page shows every card: its scores must render
         assert "16 × 32 × 32 voxels" in shown and "dual-sampling fusion, test" in shown and "mean ± std of 2 folds" in shown
         model = registry.load_torch(card)

@@ -636,5 +636,24 @@ def load_run(run_dir: Path, fold: int | None = None) -> dict:
     fold = summary["selected_fold"] if fold is None else int(fold)
     return {"profile_name": name, "profile": profile, "summary": summary, "fold": fold,
             "fold_result": json.loads((run_dir / f"fold{fold}" / "result.json").read_text()),
-            "models": {m: load_fold_model(run_dir, profile, fold, m) for m in EXPORTED}}
+            "models": {m: load_fold_model(run_dir, profile, fold, m) for m in EXPORTED},
+            "calibration": {m: fold_calibration(run_dir, fold, m) for m in EXPORTED}}
+
+
+def fold_calibration(run_dir: Path, fold: int, name: str) -> dict:
+    """The card's ``calibration`` entry of one exported model: T fitted on the fold's validation volumes (its
+    stored P(COVID-19) as logits), ECE and NLL before and after on the test set (``training.calibration``)."""
+    from training.calibration import ServedSplit, calibration_entry
+
+    stored = np.load(Path(run_dir) / f"fold{fold}" / "predictions.npz")
+    labels = np.array([v["label"] == "covid" for v in json.loads((Path(run_dir) / "volumes.json").read_text())])
+    splits = []
+    for split in ("val", "test"):
+        p = np.clip(stored[f"{split}_{name}"].astype(np.float64), 1e-7, 1 - 1e-7)
+        index = stored[f"{split}_index"]
+        splits.append(ServedSplit(f"{split} volumes", np.log(p / (1 - p))[:, None], labels[index].astype(np.int64), 0))
+    entry = calibration_entry(*splits, "sigmoid", command=f"python -m training export {run_dir} --weights WEIGHTS")
+    entry["fitted_on"] = f"validation volumes of fold {fold}, {splits[0].n} volumes"
+    entry["evaluated_on"] = f"test volumes, {splits[1].n} volumes"
+    return entry
 
