@@ -7,7 +7,8 @@ seeds from 1,000,000, never used for training or model selection) at the cpu-qui
 spacing. Unlike the recipe's evaluation, which feeds the classifiers the generator's ground-truth lung
 masks and infection ratios, here the lungs and the infection come from the bundled 2D CT models
 (``core.pipelines.ct_volume``), as for an upload. Prints AUC and accuracy per model (uniform,
-size-balanced, dual), the measured vs true infection ratio and lung volume, and one row per volume.
+size-balanced, dual), overall and by the true infection-ratio band, the measured vs true infection ratio
+and lung volume, and one row per volume.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from core.imaging.infection_burden import BAND_TITLES, ratio_band
 from core.pipelines.ct_volume import CtVolumePipeline
 from core.registry import Registry
 from training.recipes.dual_sampling import PROFILES
@@ -57,6 +59,13 @@ def summary(rows: list[dict]) -> None:
         p = np.array([r[f"p_{name}"] for r in rows])
         print(f"{name:14} AUC {roc_auc_score(y, p):.3f}  accuracy at 0.5 {np.mean((p >= 0.5) == y):.3f}")
     true, served = (np.array([r[k] for r in rows]) for k in ("true_ratio", "served_ratio"))
+    print("AUC by the generator's (true) infection-ratio band, Table III's bands:")
+    bands = np.array([ratio_band(r) for r in true])
+    for band in ("small", "medium", "large"):
+        pick = bands == band
+        scores = [f"{name} {roc_auc_score(y[pick], [r[f'p_{name}'] for r, k in zip(rows, pick) if k]):.3f}"
+                  if 0 < y[pick].sum() < pick.sum() else f"{name} -" for name in ("uniform", "size-balanced", "dual")]
+        print(f"  {BAND_TITLES[band]:>13} ({int(y[pick].sum())} COVID-19, {int((~y[pick]).sum())} CAP): {', '.join(scores)}")
     print(f"infection ratio: mean |served - true| {np.mean(np.abs(served - true)):.4f}, Spearman "
           f"{_spearman(true, served):.3f}; CAP-like volumes with served ratio > 0.005: "
           f"{int(np.sum((served > 0.005) & ~y))} of {(~y).sum()}")
