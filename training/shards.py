@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image
 
 from core.preprocess import resize_square
+from core.registry import sha256_of
 from training.data import cache_dir, resolve_data_root
 
 INDEX = "shards.json"
@@ -251,20 +252,12 @@ class _ShardWriter:
         self.tar.close()
         self.tar = None
         path = self.out / self.shards[-1]["file"]
-        self.shards[-1].update(bytes=path.stat().st_size, sha256=_sha256(path))
+        self.shards[-1].update(bytes=path.stat().st_size, sha256=sha256_of(path))
 
     def close(self) -> list[dict]:
         if self.tar is not None:
             self._close()
         return self.shards
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def pack_shards(recipe: str, profile: str, paths: list[str] | None, out: Path, max_mib: float = DEFAULT_MAX_MIB,
@@ -327,7 +320,7 @@ def verify_shards(folder: Path, index: dict | None = None) -> None:
         path = folder / shard["file"]
         if not path.is_file():
             raise ShardError(f"{path} is missing (copy every shard listed in {INDEX})")
-        if path.stat().st_size != shard["bytes"] or _sha256(path) != shard["sha256"]:
+        if path.stat().st_size != shard["bytes"] or sha256_of(path) != shard["sha256"]:
             raise ShardError(f"{path} does not match the SHA-256 in {INDEX}: copy it again")
 
 

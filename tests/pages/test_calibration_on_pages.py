@@ -5,7 +5,6 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.registry import Registry
@@ -18,20 +17,6 @@ CALIBRATION = {
                            "confidence": 0.9 if b == bin_ else None, "accuracy": 0.7 if b == bin_ else None}
                           for b in range(15)] for key, bin_ in (("before", 13), ("after", 10))},
 }
-
-
-@pytest.fixture
-def registry_env(monkeypatch, tmp_path):
-    import streamlit as st
-
-    monkeypatch.setenv("CHEST_REVIEW_DB", str(tmp_path / "reviews.sqlite"))
-
-    def use(folder):
-        monkeypatch.setenv("CHEST_WEIGHTS_DIR", str(folder))
-        st.cache_resource.clear()
-
-    yield use
-    st.cache_resource.clear()
 
 
 def calibrated(source, target, name):

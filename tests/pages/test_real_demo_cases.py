@@ -3,27 +3,12 @@ true label, source and credit beside the model's answer (AppTest, tiny random-we
 
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.classes import class_title
 from core.demo_cases import demo_cases
 
 PAGES = Path(__file__).resolve().parents[2] / "pages"
-
-
-@pytest.fixture
-def registry_env(monkeypatch, tmp_path):
-    import streamlit as st
-
-    monkeypatch.setenv("CHEST_REVIEW_DB", str(tmp_path / "reviews.sqlite"))
-
-    def use(folder):
-        monkeypatch.setenv("CHEST_WEIGHTS_DIR", str(folder))
-        st.cache_resource.clear()
-
-    yield use
-    st.cache_resource.clear()
 
 
 def shown_text(app) -> str:
