@@ -114,6 +114,21 @@ def _calibration_markdown(card: ModelCard) -> str:
     return "\n\n".join(lines)
 
 
+def _faithfulness_markdown(entry: dict) -> str:
+    """Per true class: mean (median) deletion score and in-lung share of the Grad-CAM on test (``core.faithfulness``)."""
+    def cell(stats: dict) -> str:
+        return "" if not stats.get("n") else f"{stats['mean']:.3f} ({stats['median']:.3f})"
+
+    rows = [[name, v["n"], cell(v["deletion_score"]), cell(v["in_lung_share"])] for name, v in entry["per_class"].items()]
+    every = entry["all"]
+    rows.append(["**all**", every["n"], cell(every["deletion_score"]), cell(every["in_lung_share"])])
+    head = (f"**Heat-map faithfulness** (Grad-CAM, {entry.get('evaluated_on', 'test')}; {entry.get('refused', 0)} refused, "
+            f"{entry.get('no_heat', 0)} with an all-zero map): deletion score = drop of the predicted class's probability "
+            "when the 20 % hottest pixels are blurred minus the drop for 20 % random pixels (near 0: the highlighted "
+            "region matters no more than any other); in-lung share = part of the heat map inside the lung mask.")
+    return head + "\n\n" + _table(["true class", "n", "deletion score: mean (median)", "in-lung share: mean (median)"], rows)
+
+
 def _input_shape(card: ModelCard) -> str:
     shape = card.input_config.get("shape")  # 3D networks: (z, y, x) voxels
     return " × ".join(map(str, shape)) + " voxels" if shape else f"{card.input_size}×{card.input_size}"
@@ -141,6 +156,8 @@ def card_markdown(card: ModelCard) -> str:
         lines.append(_metrics_markdown(card.task, test))
     if card.task in CLASSIFIER_TASKS:
         lines.append(_calibration_markdown(card))
+    if card.faithfulness:
+        lines.append(_faithfulness_markdown(card.faithfulness))
     if card.limitations:
         lines.append("**Limitations:**\n" + "\n".join(f"- {item}" for item in card.limitations))
     lines.append("**Files:** " + ", ".join(f"`{f.path}` (SHA-256 `{f.sha256[:16]}…`)" for f in card.files.values()))

@@ -72,6 +72,8 @@ class ModelCard:
     segmenter: str | None = None  # the lung-segmentation card the classifier was trained on; None: the default
     # classifiers: temperature scaling fitted on val and its effect on test (``core.calibration``); None: uncalibrated
     calibration: dict | None = None
+    # X-ray classifiers: Grad-CAM deletion score and in-lung share on test (``python -m training faithfulness``)
+    faithfulness: dict | None = None
 
     @property
     def weights_sha256(self) -> str:
@@ -87,6 +89,8 @@ class ModelCard:
         data = asdict(self)
         if data["calibration"] is None:  # manifests of uncalibrated models stay as they were
             del data["calibration"]
+        if data["faithfulness"] is None:
+            del data["faithfulness"]
         return data
 
 

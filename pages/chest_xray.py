@@ -2,6 +2,7 @@ import streamlit as st
 
 from core.classes import MANET_CLASSES, class_title
 from core.errors import ChestReviewError
+from core.faithfulness import READING as FAITHFULNESS_READING
 from core.io import check_upload_size, load_image
 from core.phantoms import make_phantom
 from core.viz import heat_overlay, mask_overlay, probability_figure
@@ -58,7 +59,7 @@ try:
     if len(classifiers) > 1:
         classifier = st.selectbox("Classifier", list(classifiers), key="classifier",
                                   format_func=lambda name: f"{name} ({', '.join(map(class_title, classifiers[name].classes))})")
-    result = analyse_once("cxr_results", (study.case_hash, classifier), lambda: cxr_pipeline(classifier).analyse(study),
+    result = analyse_once("cxr_results", (study.case_hash, classifier), lambda: cxr_pipeline(classifier).analyse(study, faithfulness=True),
                           "Segmenting the lungs, classifying, explaining…")
 except ChestReviewError as error:
     show_error(error)
@@ -76,6 +77,14 @@ panels[0].image(study.pixels, caption="Image", clamp=True, width="stretch")
 panels[1].image(mask_overlay(study.pixels, result.lung_mask, opacity), caption="Lung mask", width="stretch")
 if result.gradcam is not None:
     panels[2].image(heat_overlay(study.pixels, result.gradcam, opacity), caption=f"Grad-CAM: {class_title(result.predicted_label)}", width="stretch")
+    scores = result.faithfulness or {}
+    if scores.get("deletion_score") is not None:
+        panels[2].caption(f"Deletion score **{scores['deletion_score']:+.3f}** · in-lung share **{scores['in_lung_share']:.0%}**",
+                          help=FAITHFULNESS_READING)
+        panels[2].caption("Deletion score near 0: the prediction does not depend on the highlighted region more than on "
+                          "random pixels; a low in-lung share: the map looks outside the lungs.")
+    elif result.faithfulness is not None:
+        panels[2].caption("Grad-CAM is zero everywhere: no highlighted region to score.")
 if result.attention_map is not None:
     panels[3].image(heat_overlay(study.pixels, result.attention_map, opacity, cmap="viridis"), caption="Mask-attention map (1/8 resolution)", width="stretch")
 

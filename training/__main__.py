@@ -4,7 +4,8 @@ Recipes: ``manet``, ``hrnet-unet``, ``covid-cxnet``, ..., ``dual-sampling`` (one
 folder into an entry of the app's model registry; ``served-accuracy`` scores a registry classifier
 through the app's own pipeline; ``external-eval`` does the same on any folder with a ``labels.csv``
 (accuracy, AUC, per-class recall, calibration, per source); ``calibrate`` fits a served classifier's
-temperature on val through the app's pipeline and writes it, with ECE before/after on test, on its card. ``--data`` takes one or more folders in any layout
+temperature on val through the app's pipeline and writes it, with ECE before/after on test, on its card; ``faithfulness`` scores an
+X-ray classifier's Grad-CAM on test (deletion score, in-lung share per class) and writes that on its card. ``--data`` takes one or more folders in any layout
 ``training.adapters`` reads (the shared pack, Montgomery/Shenzhen, Cohen, Kermany); without it the
 shared pack is found through ``$CHEST_DATA`` or ``../shared/data``. Multi-GPU:
 ``torchrun --nproc_per_node 4 -m training manet --profile gpu ...``.
@@ -110,6 +111,13 @@ def main(argv=None) -> int | None:
     calibrate.add_argument("--classifier", required=True, help="card name (an X-ray or the CT slice classifier)")
     calibrate.add_argument("--data", help="data pack root (cxr/ or ct_slices/ with labels.csv); default $CHEST_DATA or ../shared/data")
     calibrate.add_argument("--dry-run", action="store_true", help="print the figures, leave the manifest as it is")
+    faith = sub.add_parser("faithfulness", help="score an X-ray classifier's Grad-CAM on test through the app's pipeline "
+                                                "(deletion score, in-lung share per class); written on its model card")
+    faith.add_argument("--weights", default="weights", help="registry folder (holds manifest.json; rewritten)")
+    faith.add_argument("--classifier", required=True, help="card name of an X-ray classifier")
+    faith.add_argument("--data", help="data pack root (cxr/ with labels.csv); default $CHEST_DATA or ../shared/data")
+    faith.add_argument("--limit", type=int, help="at most this many test images per class")
+    faith.add_argument("--dry-run", action="store_true", help="print the figures, leave the manifest as it is")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -124,6 +132,8 @@ def main(argv=None) -> int | None:
         return _external_eval(args)
     if args.command == "calibrate":
         return _calibrate(args)
+    if args.command == "faithfulness":
+        return _faithfulness(args)
     if args.command == "served-accuracy":
         from training.served import served_accuracy
 
@@ -179,6 +189,22 @@ def _calibrate(args) -> int:
         return 2
     print(format_calibration(args.classifier, entry))
     print("dry run: manifest unchanged" if args.dry_run else f"wrote the calibration of {args.classifier} into {args.weights}/manifest.json")
+    return 0
+
+
+def _faithfulness(args) -> int:
+    import sys
+
+    from core.errors import ChestReviewError
+    from training.faithfulness import faithfulness, format_faithfulness
+
+    try:
+        entry = faithfulness(Path(args.weights), args.classifier, args.data, args.limit, write=not args.dry_run)
+    except (ChestReviewError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(format_faithfulness(args.classifier, entry))
+    print("dry run: manifest unchanged" if args.dry_run else f"wrote the faithfulness of {args.classifier} into {args.weights}/manifest.json")
     return 0
 
 

@@ -19,6 +19,7 @@ from ..calibration import probabilities as scaled_probabilities
 from ..calibration import temperature_of
 from ..errors import ModelError, UnsupportedInputError
 from ..explain import grad_cam, mask_attention_maps, to_image_shape
+from ..faithfulness import deletion_score, in_lung_share
 from ..lung import lung_mask_from_probability, lung_probability_small, probability_to_shape
 from ..postprocess import HRNET_MIN_AREA_FRACTION, LungMeasurements, cxnet_roi_mask, hrnet_postprocess, measure_lungs
 from ..preprocess import classifier_input, cxnet_input, lung_only_input, lung_roi_box, mask_to_shape
@@ -46,6 +47,8 @@ class CxrResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     logits: np.ndarray | None = None  # the classifier's raw output, before the temperature (calibration fits on these)
+    # analyse(..., faithfulness=True): {"deletion_score", "in_lung_share", "top_drop", "random_drop"} (core.faithfulness)
+    faithfulness: dict | None = None
 
     @property
     def predicted_label(self) -> str:
@@ -123,7 +126,9 @@ class CxrPipeline:
     def classes(self) -> list[str]:
         return list(self.cls_card.classes)
 
-    def analyse(self, study: Study, explain: bool = True) -> CxrResult:
+    def analyse(self, study: Study, explain: bool = True, faithfulness: bool = False) -> CxrResult:
+        """``faithfulness`` (with ``explain``): also score the Grad-CAM (``core.faithfulness``): 5 more classifier
+        passes on the served backend (the case, its 20 % hottest pixels blurred, 3 random 20 % blurred)."""
         timings: dict[str, float] = {}
         pixels = study.pixels
         with timed(timings, "lung_mask"):
@@ -148,21 +153,41 @@ class CxrPipeline:
             logits = self.classifier(*(x[None] for x in inputs.arrays))[0]
             probs = to_probabilities(logits, card.output, temperature_of(card))
         probabilities = {name: float(p) for name, p in zip(self.classes, probs)}
-        heat = attention = None
+        heat = attention = scores = None
         if explain:
             tensors = [torch.from_numpy(x[None]).to(self.device) for x in inputs.arrays]
             image_t, mask_t = tensors[0], (tensors[1] if len(tensors) > 1 else None)
             with self.classifier_torch.exclusive() as net:  # the explanations hook the shared module
                 with timed(timings, "gradcam"):
-                    heat = grad_cam(net, image_t, mask_t, int(np.argmax(probs)), single_logit=card.output == "sigmoid")
-                    heat = heat_to_image(heat, pixels.shape, inputs.box)
+                    input_heat = grad_cam(net, image_t, mask_t, int(np.argmax(probs)), single_logit=card.output == "sigmoid")
+                    heat = heat_to_image(input_heat, pixels.shape, inputs.box)
                 maps = mask_attention_maps(net, image_t, mask_t) if mask_t is not None else []
             attention = to_image_shape(_display_map(maps, card.input_size), pixels.shape) if maps else None
+            if faithfulness:
+                with timed(timings, "faithfulness"):
+                    scores = self._faithfulness(inputs, input_heat, int(np.argmax(probs)), heat, lung_mask)
         return CxrResult(
             study=study, lung_probability=prob, lung_mask=lung_mask, lung=lung, probabilities=probabilities,
             gradcam=heat, attention_map=attention, segmenter=self.seg_card, classifier=self.cls_card,
             backend=self.backend, timings_ms=timings, warnings=warnings, logits=np.asarray(logits, np.float32).copy(),
+            faithfulness=scores,
         )
+
+    def _faithfulness(self, inputs: ClassifierInput, input_heat: np.ndarray, class_index: int, heat: np.ndarray,
+                      lung_mask: np.ndarray) -> dict:
+        """Deletion score on the classifier's input grid (served backend, served probabilities); in-lung share of
+        the Grad-CAM placed on the image (0 outside a cropped region) against the image's lung mask. All None when
+        the Grad-CAM is zero everywhere."""
+        card, temperature = self.cls_card, temperature_of(self.cls_card)
+
+        def predict(arrays):
+            return to_probabilities(self.classifier(*(np.asarray(x)[None] for x in arrays))[0], card.output, temperature)
+
+        if not np.any(input_heat > 0):  # Grad-CAM found no positive evidence: nothing highlighted to score
+            return {"deletion_score": None, "in_lung_share": None, "top_drop": None, "random_drop": None}
+        scores = deletion_score(predict, inputs.arrays, input_heat, class_index)
+        return {"deletion_score": round(scores["deletion_score"], 6), "in_lung_share": round(in_lung_share(heat, lung_mask), 6),
+                "top_drop": round(scores["top_drop"], 6), "random_drop": round(scores["random_drop"], 6)}
 
 
 def _display_map(maps: list[np.ndarray], input_size: int) -> np.ndarray:
