@@ -1,10 +1,10 @@
 """Per-stage timings of the chest X-ray and CT slice analyses, PyTorch vs ONNX Runtime, on this machine.
 
 Prints p50/p90 in milliseconds over N runs (after one warm-up run). Chest X-ray: decode (bytes ->
-guarded Study), lung mask, classification, Grad-CAM, overlays, the whole analysis. CT slice (when the
-registry has the CT models): decode of a synthetic CT DICOM in HU, lung mask, infection (binary and
-ground glass / consolidation), classification (paper 002's four branches, always PyTorch), overlays,
-the whole analysis. CT volume (``run_ct_volume_benchmark``, when the registry has the CT slice models):
+guarded Study), lung mask, classification, Grad-CAM, its faithfulness scores (``core.faithfulness``, as the
+page asks for them), overlays, the whole analysis. CT slice (when the registry has the CT models): decode
+of a synthetic CT DICOM in HU, lung mask, infection (binary and ground glass / consolidation),
+classification (paper 002's four branches, always PyTorch), overlays, the whole analysis. CT volume (``run_ct_volume_benchmark``, when the registry has the CT slice models):
 a synthetic chest volume (``core.ct_volume_phantoms``) of 138 x 256 x 256 and of 300 x 512 x 512 voxels
 as a .nii.gz file: decode (bytes -> guarded ``Volume``), the pipeline's stages (lungs slice by slice,
 3D clean-up and volumes, infection, the two 3D classifiers when installed), writing the two mask files,
@@ -28,7 +28,7 @@ from .pipelines.cxr import CxrPipeline
 from .registry import Registry
 from .viz import heat_overlay, mask_overlay
 
-STAGES = ("decode", "lung_mask", "classification", "gradcam", "overlays", "total")
+STAGES = ("decode", "lung_mask", "classification", "gradcam", "faithfulness", "overlays", "total")
 CT_STAGES = ("decode", "lung_mask", "infection", "classification", "overlays", "total")
 VOLUME_STAGES = ("decode", "lung_mask", "lungs_3d", "infection", "classification", "write_masks", "total")
 # (z, y, x) voxels and (dz, dy, dx) mm: a low-dose screening series and a standard thin-slice chest CT
@@ -69,7 +69,7 @@ def time_pipeline(pipeline: CxrPipeline, data: bytes, runs: int) -> dict[str, li
         mask_overlay(study.pixels, result.lung_mask)
 
     return _time_runs(runs, lambda: check_chest_xray(load_image(data, "benchmark.png")),
-                      lambda study: pipeline.analyse(study, explain=True), overlays, STAGES[1:4])
+                      lambda study: pipeline.analyse(study, explain=True, faithfulness=True), overlays, STAGES[1:5])
 
 
 def time_ct_slice(pipeline, data: bytes, runs: int) -> dict[str, list[float]]:
