@@ -135,11 +135,12 @@ PROFILES = {
     # Sized from FLOP counts (about 2 TFLOP per training volume), not measured: no GPU was at hand.
     "gpu": Profile(amp=True, synthetic_tv=120, synthetic_test=60, epochs=8, workers=12, eval_batch=10),
     # Width 16, factor 4: 5 x 2.87 x 2.87 mm voxels, 64 x 96 x 112 (320 x 275 x 321 mm, cropped around the lungs:
-    # room for adult lungs when served). 5-fold CV, 8 epochs (lr / 10 after 5, the paper's step), batch 8 (15 steps
-    # an epoch), 150 TV + 80 test volumes generated at 64 x 128 x 128 voxels of 3.75 x 2.7 x 2.7 mm (the generator's
-    # field of view). About an hour at --threads 1 (measured: 0.19 s per training volume per epoch).
+    # room for adult lungs when served). 5-fold CV, 8 epochs (lr / 10 after 5, the paper's step), batch 8 (24 steps
+    # an epoch), 240 TV + 80 test volumes generated at 64 x 128 x 128 voxels of 3.75 x 2.7 x 2.7 mm (the generator's
+    # field of view), segmented by the bundled CT models (1.4 s a volume). The bundled pair: 78 min at --threads 1
+    # on the shared 2-core machine (28-38 s an epoch).
     "cpu-quick": Profile(
-        shape=(64, 96, 112), factor=4.0, width=16, epochs=8, lr_step=5, batch=8, lr=5e-4, synthetic_tv=150,
+        shape=(64, 96, 112), factor=4.0, width=16, epochs=8, lr_step=5, batch=8, lr=5e-4, synthetic_tv=240,
         synthetic_test=80, synthetic_shape=(64, 128, 128), synthetic_spacing=(3.75, 2.7, 2.7), precise_bn_volumes=16,
     ),
     # Seconds, for tests: tiny volumes, 2 folds, a few steps.
