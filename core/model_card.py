@@ -115,14 +115,14 @@ def _calibration_markdown(card: ModelCard) -> str:
 
 
 def _faithfulness_markdown(entry: dict) -> str:
-    """Per true class: mean (median) deletion score and in-lung share of the Grad-CAM on test (``core.faithfulness``)."""
+    """Per true class: mean (median) deletion score and in-lung share of the heat map on test (``core.faithfulness``)."""
     def cell(stats: dict) -> str:
         return "" if not stats.get("n") else f"{stats['mean']:.3f} ({stats['median']:.3f})"
 
     rows = [[name, v["n"], cell(v["deletion_score"]), cell(v["in_lung_share"])] for name, v in entry["per_class"].items()]
     every = entry["all"]
     rows.append(["**all**", every["n"], cell(every["deletion_score"]), cell(every["in_lung_share"])])
-    head = (f"**Heat-map faithfulness** (Grad-CAM, {entry.get('evaluated_on', 'test')}; {entry.get('refused', 0)} refused, "
+    head = (f"**Heat-map faithfulness** ({entry.get('heat_map', 'Grad-CAM')}, {entry.get('evaluated_on', 'test')}; {entry.get('refused', 0)} refused, "
             f"{entry.get('no_heat', 0)} with an all-zero map): deletion score = drop of the predicted class's probability "
             "when the 20 % hottest pixels are blurred minus the drop for 20 % random pixels (near 0: the highlighted "
             "region matters no more than any other); in-lung share = part of the heat map inside the lung mask.")

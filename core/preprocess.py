@@ -8,6 +8,7 @@ lung mask is resized back to the original shape afterwards.
 from __future__ import annotations
 
 import numpy as np
+from skimage import exposure
 from skimage.transform import resize
 
 
@@ -30,15 +31,37 @@ def segmenter_input(pixels: np.ndarray, size: int) -> np.ndarray:
     return min_max(resize_square(pixels, size))[None]
 
 
-def classifier_input(pixels: np.ndarray, lung_mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def classifier_input(pixels: np.ndarray, lung_mask: np.ndarray, size: int, equalise: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Segmented image in [-1, 1] (MANet stage 2) and the lung mask in {0, 1}, both (1, size, size).
 
-    Outside the lungs the image is -1 (black), as after the paper's segmentation step.
+    Outside the lungs the image is -1 (black), as after the paper's segmentation step. ``equalise``: the
+    lung pixels' histogram is equalised instead of min-max scaled, so the contrast and gamma that each
+    source's processing gives its films stop telling the sources (and so the classes) apart.
     """
     mask = (resize_square(lung_mask.astype(np.float32), size, order=1) >= 0.5).astype(np.float32)
-    image = min_max(resize_square(pixels, size)) * 2.0 - 1.0
-    image = np.where(mask > 0, image, -1.0).astype(np.float32)
+    resized = resize_square(pixels, size)
+    if equalise and mask.any():
+        scaled = exposure.equalize_hist(resized, nbins=256, mask=mask > 0).astype(np.float32)
+    else:
+        scaled = min_max(resized)
+    image = np.where(mask > 0, scaled * 2.0 - 1.0, -1.0).astype(np.float32)
     return image[None], mask[None]
+
+
+def masked_classifier_input(pixels: np.ndarray, lung_mask: np.ndarray, size: int,
+                            input_config: dict) -> tuple[tuple[np.ndarray, np.ndarray], tuple | None]:
+    """MANet's (image, mask) inputs as a model card's ``input_config`` asks, and the box of the image they cover.
+
+    ``lung_crop`` (a margin, fraction of the image side): the inputs cover only the lungs' bounding box, so the
+    lungs fill the input whatever their size on the film (children and adults, tight and wide collimation).
+    ``equalise``: see ``classifier_input``. Without either key: the paper's whole-image input (box None).
+    """
+    box = None
+    if input_config.get("lung_crop") is not None:
+        box = lung_roi_box(mask_to_shape(lung_mask, pixels.shape), float(input_config["lung_crop"]))
+    if box is not None:
+        pixels, lung_mask = pixels[box], mask_to_shape(lung_mask, pixels.shape)[box]
+    return classifier_input(pixels, lung_mask, size, bool(input_config.get("equalise", False))), box
 
 
 def mask_to_shape(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -2,7 +2,6 @@ import streamlit as st
 
 from core.classes import MANET_CLASSES, class_title
 from core.errors import ChestReviewError
-from core.faithfulness import READING as FAITHFULNESS_READING
 from core.io import check_upload_size, load_image
 from core.phantoms import make_phantom
 from core.viz import heat_overlay, mask_overlay, probability_figure
@@ -19,6 +18,7 @@ from pages.common import (
     review_form,
     show_demo_truth,
     show_error,
+    show_faithfulness,
     show_model_card,
     show_probability_note,
 )
@@ -77,14 +77,7 @@ panels[0].image(study.pixels, caption="Image", clamp=True, width="stretch")
 panels[1].image(mask_overlay(study.pixels, result.lung_mask, opacity), caption="Lung mask", width="stretch")
 if result.gradcam is not None:
     panels[2].image(heat_overlay(study.pixels, result.gradcam, opacity), caption=f"Grad-CAM: {class_title(result.predicted_label)}", width="stretch")
-    scores = result.faithfulness or {}
-    if scores.get("deletion_score") is not None:
-        panels[2].caption(f"Deletion score **{scores['deletion_score']:+.3f}** · in-lung share **{scores['in_lung_share']:.0%}**",
-                          help=FAITHFULNESS_READING)
-        panels[2].caption("Deletion score near 0: the prediction does not depend on the highlighted region more than on "
-                          "random pixels; a low in-lung share: the map looks outside the lungs.")
-    elif result.faithfulness is not None:
-        panels[2].caption("Grad-CAM is zero everywhere: no highlighted region to score.")
+    show_faithfulness(panels[2], result.faithfulness)
 if result.attention_map is not None:
     panels[3].image(heat_overlay(study.pixels, result.attention_map, opacity, cmap="viridis"), caption="Mask-attention map (1/8 resolution)", width="stretch")
 
@@ -97,7 +90,7 @@ with left:
     show_probability_note(result.classifier)
 with right:
     st.subheader("Lungs")
-    st.metric("Lung area", f"{result.lung.area_fraction:.1%} of the image")
+    st.metric("Lung area (share of the image)", f"{result.lung.area_fraction:.1%}")
     st.write(f"Right lung (image left): {result.lung.right_lung_fraction:.1%} · Left lung (image right): {result.lung.left_lung_fraction:.1%}")
     st.caption(
         f"Models: {result.segmenter.name} {result.segmenter.version}, {result.classifier.name} {result.classifier.version} "

@@ -8,6 +8,7 @@ from typing import Any
 import streamlit as st
 
 from core.errors import ChestReviewError
+from core.faithfulness import READING as FAITHFULNESS_READING
 from core.registry import Registry
 from core.settings import weights_dir
 
@@ -43,6 +44,19 @@ def show_probability_note(card) -> None:
     from core.calibration import probability_note
 
     st.caption(f"Probabilities: {probability_note(card)}.")
+
+
+def show_faithfulness(panel, scores: dict | None) -> None:
+    """Under a heat map: how far the prediction rests on the highlighted region (``core.faithfulness``)."""
+    if scores is None:
+        return
+    if scores.get("deletion_score") is None:
+        panel.caption("The heat map is zero everywhere: no highlighted region to score.")
+        return
+    panel.caption(f"Deletion score **{scores['deletion_score']:+.3f}** · in-lung share **{scores['in_lung_share']:.0%}**",
+                  help=FAITHFULNESS_READING)
+    panel.caption("Deletion score near 0: the prediction does not depend on the highlighted region more than on "
+                  "random pixels; a low in-lung share: the map looks outside the lungs.")
 
 
 def show_error(error: ChestReviewError) -> None:

@@ -26,6 +26,7 @@ from pages.common import (
     review_form,
     show_demo_truth,
     show_error,
+    show_faithfulness,
     show_model_card,
     show_probability_note,
 )
@@ -63,7 +64,7 @@ if study is None:
     st.stop()
 
 try:
-    result = analyse_once("ct_slice_results", study.case_hash, lambda: ct_slice_pipeline().analyse(study),
+    result = analyse_once("ct_slice_results", study.case_hash, lambda: ct_slice_pipeline().analyse(study, faithfulness=True),
                           "Segmenting the lungs and the infection, classifying…")
 except ChestReviewError as error:
     show_error(error)
@@ -102,6 +103,7 @@ if result.heatmap is not None:
         picture = draw_box(picture, box, SIDE_BOX_COLOURS[side])
     panels[3].image(picture, caption="Heat map (Eq. 1); white: heat-map crop, green: right / magenta: left infected region",
                     width="stretch")
+    show_faithfulness(panels[3], result.faithfulness)
 
 left, right = st.columns([3, 2])
 with left:

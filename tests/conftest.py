@@ -42,6 +42,11 @@ def build_tiny_registry(folder: Path) -> Path:
         "architecture_config": {"attention": "mask", "num_classes": 5, "width": 8},
         "classes": list(MANET_CLASSES), "input_size": 64,
     })
+    export_model(classifier, (torch.zeros(1, 1, 64, 64), torch.ones(1, 1, 64, 64)), folder, {
+        **common, "name": "tiny-cls-lung-crop", "task": "cxr-classification", "architecture": "resnet34",
+        "architecture_config": {"attention": "mask", "num_classes": 5, "width": 8},
+        "classes": list(MANET_CLASSES), "input_size": 64, "input_config": {"lung_crop": 0.05, "equalise": True},
+    })
     lung_only = create_model("cxnet_base", in_chans=1, input_size=64, num_outputs=1)
     export_model(lung_only, (torch.zeros(1, 1, 64, 64),), folder, {
         **common, "name": "tiny-lung-only", "task": "cxr-classification", "architecture": "cxnet_base",

@@ -5,7 +5,7 @@ folder into an entry of the app's model registry; ``served-accuracy`` scores a r
 through the app's own pipeline; ``external-eval`` does the same on any folder with a ``labels.csv``
 (accuracy, AUC, per-class recall, calibration, per source); ``calibrate`` fits a served classifier's
 temperature on val through the app's pipeline and writes it, with ECE before/after on test, on its card; ``faithfulness`` scores an
-X-ray classifier's Grad-CAM on test (deletion score, in-lung share per class) and writes that on its card. ``--data`` takes one or more folders in any layout
+X-ray classifier's Grad-CAM or the CT slice classifier's heat map on test (deletion score, in-lung share per class) and writes that on its card. ``--data`` takes one or more folders in any layout
 ``training.adapters`` reads (the shared pack, Montgomery/Shenzhen, Cohen, Kermany); without it the
 shared pack is found through ``$CHEST_DATA`` or ``../shared/data``. Multi-GPU:
 ``torchrun --nproc_per_node 4 -m training manet --profile gpu ...``.
@@ -111,10 +111,18 @@ def main(argv=None) -> int | None:
     calibrate.add_argument("--classifier", required=True, help="card name (an X-ray or the CT slice classifier)")
     calibrate.add_argument("--data", help="data pack root (cxr/ or ct_slices/ with labels.csv); default $CHEST_DATA or ../shared/data")
     calibrate.add_argument("--dry-run", action="store_true", help="print the figures, leave the manifest as it is")
-    faith = sub.add_parser("faithfulness", help="score an X-ray classifier's Grad-CAM on test through the app's pipeline "
+    holdout = sub.add_parser("source-holdout", help="leave one COVID-19 source out: choose the X-ray classifier's "
+                                                    "anti-shortcut settings by COVID-19 AUC on sources it never saw")
+    holdout.add_argument("--data", nargs="+", help="data folder(s); default $CHEST_DATA or ../shared/data")
+    holdout.add_argument("--profile", default="cpu-quick", help="cpu-quick, paper-scale or smoke (training.source_holdout)")
+    holdout.add_argument("--out", default="runs/source-holdout", help="study folder")
+    holdout.add_argument("--candidates", nargs="+", help="candidate names (default: all of training.source_holdout.CANDIDATES)")
+    holdout.add_argument("--sources", nargs="+", help="sources to hold out (default: every source with COVID-19 images)")
+    faith = sub.add_parser("faithfulness", help="score an X-ray classifier's Grad-CAM or the CT slice classifier's heat map "
+                                                "on test through the app's pipeline "
                                                 "(deletion score, in-lung share per class); written on its model card")
     faith.add_argument("--weights", default="weights", help="registry folder (holds manifest.json; rewritten)")
-    faith.add_argument("--classifier", required=True, help="card name of an X-ray classifier")
+    faith.add_argument("--classifier", required=True, help="card name of an X-ray or the CT slice classifier")
     faith.add_argument("--data", help="data pack root (cxr/ with labels.csv); default $CHEST_DATA or ../shared/data")
     faith.add_argument("--limit", type=int, help="at most this many test images per class")
     faith.add_argument("--dry-run", action="store_true", help="print the figures, leave the manifest as it is")
@@ -134,6 +142,12 @@ def main(argv=None) -> int | None:
         return _calibrate(args)
     if args.command == "faithfulness":
         return _faithfulness(args)
+    if args.command == "source-holdout":
+        from training.source_holdout import study
+
+        summary = study(load_records(args.data), Path(args.out), args.profile, args.candidates, args.sources)
+        print(f"winner: {summary['winner']} (report: {args.out}/report.md)")
+        return
     if args.command == "served-accuracy":
         from training.served import served_accuracy
 

@@ -72,6 +72,18 @@ def resolution_jitter(x: torch.Tensor, p: float, generator=None) -> torch.Tensor
     return x
 
 
+def gamma_jitter(image: torch.Tensor, mask: torch.Tensor, limit: float, generator=None) -> torch.Tensor:
+    """Images in [-1, 1]: a random gamma exp(U(-limit, limit)) per image inside the lungs (``mask`` > 0).
+
+    Sources differ in the tone curve their processing applies; drawing it at random keeps it from naming them.
+    """
+    if limit <= 0:
+        return image
+    gamma = torch.exp((torch.rand(image.shape[0], 1, 1, 1, generator=generator) * 2 - 1) * limit).to(image.device)
+    toned = ((image + 1) / 2).clamp(0, 1).pow(gamma) * 2 - 1
+    return torch.where(mask > 0, toned, image)
+
+
 CLASSIFICATION_AUGMENT = AffineAugment(rotate_degrees=30.0, brightness=0.2, contrast=0.2)
 
 

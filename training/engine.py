@@ -16,10 +16,11 @@ from __future__ import annotations
 import csv
 import os
 import random
+import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -94,7 +95,7 @@ class FitConfig:
     tensorboard: bool = False
 
     @classmethod
-    def from_settings(cls, settings, epochs: int, out_dir: Path, select_metric: str) -> "FitConfig":
+    def from_settings(cls, settings, epochs: int, out_dir: Path, select_metric: str) -> FitConfig:
         """Take device, AMP, step limit and TensorBoard from a ``RunSettings`` profile or a ``SegmenterConfig``."""
         return cls(epochs, out_dir, select_metric, device=settings.device, amp=settings.amp,
                    max_steps_per_epoch=settings.max_steps_per_epoch, tensorboard=settings.tensorboard)
@@ -166,12 +167,14 @@ class Engine:
             return True
         return score > self.best_score if self.config.higher_is_better else score < self.best_score
 
-    def _train_epoch(self, batches: Iterable, epoch: int) -> float:
+    def _train_epoch(self, batches: Iterable, epoch: int) -> tuple[float, int]:
+        """(mean loss, images seen by this process)."""
         self.model.train()
-        total, count = 0.0, 0
+        total, count, images = 0.0, 0, 0
         limit = self.config.max_steps_per_epoch
+        # A bar redrawn into a log file floods it: only draw one on a terminal.
         progress = tqdm(batches, desc=f"epoch {epoch + 1}/{self.config.epochs}", leave=False, total=limit,
-                        disable=self.rank != 0)
+                        disable=self.rank != 0 or not sys.stderr.isatty())
         for step, batch in enumerate(progress):
             if limit is not None and step >= limit:
                 break
@@ -186,15 +189,17 @@ class Engine:
             self.scaler.update()
             total += loss.item()
             count += 1
+            images += len(batch)
             progress.set_postfix(loss=f"{total / count:.4f}")
-        return total / max(count, 1)
+        return total / max(count, 1), images
 
     def fit(self, train_batches: Callable[[int], Iterable]) -> dict:
         """``train_batches(epoch)`` returns that epoch's batches (so shuffling is seeded per epoch)."""
         log_path = self.out_dir / "log.csv"
         for epoch in range(self.start_epoch, self.config.epochs):
             started = time.time()
-            train_loss = self._train_epoch(train_batches(epoch), epoch)
+            train_loss, images = self._train_epoch(train_batches(epoch), epoch)
+            train_seconds = time.time() - started
             if self.scheduler is not None:
                 self.scheduler.step()
             self.model.eval()
@@ -204,7 +209,8 @@ class Engine:
             improved = self._is_better(score)
             if improved:
                 self.best_score = score
-            row = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "seconds": round(time.time() - started, 1)}
+            row = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "seconds": round(time.time() - started, 1),
+                   "train_images_per_s": round(images * self.world_size / max(train_seconds, 1e-9), 2)}
             row.update({f"val_{k}": round(float(v), 5) for k, v in metrics.items()})
             if self.rank == 0:
                 if improved:

@@ -127,9 +127,8 @@ def export_manet(run_dir: Path, weights_dir: Path, version: str = "1.0.0") -> li
         {
             "name": f"manet-{arch}-{ATTENTION_SUFFIX[attention]}", "version": version, "task": "cxr-classification",
             "architecture": arch, "architecture_config": arch_config, "classes": list(MANET_CLASSES),
-            "input_size": cls_size, "segmenter": seg_card.name,
-            "preprocessing": f"lung mask from {seg_card.name}; image resized to {cls_size}x{cls_size}, min-max to [-1, 1], "
-                             "-1 outside the lungs" + ("; the mask feeds the mask attention" if attention == "mask" else ""),
+            "input_size": cls_size, "segmenter": seg_card.name, "input_config": manet.input_config(profile),
+            "preprocessing": _manet_preprocessing(profile, seg_card.name, attention),
             "training_data": PACK + " Labels normal/covid/tb/bacterial/viral (7,774 images in the pack; "
                                     "'pneumonia' of unspecified cause, fungal and other are left out).",
             "training_command": command,
@@ -138,6 +137,14 @@ def export_manet(run_dir: Path, weights_dir: Path, version: str = "1.0.0") -> li
         },
     )
     return [seg_card, cls_card]
+
+
+def _manet_preprocessing(profile, segmenter: str, attention: str) -> str:
+    crop = (f"cropped to the lungs' bounding box + {profile.lung_crop:.0%} of the image side, "
+            if profile.lung_crop is not None else "")
+    scaling = "lung histogram equalised" if profile.equalise else "min-max"
+    return (f"lung mask from {segmenter}; image {crop}resized to {profile.cls_size}x{profile.cls_size}, {scaling} to [-1, 1], "
+            "-1 outside the lungs" + ("; the mask feeds the mask attention" if attention == "mask" else ""))
 
 
 def export_hrnet_unet(run_dir: Path, weights_dir: Path, version: str = "1.0.0") -> list[ModelCard]:

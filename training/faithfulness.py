@@ -1,4 +1,4 @@
-"""Score a served X-ray classifier's Grad-CAM on the pack's test split and write it on the model card.
+"""Score a served classifier's heat map on the pack's test split and write it on the model card.
 
 ``python -m training faithfulness --weights W --classifier NAME [--data DIR] [--limit N] [--dry-run]``
 
@@ -10,7 +10,10 @@ for 20 % random pixels) and of the in-lung share (the heat map's mass inside the
 (counted); so are images whose Grad-CAM is zero everywhere (counted as ``no_heat``). The card's ``faithfulness``
 entry in ``W/manifest.json`` holds the result; the model card shows the per-class table.
 
-X-ray classifiers only (``cxr-classification``); the CT pipelines' heat maps are not scored here.
+X-ray classifiers (``cxr-classification``: Grad-CAM through ``CxrPipeline``) and the served CT slice classifier
+(``ct-classification``: paper 002's heat map H, Eq. 1, through ``CtSlicePipeline``, deleting on the global branch's
+input with the crops as served; the ``ct_slices`` test split as every CT recipe splits it). The CT volume models'
+attention maps are scored in the dual-sampling recipe's report (overlap with the infection, share in the lungs).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ class FaithfulnessError(ChestReviewError):
 
 
 def faithfulness_entry(scores: dict[str, list[dict]], refused: int, no_heat: int, limit: int | None,
-                       command: str = "") -> dict:
+                       command: str = "", heat_map: str = "Grad-CAM") -> dict:
     """The card's entry from per-class lists of ``CxrResult.faithfulness`` dicts (true class -> scores)."""
     per_class = {}
     for name, rows in scores.items():
@@ -39,9 +42,10 @@ def faithfulness_entry(scores: dict[str, list[dict]], refused: int, no_heat: int
     every = [r for rows in scores.values() for r in rows]
     n = len(every)
     return {
-        "method": (f"deletion score: drop of the predicted class's probability when the top {TOP_FRACTION:.0%} Grad-CAM "
+        "heat_map": heat_map,
+        "method": (f"deletion score: drop of the predicted class's probability when the top {TOP_FRACTION:.0%} heat-map "
                    f"pixels are replaced by a blurred copy, minus the mean drop over {RANDOM_MASKS} random masks of the "
-                   "same size; in-lung share: Grad-CAM mass inside the lung mask / total (core.faithfulness)"),
+                   "same size; in-lung share: heat-map mass inside the lung mask / total (core.faithfulness)"),
         "evaluated_on": f"test, {n} images" + (f" (at most {limit} per class)" if limit else ""),
         "refused": refused,
         "no_heat": no_heat,
@@ -52,21 +56,30 @@ def faithfulness_entry(scores: dict[str, list[dict]], refused: int, no_heat: int
     }
 
 
-def score_split(pipeline, files: list[Path], targets, classes: list[str], gate, progress: bool = True):
-    """Per true class, the faithfulness dicts of the images the app analysed; the refused and no-heat counts."""
-    from tqdm import tqdm
-
-    from core.guard import check_chest_xray
+def _analysed(task: str, pipeline, path: Path, gate):
+    """The app's path for one file: decode, de-identify, guards, image-kind gate, the pipeline with faithfulness."""
+    from core.guard import check_chest_xray, check_ct_slice
     from core.guard.image_kind import check_image_kind
     from core.io import load_image
+
+    study = load_image(Path(path).read_bytes(), Path(path).name)
+    if task == "ct-classification":
+        study = check_image_kind(check_ct_slice(study), "chest-ct", gate) if gate else check_ct_slice(study)
+        return pipeline.analyse(study, faithfulness=True)
+    study = check_image_kind(check_chest_xray(study), "chest-xray", gate) if gate else check_chest_xray(study)
+    return pipeline.analyse(study, explain=True, faithfulness=True)
+
+
+def score_split(pipeline, files: list[Path], targets, classes: list[str], gate, progress: bool = True,
+                task: str = "cxr-classification"):
+    """Per true class, the faithfulness dicts of the images the app analysed; the refused and no-heat counts."""
+    from tqdm import tqdm
 
     scores: dict[str, list[dict]] = {name: [] for name in classes}
     refused = no_heat = 0
     for path, target in tqdm(list(zip(files, targets)), desc="faithfulness", unit="image", disable=not progress):
         try:
-            study = load_image(Path(path).read_bytes(), Path(path).name)
-            study = check_image_kind(check_chest_xray(study), "chest-xray", gate) if gate else check_chest_xray(study)
-            result = pipeline.analyse(study, explain=True, faithfulness=True)
+            result = _analysed(task, pipeline, path, gate)
         except (ChestReviewError, OSError):
             refused += 1
             continue
@@ -77,42 +90,71 @@ def score_split(pipeline, files: list[Path], targets, classes: list[str], gate, 
     return scores, refused, no_heat
 
 
-def faithfulness(weights: Path, classifier: str, data: Path | None = None, limit: int | None = None,
-                 progress: bool = True, write: bool = True) -> dict:
-    """Score ``classifier``'s Grad-CAM on the test split through the app's pipeline; (``write``) store it on its card."""
-    from core.guard.image_kind import open_gate
+def _xray_split(registry, card, data: Path | None):
+    """(pipeline, test files, class indices) of an X-ray classifier, its classes folded as its recipe did."""
     from core.pipelines.cxr import CxrPipeline
-    from core.registry import Registry
     from training.__main__ import load_records
     from training.served import task_for
     from training.tasks import select
 
+    pipeline = CxrPipeline(registry, classifier=card.name)
+    chosen, targets = select([r for r in load_records([str(data)] if data else None) if r.split == "test"],
+                             task_for(pipeline.classes))
+    return pipeline, [r.image for r in chosen], list(targets)
+
+
+def _ct_slice_split(registry, card, data: Path | None):
+    """(pipeline, test files, class indices) of the served CT slice classifier on ``ct_slices``."""
+    from core.pipelines.ct_slice import CtSlicePipeline
+    from training.calibration import CT_SLICE_LABELS
+    from training.ct_data import read_ct_slice_records
+    from training.data import resolve_data_root
+
+    pipeline = CtSlicePipeline(registry)
+    served = pipeline.cards.get("classifier")
+    if served is None or served.name != card.name:
+        raise FaithfulnessError(f"The CT slice page serves {served.name if served else 'no classifier'}, not {card.name}.")
+    chosen = [r for r in read_ct_slice_records(resolve_data_root(data, ("ct_slices",)))
+              if r.split == "test" and r.label in CT_SLICE_LABELS]
+    return pipeline, [r.image for r in chosen], [card.classes.index(CT_SLICE_LABELS[r.label]) for r in chosen]
+
+
+SPLITS = {"cxr-classification": _xray_split, "ct-classification": _ct_slice_split}
+
+
+def faithfulness(weights: Path, classifier: str, data: Path | None = None, limit: int | None = None,
+                 progress: bool = True, write: bool = True) -> dict:
+    """Score ``classifier``'s heat map on the test split through the app's pipeline; (``write``) store it on its card."""
+    from core.guard.image_kind import open_gate
+    from core.registry import Registry
+
     registry = Registry.open(Path(weights))
     card = registry.card(classifier)
-    if card.task != "cxr-classification":
-        raise FaithfulnessError(f"{card.name} is a {card.task} model; faithfulness scores X-ray classifiers only.")
-    pipeline = CxrPipeline(registry, classifier=card.name)
-    task = task_for(pipeline.classes)
-    records = load_records([str(data)] if data else None)
-    chosen, targets = select([r for r in records if r.split == "test"], task)
+    if card.task not in SPLITS:
+        raise FaithfulnessError(f"{card.name} is a {card.task} model; faithfulness scores the X-ray and CT slice "
+                                "classifiers.")
+    pipeline, files, targets = SPLITS[card.task](registry, card, Path(data) if data else None)
     if limit:
         counts: dict[int, int] = {}
         kept = []
-        for record, target in zip(chosen, targets):
+        for path, target in zip(files, targets):
             counts[int(target)] = counts.get(int(target), 0) + 1
             if counts[int(target)] <= limit:
-                kept.append((record, target))
-        chosen, targets = [r for r, _ in kept], [t for _, t in kept]
-    if not chosen:
+                kept.append((path, target))
+        files, targets = [p for p, _ in kept], [t for _, t in kept]
+    if not files:
         raise FaithfulnessError(f"The data pack has no test images for {card.name}'s classes.")
-    scores, refused, no_heat = score_split(pipeline, [r.image for r in chosen], targets, pipeline.classes,
-                                           open_gate(registry), progress)
+    scores, refused, no_heat = score_split(pipeline, files, targets, list(card.classes), open_gate(registry), progress,
+                                           card.task)
     command = (f"python -m training faithfulness --weights {weights} --classifier {card.name}"
                + (f" --data {data}" if data else "") + (f" --limit {limit}" if limit else ""))
-    entry = faithfulness_entry(scores, refused, no_heat, limit, command)
+    entry = faithfulness_entry(scores, refused, no_heat, limit, command, HEAT_MAPS[card.task])
     if write:
         registry.write_card(replace(card, faithfulness=entry))
     return entry
+
+
+HEAT_MAPS = {"cxr-classification": "Grad-CAM", "ct-classification": "the heat map H of paper 002 (Eq. 1)"}
 
 
 def _cell(stats: dict) -> str:
@@ -123,7 +165,7 @@ def _cell(stats: dict) -> str:
 
 def format_faithfulness(name: str, entry: dict) -> str:
     lines = [(f"{name}: heat-map faithfulness on {entry['evaluated_on']} ({entry['refused']} refused, "
-              f"{entry['no_heat']} with an all-zero Grad-CAM)"),
+              f"{entry['no_heat']} with an all-zero {entry.get('heat_map', 'Grad-CAM')})"),
              f"{'class':<20} {'n':>4}  {'deletion score: mean (median, IQR)':<44} in-lung share: mean (median, IQR)"]
     rows = [*entry["per_class"].items(), ("all", entry["all"])]
     for cls, v in rows:

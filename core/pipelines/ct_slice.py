@@ -23,6 +23,7 @@ import numpy as np
 from ..calibration import probabilities as scaled_probabilities
 from ..calibration import temperature_of
 from ..errors import ModelError, UnsupportedInputError
+from ..faithfulness import deletion_score, in_lung_share
 from ..imaging.ct_input import ct_model_pixels
 from ..imaging.regions import Box, branch_input, heatmap_crop_box, heatmap_from_features, infected_side_boxes
 from ..lung import lung_mask_from_probability, lung_probability_small, probability_to_shape, sigmoid
@@ -65,6 +66,8 @@ class CtSliceResult(CovidCall):
     timings_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     logits: np.ndarray | None = None  # the fusion classifier's raw logit (1,), before the temperature; None without one
+    # analyse(..., faithfulness=True): {"deletion_score", "in_lung_share", "top_drop", "random_drop"} of the heat map
+    faithfulness: dict | None = None
 
 
 def measure_burden(lung_mask: np.ndarray, labels: np.ndarray, multiclass: bool) -> InfectionBurden:
@@ -151,7 +154,9 @@ class CtSlicePipeline:
         # The classifier runs in PyTorch: Eq. 1 needs its last feature maps, not only its output.
         self.classifier = TorchModel(registry.load_torch(classifier, self.device), self.device) if classifier else None
 
-    def analyse(self, study: Study) -> CtSliceResult:
+    def analyse(self, study: Study, faithfulness: bool = False) -> CtSliceResult:
+        """``faithfulness``: also score the heat map (``core.faithfulness``) on the global branch's input: 5 more
+        classifier passes (the slice, its 20 % hottest pixels blurred, 3 random 20 % blurred), crops held fixed."""
         timings: dict[str, float] = {}
         warnings = list(study.warnings)
         pixels = ct_model_pixels(study)
@@ -169,18 +174,21 @@ class CtSlicePipeline:
             infected = (infection_prob >= INFECTION_THRESHOLD) & lung_mask
             labels = self._labels(pixels, infection_small, infected)
         burden = measure_burden(lung_mask, labels, self.multiclass is not None)
-        probabilities, branches, heatmap, heatmap_box, logits = {}, {}, None, None, None
+        probabilities, branches, heatmap, heatmap_box, logits, scores = {}, {}, None, None, None, None
         boxes = infected_side_boxes(labels, lung_mask)
         if self.classifier is not None:
             with timed(timings, "classification"):
-                probabilities, branches, heatmap, heatmap_box, logits = self._classify(pixels, boxes)
+                probabilities, branches, heatmap, heatmap_box, logits, inputs = self._classify(pixels, boxes)
+            if faithfulness:
+                with timed(timings, "faithfulness"):
+                    scores = self._faithfulness(inputs, heatmap, lung_mask, probabilities)
         else:
             warnings.append("No CT classifier is installed: the slice was segmented but not classified.")
         return CtSliceResult(
             study=study, model_pixels=pixels, lung_mask=lung_mask, infection_probability=infection_prob,
             infection_labels=labels, burden=burden, probabilities=probabilities, heatmap=heatmap,
             heatmap_box=heatmap_box, infected_boxes=boxes, branch_probabilities=branches, cards=dict(self.cards),
-            backend=self.backend, timings_ms=timings, warnings=warnings, logits=logits,
+            backend=self.backend, timings_ms=timings, warnings=warnings, logits=logits, faithfulness=scores,
         )
 
     def _infection_small(self, pixels: np.ndarray) -> np.ndarray:
@@ -200,7 +208,7 @@ class CtSlicePipeline:
 
     def _classify(self, pixels: np.ndarray, boxes: dict[str, Box | None]):
         """Paper 002's fusion classifier: (probabilities after the card's temperature, branch probabilities, H,
-        crop box, the fusion's raw logit)."""
+        crop box, the fusion's raw logit, the four branch inputs as arrays)."""
         import torch
 
         card = self.cards["classifier"]
@@ -218,7 +226,30 @@ class CtSlicePipeline:
         branches = {name: float(torch.sigmoid(value.float()).reshape(-1)[0]) for name, value in logits.items()}
         fusion = logits["fusion"].float().reshape(-1)[:1].cpu().numpy()
         non_covid, covid = scaled_probabilities(fusion, "sigmoid", temperature_of(card))  # one logit: P(COVID-19)
-        return {"non-covid": float(non_covid), "covid": float(covid)}, branches, heatmap, heatmap_box, fusion
+        inputs = [x[0].cpu().numpy() for x in (global_input, *local)]
+        return {"non-covid": float(non_covid), "covid": float(covid)}, branches, heatmap, heatmap_box, fusion, inputs
+
+    def _faithfulness(self, inputs: list[np.ndarray], heatmap: np.ndarray, lung_mask: np.ndarray,
+                      probabilities: dict[str, float]) -> dict:
+        """Deletion score of H on the global branch's input (the crops as served, so it measures what the global
+        evidence adds to the fusion's call); in-lung share of H on the slice. All None when H is zero everywhere."""
+        import torch
+
+        if not np.any(heatmap > 0):
+            return {"deletion_score": None, "in_lung_share": None, "top_drop": None, "random_drop": None}
+        temperature = temperature_of(self.cards["classifier"])
+
+        def predict(arrays):
+            tensors = [torch.from_numpy(np.asarray(x)[None]).to(self.device) for x in arrays]
+            with self.classifier.exclusive() as net, torch.no_grad():
+                fusion = net.branch_logits(*tensors)["fusion"].float().reshape(-1)[:1].cpu().numpy()
+            return scaled_probabilities(fusion, "sigmoid", temperature)
+
+        heat = resize_square(heatmap, inputs[0].shape[-1])
+        predicted = int(probabilities["covid"] >= probabilities["non-covid"])
+        scores = deletion_score(predict, inputs, heat, predicted)
+        return {"deletion_score": round(scores["deletion_score"], 6), "in_lung_share": round(in_lung_share(heatmap, lung_mask), 6),
+                "top_drop": round(scores["top_drop"], 6), "random_drop": round(scores["random_drop"], 6)}
 
 
 def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -22,7 +22,7 @@ from ..explain import grad_cam, mask_attention_maps, to_image_shape
 from ..faithfulness import deletion_score, in_lung_share
 from ..lung import lung_mask_from_probability, lung_probability_small, probability_to_shape
 from ..postprocess import HRNET_MIN_AREA_FRACTION, LungMeasurements, cxnet_roi_mask, hrnet_postprocess, measure_lungs
-from ..preprocess import classifier_input, cxnet_input, lung_only_input, lung_roi_box, mask_to_shape
+from ..preprocess import cxnet_input, masked_classifier_input, lung_only_input, lung_roi_box, mask_to_shape
 from ..registry import ModelCard, Registry
 from ..runtime import OnnxModel, TorchModel, torch_device
 from ..study import Study
@@ -69,7 +69,7 @@ def classifier_inputs(card: ModelCard, pixels: np.ndarray, lung_small: np.ndarra
     """
     size, config = card.input_size, card.input_config
     if card.input_kind == "image+mask":
-        return ClassifierInput(classifier_input(pixels, lung_mask, size))
+        return ClassifierInput(*masked_classifier_input(pixels, lung_mask, size, config))
     if card.input_kind == "lung-only":
         dilated = hrnet_postprocess(lung_prob >= 0.5,
                                     config.get("dilation", 8), config.get("closing", 2))
@@ -162,7 +162,7 @@ class CxrPipeline:
                     input_heat = grad_cam(net, image_t, mask_t, int(np.argmax(probs)), single_logit=card.output == "sigmoid")
                     heat = heat_to_image(input_heat, pixels.shape, inputs.box)
                 maps = mask_attention_maps(net, image_t, mask_t) if mask_t is not None else []
-            attention = to_image_shape(_display_map(maps, card.input_size), pixels.shape) if maps else None
+            attention = heat_to_image(_display_map(maps, card.input_size), pixels.shape, inputs.box) if maps else None
             if faithfulness:
                 with timed(timings, "faithfulness"):
                     scores = self._faithfulness(inputs, input_heat, int(np.argmax(probs)), heat, lung_mask)

@@ -35,6 +35,20 @@ def test_a_phantom_slice_gets_masks_burden_probabilities_and_boxes(pipeline):
     assert result.cards["lungs"].name == "tiny-ct-lungs"  # the lung model the classifier's card names
 
 
+def test_heat_map_faithfulness_is_scored_on_request_only(pipeline):
+    study = make_ct_phantom("covid", seed=1, size=128).to_study()
+    plain = pipeline.analyse(study)
+    scored = pipeline.analyse(study, faithfulness=True)
+    assert plain.faithfulness is None and "faithfulness" not in plain.timings_ms
+    assert scored.probabilities == plain.probabilities  # scoring perturbs copies, never the served answer
+    scores = scored.faithfulness
+    assert set(scores) == {"deletion_score", "in_lung_share", "top_drop", "random_drop"}
+    assert np.any(scored.heatmap > 0)
+    assert scores["deletion_score"] == pytest.approx(scores["top_drop"] - scores["random_drop"], abs=1e-5)
+    assert -1 <= scores["deletion_score"] <= 1 and 0 <= scores["in_lung_share"] <= 1
+    assert pipeline.analyse(study, faithfulness=True).faithfulness == scores  # seeded: same case, same score
+
+
 def test_hu_and_its_8_bit_export_give_the_same_model_input(pipeline):
     from core.imaging.ct_input import ct_model_pixels
     from core.study import Study

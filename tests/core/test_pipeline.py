@@ -88,9 +88,10 @@ def test_benchmark_prints_every_stage_for_both_backends(bundled_weights_dir, cap
     assert "lung_mask p50" in out and "total p50" in out
 
 
-@pytest.mark.parametrize("classifier", ["tiny-cls", "tiny-lung-only", "tiny-cxnet-three"])
+@pytest.mark.parametrize("classifier", ["tiny-cls", "tiny-cls-lung-crop", "tiny-lung-only", "tiny-cxnet-three"])
 def test_every_input_kind_is_served_by_both_backends(tiny_registry_dir, classifier):
-    """MANet image+mask, UNet + HRNet lung-only and COVID-CXNet's enhanced lung crop, from their model cards."""
+    """MANet image+mask (whole image; lung crop, equalised), UNet + HRNet lung-only and COVID-CXNet's enhanced lung
+    crop, from their model cards."""
     registry = Registry.open(tiny_registry_dir)
     card = registry.card(classifier)
     study = make_phantom("covid", seed=5, size=200).to_study()
@@ -114,3 +115,21 @@ def test_binary_sigmoid_output_and_cropped_heat_maps():
     box = (slice(10, 30), slice(40, 60))
     full = heat_to_image(np.ones((8, 8), np.float32), (50, 80), box)
     assert full.shape == (50, 80) and full[box].min() == 1.0 and full.sum() == 20 * 20
+
+
+def test_lung_cropped_equalised_input_covers_the_lungs_box_only():
+    from core.preprocess import masked_classifier_input
+
+    rng = np.random.default_rng(0)
+    pixels = rng.uniform(0.2, 0.4, (100, 120)).astype(np.float32)
+    lungs = np.zeros((100, 120), bool)
+    lungs[30:70, 20:50] = lungs[30:70, 70:100] = True
+    pixels[lungs] = rng.uniform(0.5, 0.6, lungs.sum())  # a narrow band: min-max would not fill [-1, 1]
+    (image, mask), box = masked_classifier_input(pixels, lungs, 32, {"lung_crop": 0.05, "equalise": True})
+    assert box == (slice(25, 75), slice(14, 106))  # 5 % of each side around the lungs
+    assert image.shape == mask.shape == (1, 32, 32) and mask.mean() > 0.5  # the lungs fill the crop
+    inside = image[mask > 0]
+    assert np.all(image[mask == 0] == -1.0)
+    assert abs(np.median(inside)) < 0.1 and inside.min() < -0.8 and inside.max() > 0.9  # equalised: uniform in [-1, 1]
+    (whole, _), none = masked_classifier_input(pixels, lungs, 32, {})
+    assert none is None and (whole > -1).mean() < mask.mean()  # the paper's input: whole image, smaller lungs

@@ -1,4 +1,4 @@
-"""``python -m training faithfulness``: Grad-CAM deletion score and in-lung share on test, written on the card.
+"""``python -m training faithfulness``: heat-map deletion score and in-lung share on test, written on the card.
 
 A tiny random-weight registry (copied: the command rewrites the manifest) on the tiny synthetic pack.
 """
@@ -59,4 +59,19 @@ def test_refuses_a_non_xray_classifier(tiny_registry_dir, capsys):
     registry = Registry.open(tiny_registry_dir)
     lung = next(c for c in registry.cards("lung-segmentation"))
     assert main(["faithfulness", "--weights", str(tiny_registry_dir), "--classifier", lung.name, "--dry-run"]) == 2
-    assert "X-ray classifiers only" in capsys.readouterr().err
+    assert "scores the X-ray and CT slice classifiers" in capsys.readouterr().err
+
+
+def test_the_ct_slice_classifier_heat_map_is_scored(tiny_ct_registry_dir, tmp_path, monkeypatch):
+    from tests.training.ct_pack import write_ct_pack
+
+    monkeypatch.setenv("CHEST_CACHE", str(tmp_path / "cache"))
+    pack = write_ct_pack(tmp_path / "data")
+    registry_dir = shutil.copytree(tiny_ct_registry_dir, tmp_path / "registry")
+    assert main(["faithfulness", "--weights", str(registry_dir), "--classifier", "tiny-ct-fusion", "--data", str(pack),
+                 "--limit", "1"]) == 0  # one test slice per class: the fusion model's six passes each take seconds
+    card = Registry.open(registry_dir).card("tiny-ct-fusion")
+    entry = card.faithfulness
+    assert set(entry["per_class"]) == set(card.classes) and entry["heat_map"].startswith("the heat map H")
+    assert entry["all"]["n"] > 0 and entry["all"]["n"] + entry["refused"] + entry["no_heat"] == 2
+    assert "the heat map H of paper 002" in card_markdown(card)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +22,13 @@ from tqdm import tqdm
 
 from core.classes import MANET_CLASSES
 from core.explain import grad_cam
-from core.lung import predict_lung_mask
+from core.lung import lung_mask_from_probability, lung_probability_small, probability_to_shape
 from core.postprocess import manet_postprocess
-from core.preprocess import classifier_input
+from core.preprocess import masked_classifier_input
 from core.runtime import TorchModel
 from models import create_model
 from training import reports
-from training.augment import CLASSIFICATION_AUGMENT, resolution_jitter
+from training.augment import CLASSIFICATION_AUGMENT, gamma_jitter, resolution_jitter
 from training.classification import ArraySet, evaluate_classifier, fit_classifier
 from training.data import cache_dir, load_gray
 from training.engine import FitConfig, RunSettings, is_main_process, pick_device
@@ -71,6 +72,10 @@ class Profile(RunSettings):
     cls_momentum: float = 0.9
     max_train_per_class: int | None = None  # subsample the training split (quick profiles)
     resolution_jitter: float = 0.0  # p of random down/up-sampling (counters the TB low-resolution shortcut)
+    # Against source shortcuts (not in the paper; chosen by leave-one-source-out, ``training.source_holdout``):
+    lung_crop: float | None = None  # margin: inputs cover only the lungs' bounding box (core.preprocess)
+    equalise: bool = False  # lung histogram equalised instead of min-max (core.preprocess.classifier_input)
+    gamma_jitter: float = 0.0  # training: gamma drawn from exp(U(-g, g)) inside the lungs
 
 
 PROFILES = {
@@ -124,24 +129,39 @@ def stage_one(records, profile: Profile, out_dir: Path):
 
 
 # ---------------------------------------------------------------- stage 2: classifiers
-def classifier_arrays(records, segmenter_model, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
-    """Segmented images and predicted lung masks at the classifier's size, through the serving code."""
-    device = next(segmenter_model.parameters()).device
-    key = hashlib.sha256(f"{profile.cls_size}|{profile.seg_size}|".encode() + "|".join(str(r.image) for r in records).encode())
+def input_config(profile: Profile) -> dict:
+    """The classifier card's ``input_config`` (``core.preprocess.masked_classifier_input``)."""
+    config = {"lung_crop": profile.lung_crop} if profile.lung_crop is not None else {}
+    return config | ({"equalise": True} if profile.equalise else {})
+
+
+def lung_probabilities(records, segmenter_model, seg_size: int) -> np.ndarray:
+    """(N, seg_size, seg_size) float16 lung probabilities through the serving code, cached per segmenter."""
+    key = hashlib.sha256(f"{seg_size}|".encode() + "|".join(str(r.image) for r in records).encode())
     for tensor in segmenter_model.state_dict().values():
         key.update(tensor.detach().cpu().numpy().tobytes())
-    cache = cache_dir() / f"classifier-inputs-{key.hexdigest()[:20]}.npz"
+    cache = cache_dir() / f"lung-probabilities-{key.hexdigest()[:20]}.npy"
     if cache.exists():
-        with np.load(cache) as stored:
-            return stored["images"], stored["masks"]
-    segmenter = TorchModel(segmenter_model, device)
+        return np.load(cache, mmap_mode="r")
+    segmenter = TorchModel(segmenter_model, next(segmenter_model.parameters()).device)
+    out = np.zeros((len(records), seg_size, seg_size), np.float16)
+    for index, record in enumerate(tqdm(records, desc="lung masks for classification", leave=False, disable=not sys.stderr.isatty())):
+        out[index] = lung_probability_small(load_gray(record.image), segmenter, seg_size)
+    np.save(cache, out)
+    return out
+
+
+def classifier_arrays(records, segmenter_model, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
+    """Classifier inputs (float16 image, uint8 mask) at the classifier's size, built by the serving code."""
+    probabilities = lung_probabilities(records, segmenter_model, profile.seg_size)
+    config = input_config(profile)
     images = np.zeros((len(records), profile.cls_size, profile.cls_size), np.float16)
     masks = np.zeros_like(images, dtype=np.uint8)
-    for index, record in enumerate(tqdm(records, desc="lung masks for classification", leave=False)):
+    for index, record in enumerate(records):
         pixels = load_gray(record.image)
-        image, mask = classifier_input(pixels, predict_lung_mask(pixels, segmenter, profile.seg_size), profile.cls_size)
+        lung_mask = lung_mask_from_probability(probability_to_shape(probabilities[index].astype(np.float32), pixels.shape))
+        (image, mask), _ = masked_classifier_input(pixels, lung_mask, profile.cls_size, config)
         images[index], masks[index] = image[0], mask[0]
-    np.savez(cache, images=images, masks=masks)
     return images, masks
 
 
@@ -168,6 +188,7 @@ def prepare_batch(profile: Profile):
         image, mask = stored[0].float()[:, None], stored[1].float()[:, None]
         if training:
             image = resolution_jitter(image, profile.resolution_jitter)
+            image = gamma_jitter(image, mask, profile.gamma_jitter)
             image, mask = CLASSIFICATION_AUGMENT(image.to(device), mask.to(device), background=-1.0)
             image = torch.where(mask > 0, image, torch.full_like(image, -1.0))  # keep the outside black
         return image.to(device), mask.to(device)
