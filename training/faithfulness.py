@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from core.errors import ChestReviewError
-from core.faithfulness import RANDOM_MASKS, TOP_FRACTION, summary
+from core.faithfulness import RANDOM_MASKS, READING, TOP_FRACTION, summary
 
 
 class FaithfulnessError(ChestReviewError):
@@ -155,6 +155,54 @@ def faithfulness(weights: Path, classifier: str, data: Path | None = None, limit
 
 
 HEAT_MAPS = {"cxr-classification": "Grad-CAM", "ct-classification": "the heat map H of paper 002 (Eq. 1)"}
+
+
+def network_faithfulness(net, data, prepare, classes, device, single_logit: bool = False,
+                         per_class: int | None = 100) -> dict:
+    """A recipe report's faithfulness table: the trained ``net``'s Grad-CAM on its own test ``ArraySet``.
+
+    As the app scores a case (``core.faithfulness``) but on the training arrays: the deletion score on the input
+    grid, the in-lung share against the input's lung mask when the network takes one (MANet), else None.
+    At most ``per_class`` images of each true class (the split's order) keep the report's cost to minutes.
+    """
+    import numpy as np
+    import torch
+
+    from core.explain import grad_cam
+    from core.faithfulness import deletion_score, in_lung_share
+    from training.classification import to_probabilities
+
+    def predict(arrays):
+        with torch.no_grad():
+            return to_probabilities(net(*(torch.from_numpy(np.asarray(x)[None]).to(device) for x in arrays)))[0].cpu().numpy()
+
+    net.eval()
+    labels = data.labels.numpy()
+    scores: dict[str, list[dict]] = {name: [] for name in classes}
+    no_heat = 0
+    for label in range(len(classes)):
+        for index in np.flatnonzero(labels == label)[:per_class]:
+            inputs = prepare(tuple(x[index:index + 1] for x in data.inputs), device, False)
+            arrays = [x[0].detach().cpu().numpy() for x in inputs]
+            predicted = int(np.argmax(predict(arrays)))
+            heat = grad_cam(net, inputs[0], inputs[1] if len(inputs) > 1 else None, predicted, single_logit)
+            if not np.any(heat > 0):
+                no_heat += 1
+                continue
+            row = deletion_score(predict, arrays, heat, predicted)
+            row["in_lung_share"] = in_lung_share(heat, arrays[1][0] > 0) if len(arrays) > 1 else None
+            scores[classes[label]].append(row)
+    entry = faithfulness_entry(scores, 0, no_heat, per_class, "the recipe's report (training arrays, trained network)")
+    entry["evaluated_on"] = entry["evaluated_on"].replace("test,", "test arrays,")
+    return entry
+
+
+def add_faithfulness_table(report, title: str, entry: dict) -> None:
+    """Per true class: deletion score and in-lung share, mean (median, IQR), into a recipe's ``reports.Report``."""
+    rows = [[name, v["n"], _cell(v["deletion_score"]), _cell(v["in_lung_share"])]
+            for name, v in [*entry["per_class"].items(), ("all", entry["all"])]]
+    report.table(title, ["true class", "n", "deletion score: mean (median, IQR)", "in-lung share: mean (median, IQR)"], rows,
+                 f"{entry['evaluated_on']}; {entry['no_heat']} all-zero Grad-CAMs left out. {READING}")
 
 
 def _cell(stats: dict) -> str:

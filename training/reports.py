@@ -131,6 +131,24 @@ def plot_roc(y_true, probs, classes, path: Path, title: str = "") -> None:
     _save(fig, path)
 
 
+def add_speed_table(report: Report, logs: dict[str, Path]) -> None:
+    """Training images/s (mean over epochs, from each ``log.csv``) and wall time, with the threads torch used."""
+    import torch
+
+    rows = []
+    for label, log in logs.items():
+        if not Path(log).is_file():
+            continue
+        with open(log, newline="") as handle:
+            logged = list(csv.DictReader(handle))
+        speeds = [float(r["train_images_per_s"]) for r in logged if r.get("train_images_per_s")]
+        rows.append([label, len(logged), f"{sum(float(r['seconds']) for r in logged) / 60:.1f}",
+                     f"{sum(speeds) / len(speeds):.1f}" if speeds else "-"])
+    if rows:
+        report.table(f"Training speed ({torch.get_num_threads()} CPU thread(s) or the device in config.json)",
+                     ["model", "epochs", "minutes (train + val)", "training images/s"], rows)
+
+
 def plot_training_curves(logs: dict[str, Path], path: Path) -> None:
     """Training loss and the selection metric per epoch for every ``log.csv`` given (label -> path)."""
     fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(10, 4))

@@ -28,6 +28,7 @@ def test_recipe_runs_every_experiment_and_the_shortcut_audit(tmp_path, synthetic
     assert loso[0]["report"]["n"] == 15  # every image of the held-out source, whatever its split
     report = (run / "report.md").read_text()
     assert "Leave one source out" in report and "lungs blacked out" in report and "Table 6" in report
+    assert "training images/s" in report and "heat-map faithfulness" in report
     for name in ("confusion-cxnet-binary.png", "roc-cxnet-three.png", "curves.png", "gradcam.png"):
         assert (run / name).is_file(), name
 

@@ -20,6 +20,7 @@ def test_recipe_trains_reports_and_exports_a_servable_registry(tmp_path, synthet
             assert (run / "classifiers" / variant / f"seed{seed}" / "test.json").is_file()
     report = (run / "report.md").read_text()
     assert "Table 2" in report and "Attention vs plain" in report and "per source" in report
+    assert "training images/s" in report and "Heat-map faithfulness" in report and "deletion score" in report
     registry = Registry.open(weights)
     classifier = registry.default("cxr-classification")
     assert classifier.classes == list(MANET_CLASSES)

@@ -32,6 +32,7 @@ from training.augment import CLASSIFICATION_AUGMENT, gamma_jitter, resolution_ji
 from training.classification import ArraySet, evaluate_classifier, fit_classifier
 from training.data import cache_dir, load_gray
 from training.engine import FitConfig, RunSettings, is_main_process, pick_device
+from training.faithfulness import add_faithfulness_table, network_faithfulness
 from training.metrics import mean_and_spread
 from training.profiling import model_cost
 from training.recipes import load_profile, start_run
@@ -254,7 +255,12 @@ def write_report(out_dir: Path, profile_name: str, profile: Profile, seg: dict, 
     logs.update({f"{variant}/seed{t['seed']}": out_dir / "classifiers" / variant / f"seed{t['seed']}" / "log.csv"
                  for variant, ts in stage2["trials"].items() for t in ts})
     reports.plot_training_curves(logs, out_dir / "curves.png")
+    reports.add_speed_table(report, logs)
     _gradcam_grid(selected["model"], stage2["sets"]["test"], profile, out_dir / "gradcam.png")
+    faithfulness = network_faithfulness(selected["model"], stage2["sets"]["test"], prepare_batch(profile), MANET_CLASSES,
+                                        next(selected["model"].parameters()).device)
+    reports.write_json(out_dir / "faithfulness.json", faithfulness)
+    add_faithfulness_table(report, f"Heat-map faithfulness ({name}, Grad-CAM on test)", faithfulness)
     for title, file in (("Confusion matrix", "confusion.png"), ("ROC (one vs rest)", "roc.png"),
                         ("Training curves", "curves.png"), ("Grad-CAM on test images", "gradcam.png")):
         report.figure(title, file)
