@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+
+from core.progress import progress_bar
 
 from .errors import ChestReviewError
 from .guard import check_chest_xray, check_ct_slice
@@ -88,7 +89,7 @@ def predict_rows(task: str, pipeline, files: list[Path], gate: ImageKindGate | N
         return
     card = pipeline.cls_card if task == "cxr" else pipeline.cards.get("classifier", pipeline.cards["infection"])
     written: set[str] = set()
-    for path in tqdm(files, desc="chest X-rays" if task == "cxr" else "CT slices", unit="image", disable=not progress):
+    for path in progress_bar(files, desc="chest X-rays" if task == "cxr" else "CT slices", unit="image", disable=not progress):
         started = time.perf_counter()
         row = {"file": str(path), "model": card.name, "model_version": card.version}
         try:
@@ -148,7 +149,7 @@ def _volume_rows(pipeline, cases: list[Path], masks_dir: Path | None, progress: 
 
     model, version = volume_model_id(pipeline.cards)
     written: set[str] = set()
-    for path in tqdm(cases, desc="CT volumes", unit="volume", disable=not progress):
+    for path in progress_bar(cases, desc="CT volumes", unit="volume", disable=not progress):
         started = time.perf_counter()
         row = {"file": str(path), "model": model, "model_version": version}
         try:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from core.preprocess import resize_square
+from core.progress import progress_bar
 
 DATA_ENV = "CHEST_DATA"
 
@@ -106,7 +106,7 @@ def stack_resized(paths: list[Path], size: int, is_mask: bool = False, multiclas
     if cache.exists():
         return np.load(cache)
     out = np.zeros((len(paths), size, size), dtype=np.uint8)
-    for index, path in enumerate(tqdm(paths, desc=f"decoding {kind}s at {size}px", leave=False)):
+    for index, path in enumerate(progress_bar(paths, desc=f"decoding {kind}s at {size}px", leave=False)):
         if multiclass:
             out[index] = resize_square(load_label_map(path).astype(np.float32), size, order=0).round()
             continue

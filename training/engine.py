@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import os
 import random
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+
+from core.progress import progress_bar
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -172,9 +172,8 @@ class Engine:
         self.model.train()
         total, count, images = 0.0, 0, 0
         limit = self.config.max_steps_per_epoch
-        # A bar redrawn into a log file floods it: only draw one on a terminal.
-        progress = tqdm(batches, desc=f"epoch {epoch + 1}/{self.config.epochs}", leave=False, total=limit,
-                        disable=self.rank != 0 or not sys.stderr.isatty())
+        progress = progress_bar(batches, desc=f"epoch {epoch + 1}/{self.config.epochs}", leave=False, total=limit,
+                        disable=self.rank != 0)
         for step, batch in enumerate(progress):
             if limit is not None and step >= limit:
                 break

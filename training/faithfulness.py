@@ -73,11 +73,11 @@ def _analysed(task: str, pipeline, path: Path, gate):
 def score_split(pipeline, files: list[Path], targets, classes: list[str], gate, progress: bool = True,
                 task: str = "cxr-classification"):
     """Per true class, the faithfulness dicts of the images the app analysed; the refused and no-heat counts."""
-    from tqdm import tqdm
+    from core.progress import progress_bar
 
     scores: dict[str, list[dict]] = {name: [] for name in classes}
     refused = no_heat = 0
-    for path, target in tqdm(list(zip(files, targets)), desc="faithfulness", unit="image", disable=not progress):
+    for path, target in progress_bar(list(zip(files, targets)), desc="faithfulness", unit="image", disable=not progress):
         try:
             result = _analysed(task, pipeline, path, gate)
         except (ChestReviewError, OSError):

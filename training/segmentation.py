@@ -12,9 +12,9 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from core.lung import lung_probability
+from core.progress import progress_bar
 from core.runtime import TorchModel
 from models import create_model
 from training.augment import AffineAugment
@@ -90,7 +90,7 @@ def evaluate_segmenter(model, records: list[CxrRecord], size: int, postprocess: 
     """
     segmenter = TorchModel(model, next(model.parameters()).device)
     dices, ious = [], []
-    for record in tqdm(records, desc="segmentation evaluation", leave=False):
+    for record in progress_bar(records, desc="segmentation evaluation", leave=False):
         pred = postprocess(lung_probability(load_gray(record.image), segmenter, size) >= 0.5)
         dice, iou = dice_iou(pred, load_gray(record.lung_mask) > 0.5)
         dices.append(dice)

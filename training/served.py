@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from core.errors import ChestReviewError
 from core.pipelines.cxr import CxrPipeline
+from core.progress import progress_bar
 from core.registry import Registry
 from core.study import Study
 from training.data import load_gray
@@ -31,7 +31,7 @@ def served_accuracy(weights: Path, classifier: str | None, records, split: str =
     pipeline = CxrPipeline(Registry.open(weights), backend="auto", classifier=classifier)
     chosen, labels = select([r for r in records if r.split == split], task_for(pipeline.classes))
     predicted, refused = [], 0
-    for record in tqdm(chosen, desc=f"serving {pipeline.cls_card.name}", leave=False):
+    for record in progress_bar(chosen, desc=f"serving {pipeline.cls_card.name}", leave=False):
         try:
             result = pipeline.analyse(Study(load_gray(record.image), "png"), explain=False)
         except ChestReviewError:  # no lungs found: a wrong answer, counted

@@ -273,9 +273,9 @@ def pack_shards(recipe: str, profile: str, paths: list[str] | None, out: Path, m
     members = [(f"{c.name}/{name}", file, kind, c) for c in collections for name, (file, kind) in c.files.items()]
     members += [(name, file, "file", None) for name, file in extras.items()]
     if progress:
-        from tqdm import tqdm
+        from core.progress import progress_bar
 
-        members = tqdm(members, desc=f"packing {recipe} at {size or 'native'} px", leave=False)
+        members = progress_bar(members, desc=f"packing {recipe} at {size or 'native'} px", leave=False)
     new_sizes: dict[str, tuple[int, int]] = {}
     for name, file, kind, _ in members:
         data, new_size = stored_bytes(file, kind, size)

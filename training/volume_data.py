@@ -38,10 +38,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from core.imaging.infection_burden import ratio_band, sampling_group
 from core.imaging.volume_input import Placement, classifier_input, mask_input, quantise
+from core.progress import progress_bar
 from training.splits import holdout_split
 
 LABELS = ("cap", "covid")  # index 1 = the sigmoid's positive class
@@ -322,10 +322,10 @@ def build_volume_set(records: list[VolumeRecord], folder: Path, settings: InputS
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = pool.map(_prepare_in_worker, [(records[i], settings) for i in todo])
-            for i, result in tqdm(zip(todo, results), total=len(todo), desc="volumes", leave=False):
+            for i, result in progress_bar(zip(todo, results), total=len(todo), desc="volumes", leave=False):
                 store(i, result)
     else:
-        for i in tqdm(todo, desc="volumes", leave=False):
+        for i in progress_bar(todo, desc="volumes", leave=False):
             store(i, prepare_case(records[i], settings))
     inputs.flush()
     masks.flush()

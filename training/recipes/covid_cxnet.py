@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from core.lung import lung_probability_small
 from core.postprocess import cxnet_roi_mask, manet_postprocess
 from core.preprocess import cxnet_input, mask_to_shape, resize_square
+from core.progress import progress_bar
 from core.runtime import TorchModel
 from models import create_model
 from training import reports
@@ -114,7 +114,7 @@ def lung_masks(records, segmenter, profile: Profile) -> list[np.ndarray]:
     """Dilated lung masks at the segmenter's size (small enough to keep for every image)."""
     run = TorchModel(segmenter, next(segmenter.parameters()).device)
     return [cxnet_roi_mask(lung_probability_small(load_gray(record.image), run, profile.seg_size), profile.roi_dilation)
-            for record in tqdm(records, desc="lung masks", leave=False)]
+            for record in progress_bar(records, desc="lung masks", leave=False)]
 
 
 def build_inputs(records, masks, profile: Profile, reference=None, blank_lungs: bool = False) -> np.ndarray:
@@ -126,7 +126,7 @@ def build_inputs(records, masks, profile: Profile, reference=None, blank_lungs: 
     if cache.exists():
         return np.load(cache)
     out = np.zeros((len(records), 3, profile.size, profile.size), np.float16)
-    for index, (record, mask) in enumerate(tqdm(list(zip(records, masks)), desc="CXNet inputs", leave=False)):
+    for index, (record, mask) in enumerate(progress_bar(list(zip(records, masks)), desc="CXNet inputs", leave=False)):
         pixels = load_gray(record.image)
         if blank_lungs:
             out[index] = cxnet_input(np.where(mask_to_shape(mask, pixels.shape), 0.0, pixels), None, profile.size, reference)

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from core.lung import lung_probability
 from core.postprocess import hrnet_postprocess, manet_postprocess, passes_min_area
 from core.preprocess import lung_only_input
+from core.progress import progress_bar
 from core.runtime import TorchModel
 from models import create_model
 from training import reports
@@ -120,7 +120,7 @@ def segmented_images(records, segmenter, profile: Profile) -> tuple[np.ndarray, 
     run = TorchModel(segmenter, next(segmenter.parameters()).device)
     images = np.zeros((len(records), profile.cls_size, profile.cls_size), np.float16)
     kept = np.zeros(len(records), bool)
-    for index, record in enumerate(tqdm(records, desc="segmenting for classification", leave=False)):
+    for index, record in enumerate(progress_bar(records, desc="segmenting for classification", leave=False)):
         pixels = load_gray(record.image)
         mask = hrnet_postprocess(lung_probability(pixels, run, profile.seg_size) >= 0.5)
         kept[index] = passes_min_area(mask)

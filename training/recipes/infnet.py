@@ -26,17 +26,31 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from core.lung import probability_to_shape, sigmoid
 from core.preprocess import segmenter_input
+from core.progress import progress_bar
 from models import create_model
 from training import reports
 from training.augment import CT_SEGMENTATION_AUGMENT
-from training.ct_data import (CT_INFECTION_SPLIT_NOTES, MULTICLASS_LABELS, by_split, image_stack, infection_stack,
-                              read_ct_infection_records)
+from training.ct_data import (
+    CT_INFECTION_SPLIT_NOTES,
+    MULTICLASS_LABELS,
+    by_split,
+    image_stack,
+    infection_stack,
+    read_ct_infection_records,
+)
 from training.data import load_gray, load_label_map
-from training.engine import Engine, FitConfig, RunSettings, is_main_process, pick_device, seed_everything, shuffled_batches
+from training.engine import (
+    Engine,
+    FitConfig,
+    RunSettings,
+    is_main_process,
+    pick_device,
+    seed_everything,
+    shuffled_batches,
+)
 from training.losses import infnet_loss, multiclass_loss
 from training.metrics import INFNET_TABLE_COLUMNS, infection_metrics, infection_table, multiclass_dice_report
 from training.recipes import start_run
@@ -189,7 +203,7 @@ def infection_probability_small(model, pixels: np.ndarray, size: int, device) ->
 def evaluate_binary(model, records, size: int, device) -> dict:
     """Inf-Net's table per test slice at its own resolution, averaged overall and per subset."""
     rows = []
-    for record in tqdm(records, desc="infection evaluation", leave=False):
+    for record in progress_bar(records, desc="infection evaluation", leave=False):
         pixels = load_gray(record.image)
         prob = probability_to_shape(infection_probability_small(model, pixels, size, device), pixels.shape)
         rows.append(infection_metrics(prob, load_gray(record.mask) > 0.5))

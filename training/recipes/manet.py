@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from core.classes import MANET_CLASSES
 from core.explain import grad_cam
 from core.lung import lung_mask_from_probability, lung_probability_small, probability_to_shape
 from core.postprocess import manet_postprocess
 from core.preprocess import masked_classifier_input
+from core.progress import progress_bar
 from core.runtime import TorchModel
 from models import create_model
 from training import reports
@@ -146,7 +145,7 @@ def lung_probabilities(records, segmenter_model, seg_size: int) -> np.ndarray:
         return np.load(cache, mmap_mode="r")
     segmenter = TorchModel(segmenter_model, next(segmenter_model.parameters()).device)
     out = np.zeros((len(records), seg_size, seg_size), np.float16)
-    for index, record in enumerate(tqdm(records, desc="lung masks for classification", leave=False, disable=not sys.stderr.isatty())):
+    for index, record in enumerate(progress_bar(records, desc="lung masks for classification", leave=False)):
         out[index] = lung_probability_small(load_gray(record.image), segmenter, seg_size)
     np.save(cache, out)
     return out

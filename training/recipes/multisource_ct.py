@@ -37,29 +37,36 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib.pyplot as plt  # noqa: E402,I001  (after training.reports chose the Agg backend)
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from sklearn.metrics import roc_auc_score
-from tqdm import tqdm
 
 from core.imaging.regions import crop_to_square, heatmap_crop_box, heatmap_from_features, infected_side_boxes
 from core.lung import lung_mask_from_probability, probability_to_shape, sigmoid
 from core.pipelines.ct_slice import INFECTION_THRESHOLD  # the served infection mask: regions are built as served
 from core.preprocess import segmenter_input
+from core.progress import progress_bar
 from models import create_model
 from training import reports  # sets Matplotlib's headless backend before pyplot is imported
 from training.augment import CtSliceAugment
 from training.classification import ArraySet, predict
 from training.ct_data import CT_SLICE_SPLIT_NOTES, image_stack, read_ct_slice_records
 from training.data import cache_dir
-from training.engine import Engine, FitConfig, RunSettings, is_main_process, pick_device, seed_everything, shuffled_batches
+from training.engine import (
+    Engine,
+    FitConfig,
+    RunSettings,
+    is_main_process,
+    pick_device,
+    seed_everything,
+    shuffled_batches,
+)
 from training.metrics import classification_report, mean_and_spread
 from training.recipes import start_run
 from training.splits import subsample_per_class
-
-import matplotlib.pyplot as plt  # noqa: E402,I001  (after training.reports chose the Agg backend)
 
 DATA_COLLECTIONS = ("ct_slices",)  # what ``--data`` must hold (training/__main__.py)
 CLASSES = ("non-covid", "covid")  # the registry's ct-classification classes; index 1 = the sigmoid's positive class
@@ -173,7 +180,7 @@ def native_slices(paths: list[Path]) -> list[np.ndarray]:
             flat, shapes = stored["flat"], stored["shapes"]
     else:
         arrays = []
-        for path in tqdm(paths, desc="decoding slices", leave=False):
+        for path in progress_bar(paths, desc="decoding slices", leave=False):
             with Image.open(path) as image:
                 arrays.append(np.asarray(image.convert("L"), dtype=np.uint8))
         flat = np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0, np.uint8)
@@ -269,7 +276,7 @@ def _compute_regions(data: SliceData, profile: Profile, infection, lungs, device
     present = np.zeros((n, 2), bool)
     boxes = np.full((n, 2, 4), -1, np.int64)
     infected_fraction, lung_fraction = np.zeros(n), np.full(n, np.nan)
-    for start in tqdm(range(0, n, 32), desc="infected regions", leave=False):
+    for start in progress_bar(range(0, n, 32), desc="infected regions", leave=False):
         batch = list(range(start, min(start + 32, n)))
         pixels = [data.pixels(i) for i in batch]
         infection_small = small_probabilities(*infection, pixels, device) if infection[0] is not None else None
@@ -304,7 +311,7 @@ def global_pass(global_branch, data: SliceData, profile: Profile, device, indice
     crops = np.zeros((len(indices), size, size), np.uint8)
     boxes = np.full((len(indices), 4), -1, np.int64)
     global_branch.eval()
-    for start in tqdm(range(0, len(indices), 64), desc="heat-map crops", leave=False):
+    for start in progress_bar(range(0, len(indices), 64), desc="heat-map crops", leave=False):
         chunk = indices[start:start + 64]
         with torch.no_grad():
             features = global_branch.features(min_max_u8(data.global_u8[chunk]).to(device)).float()
