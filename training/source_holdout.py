@@ -42,8 +42,9 @@ PROFILES = {
 CANDIDATES = {
     # The bundled v1 model's settings: whole image, lung min-max, 30 % of the batch down/up-sampled.
     "whole-image": {},
-    # Lungs fill the input (lung size and collimation no longer tell children from adults or site from
-    # site), lung histogram equalised (each site's tone curve), random gamma, more resolution jitter.
+    # Lungs fill the input: lung size and collimation no longer tell children from adults or site from site.
+    "lung-crop": {"lung_crop": 0.05},
+    # ... and the lung histogram equalised (each site's tone curve), random gamma, more resolution jitter.
     "lung-crop-equalised": {"lung_crop": 0.05, "equalise": True, "gamma_jitter": 0.4, "resolution_jitter": 0.6},
 }
 
