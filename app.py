@@ -5,7 +5,7 @@ import streamlit as st
 st.set_page_config(page_title="Chest imaging review", layout="wide")
 
 # url paths are Streamlit's defaults from the file names (chest_xray, ct_slice, ct_volume, review_log,
-# model_cards): keep them so, a page link then names the same page when Streamlit runs the page without this
+# agreement, model_cards): keep them so, a page link then names the same page when Streamlit runs the page without this
 # script (pages/app_frame.py).
 # Every page starts with require_app_frame().
 navigation = st.navigation(
@@ -15,6 +15,7 @@ navigation = st.navigation(
         st.Page("pages/ct_slice.py", title="CT slice"),
         st.Page("pages/ct_volume.py", title="CT volume"),
         st.Page("pages/review_log.py", title="Review log"),
+        st.Page("pages/agreement.py", title="Agreement"),
         st.Page("pages/model_cards.py", title="Model cards"),
     ]
 )

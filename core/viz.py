@@ -131,3 +131,30 @@ def reliability_figure(calibration: dict) -> go.Figure | None:
         legend={"x": 0.02, "y": 0.98},
     )
     return figure
+
+
+def confusion_figure(labels: list[str], confusion: list[list[int]], title: str = "") -> go.Figure:
+    """Reader (rows) against model (columns) counts as a heat map with the counts written in."""
+    names = [class_title(label) for label in labels]
+    figure = go.Figure(go.Heatmap(z=confusion, x=names, y=names, colorscale="Blues", showscale=False,
+                                  text=confusion, texttemplate="%{text}",
+                                  hovertemplate="reader %{y}<br>model %{x}<br>%{z} reviews<extra></extra>"))
+    figure.update_layout(xaxis={"title": "model's label"}, yaxis={"title": "reader's label", "autorange": "reversed"},
+                         height=120 + 40 * len(labels), margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                         title={"text": title, "font": {"size": 13}})
+    return figure
+
+
+def agreement_over_time_figure(weeks: list[dict]) -> go.Figure:
+    """Weekly reader vs model agreement with its 95 % interval (``core.reviews.agreement.agreement_over_time``)."""
+    x = [row["week"] for row in weeks]
+    rate = [row["agreement"] for row in weeks]
+    figure = go.Figure(go.Scatter(
+        x=x, y=[r.estimate for r in rate], mode="lines+markers", name="agreement",
+        error_y={"type": "data", "symmetric": False, "array": [r.high - r.estimate for r in rate],
+                 "arrayminus": [r.estimate - r.low for r in rate]},
+        customdata=[row["n"] for row in weeks], hovertemplate="week of %{x}<br>agreement %{y:.0%}<br>%{customdata} reviews",
+    ))
+    figure.update_layout(yaxis={"range": [0, 1.05], "tickformat": ".0%", "title": "reader agrees with model"},
+                         xaxis={"title": "week"}, height=300, margin={"l": 10, "r": 10, "t": 10, "b": 10})
+    return figure

@@ -20,6 +20,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 from sklearn.metrics import cohen_kappa_score
@@ -162,6 +163,16 @@ def reader_agreement(reviews: Sequence, samples: int = BOOTSTRAP_SAMPLES) -> lis
             readers = tuple(sorted({name for c in shared for name in cases[c]}))
             out.append(ReaderAgreement(task, readers, "fleiss", fleiss_interval(table, samples), shared))
     return out
+
+
+def agreement_over_time(reviews: Sequence) -> list[dict]:
+    """Reader vs model agreement per ISO week of the review's date (UTC): week start, reviews, rate and interval."""
+    weeks: dict = defaultdict(list)
+    for review in reviews:
+        day = review.created_at.date()
+        weeks[day - timedelta(days=day.weekday())].append(reader_label(review) == review.predicted_label)
+    return [{"week": week, "n": len(agreed), "agreement": wilson_interval(sum(agreed), len(agreed))}
+            for week, agreed in sorted(weeks.items())]
 
 
 def disagreement_cases(reviews: Sequence) -> dict[str, list[str]]:
