@@ -1,12 +1,15 @@
 import streamlit as st
 
 from core.classes import MANET_CLASSES, class_title
+from core.calibration import probability_note
+from core.case_report import CaseReport
 from core.errors import ChestReviewError
 from core.io import check_upload_size, load_image
 from core.phantoms import make_phantom
 from core.viz import heat_overlay, mask_overlay, probability_figure
 from pages.app_frame import require_app_frame
 from pages.common import (
+    case_report_button,
     REAL_DEMO,
     RESEARCH_ONLY,
     analyse_once,
@@ -72,14 +75,16 @@ for warning in result.warnings:
         st.warning(warning)
 
 opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05)
-panels = st.columns(4)
-panels[0].image(study.pixels, caption="Image", clamp=True, width="stretch")
-panels[1].image(mask_overlay(study.pixels, result.lung_mask, opacity), caption="Lung mask", width="stretch")
+shown = [("Image", study.pixels), ("Lung mask", mask_overlay(study.pixels, result.lung_mask, opacity))]
 if result.gradcam is not None:
-    panels[2].image(heat_overlay(study.pixels, result.gradcam, opacity), caption=f"Grad-CAM: {class_title(result.predicted_label)}", width="stretch")
-    show_faithfulness(panels[2], result.faithfulness)
+    shown.append((f"Grad-CAM: {class_title(result.predicted_label)}", heat_overlay(study.pixels, result.gradcam, opacity)))
 if result.attention_map is not None:
-    panels[3].image(heat_overlay(study.pixels, result.attention_map, opacity, cmap="viridis"), caption="Mask-attention map (1/8 resolution)", width="stretch")
+    shown.append(("Mask-attention map (1/8 resolution)", heat_overlay(study.pixels, result.attention_map, opacity, cmap="viridis")))
+panels = st.columns(4)
+for panel, (caption, picture) in zip(panels, shown):
+    panel.image(picture, caption=caption, clamp=True, width="stretch")
+if result.gradcam is not None:
+    show_faithfulness(panels[2], result.faithfulness)
 
 left, right = st.columns([3, 2])
 with left:
@@ -104,3 +109,13 @@ with right:
             st.json(study.metadata)
 
 review_form(study, result.classifier, result.probabilities, result.predicted_label, task="cxr")
+scores = result.faithfulness or {}
+case_report_button(CaseReport(
+    title="Chest X-ray", case_hash=study.case_hash, images=shown,
+    probabilities={class_title(k): v for k, v in result.probabilities.items()}, probability_note=probability_note(result.classifier),
+    quantities=[("Lung area (share of the image)", f"{result.lung.area_fraction:.1%}"),
+                ("Right lung (image left)", f"{result.lung.right_lung_fraction:.1%}"),
+                ("Left lung (image right)", f"{result.lung.left_lung_fraction:.1%}")]
+    + ([("Grad-CAM deletion score", f"{scores['deletion_score']:+.3f}"), ("Grad-CAM in-lung share", f"{scores['in_lung_share']:.0%}")]
+       if scores.get("deletion_score") is not None else []),
+    models=[result.segmenter, result.classifier], warnings=result.warnings), task="cxr")

@@ -247,6 +247,21 @@ def review_form(study, card, probabilities: dict, predicted_label: str, task: st
         st.success(f"Review saved (review {saved.review_uid[:8]}, version {saved.version}). See the Review log.")
 
 
+def case_report_button(report, task: str) -> None:
+    """The case as a PDF (``core.case_report``) with every review saved for it on this page so far."""
+    from core.case_report import render_pdf
+    from core.reviews import ReviewFilters
+
+    try:
+        report.reviews = review_store().current_reviews(ReviewFilters(task=task, case_hash_prefix=report.case_hash))
+    except ChestReviewError as error:
+        show_error(error)
+        report.reviews = []
+    st.download_button("Download PDF report", render_pdf(report), file_name=f"case-{report.case_hash[:12]}.pdf",
+                       mime="application/pdf", key=f"pdf_{task}",
+                       help="Images with overlays, the model's answer, measurements, models and weight hashes, reviews")
+
+
 def _slice_choice(slices: dict[str, int]) -> str | None:
     """The view whose shown slice the reviewer records (None: no slice). Keyed, so moving a slider keeps the choice."""
     return st.selectbox(

@@ -1,6 +1,8 @@
 import streamlit as st
 
 from core.classes import class_title
+from core.calibration import probability_note
+from core.case_report import CaseReport
 from core.errors import ChestReviewError
 from core.imaging.windowing import LUNG, PRESETS, Window, apply_window
 from core.io import check_upload_size, load_image
@@ -15,6 +17,7 @@ from core.viz import (
 )
 from pages.app_frame import require_app_frame
 from pages.common import (
+    case_report_button,
     REAL_DEMO,
     RESEARCH_ONLY,
     analyse_once,
@@ -91,18 +94,19 @@ else:
     shown = study.pixels
 opacity = controls[3].slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="ct_opacity")
 
-panels = st.columns(4)
-panels[0].image(shown, caption="Slice", clamp=True, width="stretch")
-panels[1].image(mask_overlay(shown, result.lung_mask, opacity), caption="Lung mask", width="stretch")
-panels[2].image(infection_overlay(shown, result.infection_labels, opacity),
-                caption="Infection: ground glass (amber), consolidation (red)" if result.burden.ggo_fraction is not None
-                else "Infection (ground glass / consolidation split unavailable)", width="stretch")
+pictures = [("Slice", shown), ("Lung mask", mask_overlay(shown, result.lung_mask, opacity)),
+            ("Infection: ground glass (amber), consolidation (red)" if result.burden.ggo_fraction is not None
+             else "Infection (ground glass / consolidation split unavailable)",
+             infection_overlay(shown, result.infection_labels, opacity))]
 if result.heatmap is not None:
     picture = draw_box(heat_overlay(shown, result.heatmap, opacity), result.heatmap_box, HEATMAP_BOX_COLOUR)
     for side, box in result.infected_boxes.items():
         picture = draw_box(picture, box, SIDE_BOX_COLOURS[side])
-    panels[3].image(picture, caption="Heat map (Eq. 1); white: heat-map crop, green: right / magenta: left infected region",
-                    width="stretch")
+    pictures.append(("Heat map (Eq. 1); white: heat-map crop, green: right / magenta: left infected region", picture))
+panels = st.columns(4)
+for panel, (caption, picture) in zip(panels, pictures):
+    panel.image(picture, caption=caption, clamp=True, width="stretch")
+if result.heatmap is not None:
     show_faithfulness(panels[3], result.faithfulness)
 
 left, right = st.columns([3, 2])
@@ -135,3 +139,17 @@ if result.probabilities:
     review_form(study, result.cards["classifier"], result.probabilities, result.predicted_label, task="ct-slice")
 else:
     st.info("No CT classifier is installed, so there is no prediction to review.")
+burden, scores = result.burden, result.faithfulness or {}
+quantities = [("Infected lung (infected area / lung area)", f"{burden.infection_fraction:.1%}"),
+              ("Lung area (share of the slice)", f"{burden.lung_area_fraction:.1%}")]
+if burden.ggo_fraction is not None:
+    quantities += [("Ground glass (share of the lung)", f"{burden.ggo_fraction:.1%}"),
+                   ("Consolidation (share of the lung)", f"{burden.consolidation_fraction:.1%}")]
+if scores.get("deletion_score") is not None:
+    quantities += [("Heat-map deletion score", f"{scores['deletion_score']:+.3f}"),
+                   ("Heat-map in-lung share", f"{scores['in_lung_share']:.0%}")]
+case_report_button(CaseReport(
+    title="CT slice", case_hash=study.case_hash, images=pictures,
+    probabilities={class_title(k): v for k, v in result.probabilities.items()},
+    probability_note=probability_note(result.cards["classifier"]) if "classifier" in result.cards else "",
+    quantities=quantities, models=list(result.cards.values()), warnings=result.warnings), task="ct-slice")

@@ -1,6 +1,7 @@
 import streamlit as st
 
 from core.calibration import probability_note
+from core.case_report import CaseReport
 from core.classes import class_title
 from core.ct_volume_phantoms import DEMO_CASES
 from core.errors import ChestReviewError
@@ -14,6 +15,7 @@ from core.reviews.reviewed_model import reviewed_model
 from core.viz import probability_figure
 from pages.app_frame import require_app_frame
 from pages.common import (
+    case_report_button,
     RESEARCH_ONLY,
     analyse_once,
     ct_volume_demo,
@@ -104,11 +106,13 @@ with views:
     positions = {view: column.slider(SLIDER_TITLES[view], 0, slice_count(volume.hu.shape, view) - 1, middle[view],
                                      key=f"cv_{view}")
                  for view, column in zip(VIEWS, st.columns(3))}
+    pictures = []
     for view, column in zip(VIEWS, st.columns(3)):
         top, _bottom, left, _right = ORIENTATION[view]
-        column.image(render_view(volume.hu, volume.spacing_mm, view, positions[view], window, overlays,
-                                 cursor=positions if show_cursor else None),
-                     caption=f"{view.capitalize()} {positions[view]} — top: {top}, left: {left}", width="stretch")
+        pictures.append((f"{view.capitalize()} {positions[view]} — top: {top}, left: {left}",
+                         render_view(volume.hu, volume.spacing_mm, view, positions[view], window, overlays,
+                                     cursor=positions if show_cursor else None)))
+        column.image(pictures[-1][1], caption=pictures[-1][0], width="stretch")
     dz, dy, dx = volume.spacing_mm
     st.caption("Lungs: cyan outline · ground glass: amber · consolidation: red · attention: heat colours · "
                "dotted yellow lines: where the other two views cut.  "
@@ -161,3 +165,13 @@ if result.probabilities:
                 slices=positions)
 else:
     st.info("Without a classifier there is no prediction to review.")
+quantities = [("Right lung", f"{lungs['right']:.0f} ml"), ("Left lung", f"{lungs['left']:.0f} ml"),
+              ("Infection", f"{infection['total']:.1f} ml"), ("Infection / lung", f"{result.infection_ratio:.4f}"),
+              ("Size group (Table III)", result.ratio_band)]
+quantities += [(f"P(COVID-19), {MODEL_TITLES.get(name, name)}", f"{p:.1%}") for name, p in result.model_probabilities.items()]
+case_report_button(CaseReport(
+    title="CT volume", case_hash=opened.case_hash, images=pictures,
+    probabilities={class_title(k): v for k, v in result.probabilities.items()},
+    probability_note="; ".join(f"{MODEL_TITLES.get(s, s)}: {probability_note(result.cards[s])}"
+                               for s in SAMPLINGS if s in result.model_probabilities),
+    quantities=quantities, models=list(result.cards.values()), warnings=result.warnings), task="ct-volume")

@@ -154,7 +154,7 @@ def faithfulness(weights: Path, classifier: str, data: Path | None = None, limit
     return entry
 
 
-HEAT_MAPS = {"cxr-classification": "Grad-CAM", "ct-classification": "the heat map H of paper 002 (Eq. 1)"}
+HEAT_MAPS = {"cxr-classification": "Grad-CAM", "ct-classification": "heat map H (paper 002, Eq. 1)"}
 
 
 def network_faithfulness(net, data, prepare, classes, device, single_logit: bool = False,

@@ -48,6 +48,7 @@ def test_demo_case_analysis_and_review(env):
     review = reviews[0]
     assert (review.reviewer, review.verdict, review.corrected_label) == ("Dr Apptest", "disagree", "covid")
     assert review.model_name.startswith("manet-") and len(review.weights_sha256) == 64
+    assert [b.label for b in app.get("download_button")] == ["Download PDF report"]  # the case with its review
 
 
 def test_every_bundled_classifier_can_be_chosen_and_reviewed(env):

@@ -72,6 +72,6 @@ def test_the_ct_slice_classifier_heat_map_is_scored(tiny_ct_registry_dir, tmp_pa
                  "--limit", "1"]) == 0  # one test slice per class: the fusion model's six passes each take seconds
     card = Registry.open(registry_dir).card("tiny-ct-fusion")
     entry = card.faithfulness
-    assert set(entry["per_class"]) == set(card.classes) and entry["heat_map"].startswith("the heat map H")
+    assert set(entry["per_class"]) == set(card.classes) and entry["heat_map"].startswith("heat map H")
     assert entry["all"]["n"] > 0 and entry["all"]["n"] + entry["refused"] + entry["no_heat"] == 2
-    assert "the heat map H of paper 002" in card_markdown(card)
+    assert "heat map H (paper 002" in card_markdown(card)
