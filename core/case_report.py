@@ -13,6 +13,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from xml.sax.saxutils import escape
 
 import numpy as np
 from PIL import Image
@@ -22,7 +23,6 @@ from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.platypus import Image as PdfImage
 from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
-from xml.sax.saxutils import escape
 
 RESEARCH_ONLY = "Research use only, not for clinical use. Outputs are model estimates, not diagnoses."
 IMAGE_WIDTH_MM = 85  # two images side by side on A4

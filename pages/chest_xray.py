@@ -1,18 +1,18 @@
 import streamlit as st
 
-from core.classes import MANET_CLASSES, class_title
 from core.calibration import probability_note
 from core.case_report import CaseReport
+from core.classes import MANET_CLASSES, class_title
 from core.errors import ChestReviewError
 from core.io import check_upload_size, load_image
 from core.phantoms import make_phantom
 from core.viz import heat_overlay, mask_overlay, probability_figure
 from pages.app_frame import require_app_frame
 from pages.common import (
-    case_report_button,
     REAL_DEMO,
     RESEARCH_ONLY,
     analyse_once,
+    case_report_button,
     case_sources,
     choose_real_demo_case,
     cxr_pipeline,

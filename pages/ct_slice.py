@@ -1,8 +1,8 @@
 import streamlit as st
 
-from core.classes import class_title
 from core.calibration import probability_note
 from core.case_report import CaseReport
+from core.classes import class_title
 from core.errors import ChestReviewError
 from core.imaging.windowing import LUNG, PRESETS, Window, apply_window
 from core.io import check_upload_size, load_image
@@ -17,10 +17,10 @@ from core.viz import (
 )
 from pages.app_frame import require_app_frame
 from pages.common import (
-    case_report_button,
     REAL_DEMO,
     RESEARCH_ONLY,
     analyse_once,
+    case_report_button,
     case_sources,
     choose_real_demo_case,
     ct_slice_demo_study,

@@ -15,9 +15,9 @@ from core.reviews.reviewed_model import reviewed_model
 from core.viz import probability_figure
 from pages.app_frame import require_app_frame
 from pages.common import (
-    case_report_button,
     RESEARCH_ONLY,
     analyse_once,
+    case_report_button,
     ct_volume_demo,
     ct_volume_pipeline,
     review_form,
