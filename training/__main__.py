@@ -114,7 +114,7 @@ def main(argv=None) -> int | None:
     holdout = sub.add_parser("source-holdout", help="leave one COVID-19 source out: choose the X-ray classifier's "
                                                     "anti-shortcut settings by COVID-19 AUC on sources it never saw")
     holdout.add_argument("--data", nargs="+", help="data folder(s); default $CHEST_DATA or ../shared/data")
-    holdout.add_argument("--profile", default="cpu-quick", help="cpu-quick, paper-scale or smoke (training.source_holdout)")
+    holdout.add_argument("--profile", default="cpu-quick", help="cpu-quick, gpu or smoke (training.source_holdout)")
     holdout.add_argument("--out", default="runs/source-holdout", help="study folder")
     holdout.add_argument("--candidates", nargs="+", help="candidate names (default: all of training.source_holdout.CANDIDATES)")
     holdout.add_argument("--sources", nargs="+", help="sources to hold out (default: every source with COVID-19 images)")
