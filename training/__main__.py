@@ -91,6 +91,7 @@ def main(argv=None) -> int | None:
     export = sub.add_parser("export", help="export a finished run folder into the app's model registry")
     export.add_argument("run", help="run folder written by a recipe")
     export.add_argument("--weights", default="weights", help="registry folder (holds manifest.json)")
+    export.add_argument("--version", default="1.0.0", help="the models' version on their cards (new weights: a new version)")
     served = sub.add_parser("served-accuracy", help="score a registry classifier through the app's pipeline on a split")
     served.add_argument("--weights", default="weights", help="registry folder (holds manifest.json)")
     served.add_argument("--classifier", help="card name (default: the registry's first classifier)")
@@ -156,7 +157,7 @@ def main(argv=None) -> int | None:
               f"({result['refused']} refused); model card's test accuracy: {result['card_accuracy']:.4f}")
         return
     if args.command == "export":
-        for card in export_run(Path(args.run), Path(args.weights)):
+        for card in export_run(Path(args.run), Path(args.weights), args.version):
             print(f"exported {card.name} {card.version} -> {args.weights}")
         return
     module = recipe_module(args.command)

@@ -83,14 +83,16 @@ ATTENTION_SUFFIX = {"mask": "ma", "none": "plain", "cbam": "cbam"}
 PACK = "Shared public data pack (../shared/data/cxr, see its README): patient-wise train split."
 
 
-def export_run(run_dir: Path, weights_dir: Path) -> list[ModelCard]:
-    """Export the models a finished run selected (the recipe is read from its ``config.json``)."""
+def export_run(run_dir: Path, weights_dir: Path, version: str = "1.0.0") -> list[ModelCard]:
+    """Export the models a finished run selected (the recipe is read from its ``config.json``) as ``version``.
+
+    A retrained model gets a new version: reviews record it, so the analytics keep old and new apart."""
     run_dir, weights_dir = Path(run_dir), Path(weights_dir)
     recipe = json.loads((run_dir / "config.json").read_text()).get("recipe", "manet")
     exporters = {"manet": export_manet, "hrnet-unet": export_hrnet_unet, "covid-cxnet": export_covid_cxnet,
                  "ct-lungs": export_ct_lungs, "infnet": export_infnet, "image-kind": export_image_kind, "multisource-ct": export_multisource_ct,
                  "dual-sampling": export_dual_sampling}
-    return exporters[recipe](run_dir, weights_dir)
+    return exporters[recipe](run_dir, weights_dir, version=version)
 
 
 def _command(recipe: str, profile_name: str, weights_dir: Path) -> str:
