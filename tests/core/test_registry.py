@@ -11,7 +11,7 @@ from core.registry import Registry, sha256_of
 
 def test_manifest_lists_every_file_with_its_hash(tiny_registry_dir):
     registry = Registry.open(tiny_registry_dir)
-    assert {c.name for c in registry.cards()} == {"tiny-seg", "tiny-cls", "tiny-lung-only", "tiny-cxnet-three"}
+    assert {c.name for c in registry.cards()} == {"tiny-seg", "tiny-cls", "tiny-cls-lung-crop", "tiny-lung-only", "tiny-cxnet-three"}
     for card in registry.cards():
         for entry in card.files.values():
             assert sha256_of(tiny_registry_dir / entry.path) == entry.sha256
