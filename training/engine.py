@@ -189,7 +189,7 @@ class Engine:
             total += loss.item()
             count += 1
             images += len(batch)
-            progress.set_postfix(loss=f"{total / count:.4f}")
+            progress.set_postfix(loss=f"{total / count:.4f}", refresh=False)  # redraws follow the bar's interval
         return total / max(count, 1), images
 
     def fit(self, train_batches: Callable[[int], Iterable]) -> dict:
