@@ -55,7 +55,10 @@ def test_upload_review_and_find_it_in_the_log(server, browser, tmp_path):
     page.close()
 
 
-def test_switching_to_the_covid_cxnet_classifier(server, browser, tmp_path):
+def test_switching_to_the_covid_cxnet_classifier(server, browser, tmp_path, bundled_weights_dir):
+    from core.registry import Registry
+
+    version = Registry.open(bundled_weights_dir).card("covid-cxnet-binary").version
     image_path = tmp_path / "chest.png"
     Image.fromarray((make_phantom("normal", seed=4, size=384).pixels * 255).astype(np.uint8)).save(image_path)
     page = browser.new_page()
@@ -65,7 +68,7 @@ def test_switching_to_the_covid_cxnet_classifier(server, browser, tmp_path):
     page.get_by_text("Prediction:").wait_for()
     page.get_by_label("Classifier").click()
     page.get_by_role("option", name="covid-cxnet-binary (Normal, COVID-19)").click()
-    page.get_by_text("covid-cxnet-binary 1.0.0").first.wait_for()  # the models caption under the result
+    page.get_by_text(f"covid-cxnet-binary {version}").first.wait_for()  # the models caption under the result
     page.get_by_text("Grad-CAM:").wait_for()
     assert "Traceback" not in page.content()
     page.close()
