@@ -103,6 +103,17 @@ def in_lung_share(heat: np.ndarray, lung_mask: np.ndarray) -> float:
     return float(heat[np.asarray(lung_mask, dtype=bool)].sum() / total)
 
 
+def case_scores(predict: Predict, inputs: Sequence[np.ndarray], input_heat: np.ndarray, class_index: int,
+                heat: np.ndarray, lung_mask: np.ndarray) -> dict:
+    """What a pipeline reports for one case: the deletion score of ``input_heat`` (on the input grid) and the
+    in-lung share of ``heat`` (on the image), rounded; all None when the map is zero everywhere (nothing to score)."""
+    if not np.any(np.asarray(input_heat) > 0):
+        return {"deletion_score": None, "in_lung_share": None, "top_drop": None, "random_drop": None}
+    scores = deletion_score(predict, inputs, input_heat, class_index)
+    return {"deletion_score": round(scores["deletion_score"], 6), "in_lung_share": round(in_lung_share(heat, lung_mask), 6),
+            "top_drop": round(scores["top_drop"], 6), "random_drop": round(scores["random_drop"], 6)}
+
+
 def summary(values: Sequence[float]) -> dict:
     """n, mean, standard deviation and quartiles of the finite values (a distribution for cards and reports)."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)

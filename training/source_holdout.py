@@ -82,11 +82,6 @@ def covid_auc(test: ArraySet, probabilities: np.ndarray, source: str | None = No
     return float(roc_auc_score(truth[pick], probabilities[pick, COVID]))
 
 
-def run_fold(sets, profile, out_dir: Path, seed: int = 0) -> np.ndarray:
-    trial = manet.train_trial(sets, profile, "resnet34", "mask", seed, out_dir)
-    return trial["probabilities"]
-
-
 def study(records, out_dir: Path, profile_name: str = "cpu-quick", candidates: list[str] | None = None,
           sources: list[str] | None = None, segmenter: tuple | None = None) -> dict:
     """``segmenter``: (network, input size); default the registry's, as the served classifier uses it."""
@@ -103,7 +98,7 @@ def study(records, out_dir: Path, profile_name: str = "cpu-quick", candidates: l
         for held_out in [*sources, None]:
             folder = out_dir / name / (held_out or "all-sources")
             sets = fold_sets(chosen, labels, record_sources, arrays, held_out, profile)
-            probabilities = run_fold(sets, profile, folder)
+            probabilities = manet.train_trial(sets, profile, "resnet34", "mask", 0, folder)["probabilities"]
             test = sets["test"]
             row = {"held_out": held_out, "n_train": len(sets["train"]), "n_test": len(test),
                    "positives": int((test.labels.numpy() == COVID).sum()), "auc": covid_auc(test, probabilities)}

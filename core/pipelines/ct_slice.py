@@ -23,7 +23,7 @@ import numpy as np
 from ..calibration import probabilities as scaled_probabilities
 from ..calibration import temperature_of
 from ..errors import ModelError, UnsupportedInputError
-from ..faithfulness import deletion_score, in_lung_share
+from ..faithfulness import case_scores
 from ..imaging.ct_input import ct_model_pixels
 from ..imaging.regions import Box, branch_input, heatmap_crop_box, heatmap_from_features, infected_side_boxes
 from ..lung import lung_mask_from_probability, lung_probability_small, probability_to_shape, sigmoid
@@ -235,8 +235,6 @@ class CtSlicePipeline:
         evidence adds to the fusion's call); in-lung share of H on the slice. All None when H is zero everywhere."""
         import torch
 
-        if not np.any(heatmap > 0):
-            return {"deletion_score": None, "in_lung_share": None, "top_drop": None, "random_drop": None}
         temperature = temperature_of(self.cards["classifier"])
 
         def predict(arrays):
@@ -245,11 +243,8 @@ class CtSlicePipeline:
                 fusion = net.branch_logits(*tensors)["fusion"].float().reshape(-1)[:1].cpu().numpy()
             return scaled_probabilities(fusion, "sigmoid", temperature)
 
-        heat = resize_square(heatmap, inputs[0].shape[-1])
         predicted = int(probabilities["covid"] >= probabilities["non-covid"])
-        scores = deletion_score(predict, inputs, heat, predicted)
-        return {"deletion_score": round(scores["deletion_score"], 6), "in_lung_share": round(in_lung_share(heatmap, lung_mask), 6),
-                "top_drop": round(scores["top_drop"], 6), "random_drop": round(scores["random_drop"], 6)}
+        return case_scores(predict, inputs, resize_square(heatmap, inputs[0].shape[-1]), predicted, heatmap, lung_mask)
 
 
 def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -19,10 +19,10 @@ from ..calibration import probabilities as scaled_probabilities
 from ..calibration import temperature_of
 from ..errors import ModelError, UnsupportedInputError
 from ..explain import grad_cam, mask_attention_maps, to_image_shape
-from ..faithfulness import deletion_score, in_lung_share
+from ..faithfulness import case_scores
 from ..lung import lung_mask_from_probability, lung_probability_small, probability_to_shape
 from ..postprocess import HRNET_MIN_AREA_FRACTION, LungMeasurements, cxnet_roi_mask, hrnet_postprocess, measure_lungs
-from ..preprocess import cxnet_input, masked_classifier_input, lung_only_input, lung_roi_box, mask_to_shape
+from ..preprocess import cxnet_input, lung_only_input, lung_roi_box, mask_to_shape, masked_classifier_input
 from ..registry import ModelCard, Registry
 from ..runtime import OnnxModel, TorchModel, torch_device
 from ..study import Study
@@ -183,11 +183,7 @@ class CxrPipeline:
         def predict(arrays):
             return to_probabilities(self.classifier(*(np.asarray(x)[None] for x in arrays))[0], card.output, temperature)
 
-        if not np.any(input_heat > 0):  # Grad-CAM found no positive evidence: nothing highlighted to score
-            return {"deletion_score": None, "in_lung_share": None, "top_drop": None, "random_drop": None}
-        scores = deletion_score(predict, inputs.arrays, input_heat, class_index)
-        return {"deletion_score": round(scores["deletion_score"], 6), "in_lung_share": round(in_lung_share(heat, lung_mask), 6),
-                "top_drop": round(scores["top_drop"], 6), "random_drop": round(scores["random_drop"], 6)}
+        return case_scores(predict, inputs.arrays, input_heat, class_index, heat, lung_mask)
 
 
 def _display_map(maps: list[np.ndarray], input_size: int) -> np.ndarray:

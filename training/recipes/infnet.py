@@ -33,24 +33,10 @@ from core.progress import progress_bar
 from models import create_model
 from training import reports
 from training.augment import CT_SEGMENTATION_AUGMENT
-from training.ct_data import (
-    CT_INFECTION_SPLIT_NOTES,
-    MULTICLASS_LABELS,
-    by_split,
-    image_stack,
-    infection_stack,
-    read_ct_infection_records,
-)
+from training.ct_data import (CT_INFECTION_SPLIT_NOTES, MULTICLASS_LABELS, by_split, image_stack, infection_stack,
+                              read_ct_infection_records)
 from training.data import load_gray, load_label_map
-from training.engine import (
-    Engine,
-    FitConfig,
-    RunSettings,
-    is_main_process,
-    pick_device,
-    seed_everything,
-    shuffled_batches,
-)
+from training.engine import Engine, FitConfig, RunSettings, is_main_process, pick_device, seed_everything, shuffled_batches
 from training.losses import infnet_loss, multiclass_loss
 from training.metrics import INFNET_TABLE_COLUMNS, infection_metrics, infection_table, multiclass_dice_report
 from training.recipes import start_run

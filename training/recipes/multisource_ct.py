@@ -37,7 +37,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt  # noqa: E402,I001  (after training.reports chose the Agg backend)
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -55,18 +54,12 @@ from training.augment import CtSliceAugment
 from training.classification import ArraySet, predict
 from training.ct_data import CT_SLICE_SPLIT_NOTES, image_stack, read_ct_slice_records
 from training.data import cache_dir
-from training.engine import (
-    Engine,
-    FitConfig,
-    RunSettings,
-    is_main_process,
-    pick_device,
-    seed_everything,
-    shuffled_batches,
-)
+from training.engine import Engine, FitConfig, RunSettings, is_main_process, pick_device, seed_everything, shuffled_batches
 from training.metrics import classification_report, mean_and_spread
 from training.recipes import start_run
 from training.splits import subsample_per_class
+
+import matplotlib.pyplot as plt  # noqa: E402,I001  (after training.reports chose the Agg backend)
 
 DATA_COLLECTIONS = ("ct_slices",)  # what ``--data`` must hold (training/__main__.py)
 CLASSES = ("non-covid", "covid")  # the registry's ct-classification classes; index 1 = the sigmoid's positive class
