@@ -158,11 +158,12 @@ HEAT_MAPS = {"cxr-classification": "Grad-CAM", "ct-classification": "heat map H 
 
 
 def network_faithfulness(net, data, prepare, classes, device, single_logit: bool = False,
-                         per_class: int | None = 100) -> dict:
+                         per_class: int | None = 100, lungs_are_nonzero: bool = False) -> dict:
     """A recipe report's faithfulness table: the trained ``net``'s Grad-CAM on its own test ``ArraySet``.
 
     As the app scores a case (``core.faithfulness``) but on the training arrays: the deletion score on the input
-    grid, the in-lung share against the input's lung mask when the network takes one (MANet), else None.
+    grid, the in-lung share against the input's lung mask when the network takes one (MANet), or against the input's
+    non-zero pixels for lung-only inputs (``lungs_are_nonzero``: HRNet's segmented images, black outside), else None.
     At most ``per_class`` images of each true class (the split's order) keep the report's cost to minutes.
     """
     import numpy as np
@@ -190,7 +191,8 @@ def network_faithfulness(net, data, prepare, classes, device, single_logit: bool
                 no_heat += 1
                 continue
             row = deletion_score(predict, arrays, heat, predicted)
-            row["in_lung_share"] = in_lung_share(heat, arrays[1][0] > 0) if len(arrays) > 1 else None
+            lungs = arrays[1][0] > 0 if len(arrays) > 1 else arrays[0][0] > 0 if lungs_are_nonzero else None
+            row["in_lung_share"] = None if lungs is None else in_lung_share(heat, lungs)
             scores[classes[label]].append(row)
     entry = faithfulness_entry(scores, 0, no_heat, per_class, "the recipe's report (training arrays, trained network)")
     entry["evaluated_on"] = entry["evaluated_on"].replace("test,", "test arrays,")
@@ -202,7 +204,7 @@ def add_faithfulness_table(report, title: str, entry: dict) -> None:
     rows = [[name, v["n"], _cell(v["deletion_score"]), _cell(v["in_lung_share"])]
             for name, v in [*entry["per_class"].items(), ("all", entry["all"])]]
     report.table(title, ["true class", "n", "deletion score: mean (median, IQR)", "in-lung share: mean (median, IQR)"], rows,
-                 f"{entry['evaluated_on']}; {entry['no_heat']} all-zero Grad-CAMs left out. {READING}")
+                 f"{entry['evaluated_on']}; {entry['no_heat']} all-zero maps ({entry.get('heat_map', 'Grad-CAM')}) left out. {READING}")
 
 
 def _cell(stats: dict) -> str:

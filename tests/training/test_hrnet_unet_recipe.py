@@ -28,6 +28,11 @@ def test_recipe_cross_validates_and_writes_tables_6_and_7(tmp_path, synthetic_pa
     assert {"sensitivity", "specificity", "per_source"} <= set(folds[0]["held_out"])
     report = (run / "report.md").read_text()
     assert "Table 6 (hrnet)" in report and "Table 7" in report and "dilation 8 + closing 2" in report
+    assert "Heat-map faithfulness" in report
+    faithfulness = json.loads((run / "faithfulness.json").read_text())
+    scored = faithfulness["all"]["n"]
+    assert scored + faithfulness["no_heat"] > 0
+    assert faithfulness["all"]["in_lung_share"]["n"] == scored  # lung-only inputs: every scored map gets a share
 
     # Export: the UNet and the classifier chosen on val, served on the dilated lung-only image it was trained on.
     registry = Registry.open(weights)

@@ -133,8 +133,11 @@ def test_report_has_paper_tables_per_source_and_figures(trained_run):
     run = trained_run["run"]
     report = (run / "report.md").read_text()
     for heading in ("Table 1", "Per source", "Fusion minus Global", "Training speed", "Selected model",
-                    "Infected regions found", "Slices per split and source"):
+                    "Infected regions found", "Slices per split and source", "Heat-map faithfulness (H of the global"):
         assert heading in report, heading
+    faithfulness = json.loads((run / "faithfulness.json").read_text())
+    assert faithfulness["heat_map"].startswith("heat map H") and set(faithfulness["per_class"]) == {"non-covid", "covid"}
+    assert faithfulness["all"]["n"] + faithfulness["no_heat"] > 0
     assert "Fusion, resnet50" in report and "Global + Infected, densenet169" in report
     assert "0.91" in report  # the paper's ResNet50 fusion AUC beside ours
     for figure in ("roc.png", "tsne.png", "regions.png", "curves.png"):

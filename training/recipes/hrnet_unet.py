@@ -31,6 +31,7 @@ from training.augment import HrnetAugment
 from training.classification import ArraySet, binary_gradcam_panels, evaluate_classifier, fit_classifier
 from training.data import load_gray
 from training.engine import FitConfig, RunSettings, is_main_process, pick_device
+from training.faithfulness import add_faithfulness_table, network_faithfulness
 from training.metrics import classification_report, mean_and_spread
 from training.recipes import start_run
 from training.segmentation import SegmenterConfig, evaluate_segmenter, train_segmenter
@@ -247,6 +248,12 @@ def write_report(out_dir: Path, profile_name: str, profile: Profile, seg: dict, 
     reports.plot_training_curves(logs, out_dir / "curves.png")
     panels = binary_gradcam_panels(cls[best_arch][0]["model"], sets["test"], prepare, BINARY_COVID.classes)
     reports.plot_heatmap_grid(panels, out_dir / "gradcam.png", columns=4)
+    model = cls[best_arch][0]["model"]
+    faithfulness = network_faithfulness(model, sets["test"], prepare, list(BINARY_COVID.classes),
+                                        next(model.parameters()).device, single_logit=True, lungs_are_nonzero=True)
+    reports.write_json(out_dir / "faithfulness.json", faithfulness)
+    add_faithfulness_table(report, f"Heat-map faithfulness ({best_arch} fold 1, Grad-CAM on test; lungs = the "
+                                   "segmented input's non-zero pixels)", faithfulness)
     for title, file in (("Confusion matrix", "confusion.png"), ("ROC", "roc.png"), ("Training curves", "curves.png"),
                         (f"Grad-CAM of the COVID-19 output ({best_arch}, fold 1)", "gradcam.png")):
         report.figure(title, file)

@@ -696,6 +696,7 @@ def write_report(out_dir: Path, profile_name: str, profile: Profile, data: Slice
                ("Heat map (Eq. 1), its crop box (yellow, Eq. 2) and the infected boxes (red: patient's right, cyan: "
                 "left) on test slices (selected model)", _region_grid(out_dir, profile, data, regions, summary)),
                ("Training curves", _curves(out_dir))]
+    _faithfulness_table(report, out_dir, profile, data, summary)
     for title, file in figures:
         if file:
             report.figure(title, file)
@@ -884,6 +885,55 @@ def _region_grid(out_dir: Path, profile: Profile, data: SliceData, regions: Infe
         ax.set_title(f"true {CLASSES[data.labels[i]]}, P(covid) {stored['prob_fusion'][i]:.2f}\n{data.sources[i]}", fontsize=8)
     _save_figure(fig, out_dir / "regions.png")
     return "regions.png"
+
+
+def global_faithfulness(branch, data: SliceData, profile: Profile, device, per_class: int = 100) -> dict:
+    """Heat map H (Eq. 1) of the global branch scored against the branch's own call on test slices
+    (``core.faithfulness``, as the app scores a case): deletion on the global input grid, in-lung share against the
+    lung model's mask on that grid (None without a lung model). At most ``per_class`` slices per class."""
+    from core.faithfulness import deletion_score, in_lung_share
+    from training.faithfulness import faithfulness_entry
+
+    lungs = registry_model(profile, profile.lung_model, "ct-lung-segmentation", device)
+    branch.eval()
+
+    def probabilities(arrays) -> np.ndarray:
+        with torch.no_grad():
+            covid = float(torch.sigmoid(branch(torch.from_numpy(arrays[0][None]).to(device)).float().reshape(-1)[0]))
+        return np.array([1.0 - covid, covid])
+
+    test = data.index("test")
+    scores: dict[str, list[dict]] = {name: [] for name in CLASSES}
+    no_heat = 0
+    for label, name in enumerate(CLASSES):
+        for i in test[data.labels[test] == label][:per_class]:
+            image = min_max_u8(data.global_u8[i:i + 1])
+            with torch.no_grad():
+                features = branch.features(image.to(device))[0].float().cpu().numpy()
+            heat = heatmap_from_features(features, tuple(image.shape[-2:]))
+            if not np.any(heat > 0):
+                no_heat += 1
+                continue
+            arrays = [image[0].numpy()]
+            row = deletion_score(probabilities, arrays, heat, int(probabilities(arrays)[1] >= 0.5))
+            row["in_lung_share"] = None
+            if lungs[0] is not None:
+                lung_probability = small_probabilities(*lungs, [data.pixels(i)], device)[0]
+                row["in_lung_share"] = in_lung_share(heat, lung_mask_from_probability(probability_to_shape(lung_probability, heat.shape)))
+            scores[name].append(row)
+    return faithfulness_entry(scores, 0, no_heat, per_class, "the recipe's report (training arrays, global branch)",
+                              heat_map="heat map H (paper 002, Eq. 1)")
+
+
+def _faithfulness_table(report, out_dir: Path, profile: Profile, data: SliceData, summary: dict) -> None:
+    from training.faithfulness import add_faithfulness_table
+
+    selected = summary["selected"]
+    model = load_fusion(out_dir, profile, selected["backbone"], selected["seed"])
+    entry = global_faithfulness(model.global_branch, data, profile, torch.device("cpu"))
+    reports.write_json(out_dir / "faithfulness.json", entry)
+    add_faithfulness_table(report, f"Heat-map faithfulness (H of the global branch, {selected['backbone']} seed "
+                                   f"{selected['seed']}, test)", entry)
 
 
 def _curves(out_dir: Path) -> str:
