@@ -86,6 +86,25 @@ def cache_dir() -> Path:
     return folder
 
 
+def save_cache(path: Path, arrays: np.ndarray | dict[str, np.ndarray]) -> None:
+    """Write a decoded-data cache (``.npy`` for one array, ``.npz`` for a dict) by rank 0 only, atomically.
+
+    Under torchrun every process decodes the same files; one writer and a rename keep two processes from
+    interleaving one file, and a reader from ever seeing half of it.
+    """
+    from training.engine import is_main_process
+
+    if not is_main_process():
+        return
+    partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
+    with open(partial, "wb") as handle:  # a file object: numpy adds no suffix of its own
+        if isinstance(arrays, dict):
+            np.savez(handle, **arrays)
+        else:
+            np.save(handle, arrays)
+    partial.replace(path)
+
+
 def load_label_map(path: Path) -> np.ndarray:
     """A label mask as stored (e.g. 0 background, 1 ground glass, 2 consolidation), uint8, not rescaled."""
     with Image.open(path) as image:
@@ -115,5 +134,5 @@ def stack_resized(paths: list[Path], size: int, is_mask: bool = False, multiclas
             out[index] = resize_square(pixels, size, order=0) > 0.5
         else:
             out[index] = np.clip(resize_square(pixels, size) * 255.0 + 0.5, 0, 255)
-    np.save(cache, out)
+    save_cache(cache, out)
     return out

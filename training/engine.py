@@ -8,7 +8,10 @@ asked, a TensorBoard log (``tensorboard/``).
 
 Multi-GPU: launched under ``torchrun --nproc_per_node N``, the engine joins the process group, wraps
 the model in DistributedDataParallel and gives each process its share of every batch, so the global
-batch stays the recipe's batch. Every process validates (cheap next to training); only rank 0 writes.
+batch stays the recipe's batch. Every process validates (cheap next to training); only rank 0 writes (the
+log's ``train_loss`` is averaged over all processes). On CPU the group uses gloo:
+``torchrun --standalone --nproc_per_node 2 -m training ct-lungs --profile smoke ...`` runs, and
+``tests/training/test_ddp.py`` checks it against the one-process run.
 """
 
 from __future__ import annotations
@@ -190,6 +193,10 @@ class Engine:
             count += 1
             images += len(batch)
             progress.set_postfix(loss=f"{total / count:.4f}", refresh=False)  # redraws follow the bar's interval
+        if self.world_size > 1:  # the log shows the loss over the global batches, as one process would see it
+            sums = torch.tensor([total, float(count)], dtype=torch.float64)
+            torch.distributed.all_reduce(sums)
+            total, count = float(sums[0]), int(sums[1])
         return total / max(count, 1), images
 
     def fit(self, train_batches: Callable[[int], Iterable]) -> dict:

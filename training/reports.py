@@ -19,6 +19,11 @@ from sklearn.metrics import roc_curve  # noqa: E402
 
 
 def write_json(path: Path, payload) -> None:
+    """Rank 0 only: under torchrun every process computes the same results, one of them writes them."""
+    from training.engine import is_main_process
+
+    if not is_main_process():
+        return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
 

@@ -32,7 +32,7 @@ from training import reports
 from training.augment import AffineAugment
 from training.chexnet import load_chexnet
 from training.classification import ArraySet, binary_gradcam_panels, evaluate_classifier, fit_classifier, predict
-from training.data import cache_dir, load_gray
+from training.data import cache_dir, load_gray, save_cache
 from training.engine import FitConfig, RunSettings, is_main_process, pick_device
 from training.faithfulness import add_faithfulness_table, network_faithfulness
 from training.metrics import classification_report
@@ -132,7 +132,7 @@ def build_inputs(records, masks, profile: Profile, reference=None, blank_lungs: 
             out[index] = cxnet_input(np.where(mask_to_shape(mask, pixels.shape), 0.0, pixels), None, profile.size, reference)
         else:
             out[index] = cxnet_input(pixels, mask if profile.lung_roi else None, profile.size, reference)
-    np.save(cache, out)
+    save_cache(cache, out)
     return out
 
 
@@ -327,7 +327,8 @@ def run(records, out_dir: Path, profile_name: str = "cpu-quick", **overrides) ->
     reports.write_json(out_dir / "segmenter_test.json", seg)
     inputs = Inputs(records, segmenter, profile)
     reference = histogram_reference(records, profile)
-    np.save(out_dir / "histogram_reference.npy", reference)  # served with the multi-class models
+    if is_main_process():
+        np.save(out_dir / "histogram_reference.npy", reference)  # served with the multi-class models
     plan = {
         "base-binary": lambda: flat_experiment(inputs, CXNET_BINARY, profile, "cxnet_base", profile.base_epochs, out_dir / "base-binary"),
         "cxnet-binary": lambda: flat_experiment(inputs, CXNET_BINARY, profile, "covid_cxnet", profile.cxnet_epochs, out_dir / "cxnet-binary"),

@@ -44,7 +44,7 @@ from training import reports
 from training.augment import AffineAugment
 from training.classification import ArraySet, fit_classifier, predict
 from training.ct_data import CT_INFECTION_SPLIT_NOTES, CT_SLICE_SPLIT_NOTES, read_ct_infection_records, read_ct_slice_records
-from training.data import cache_dir, read_cxr_records, stack_resized
+from training.data import cache_dir, read_cxr_records, save_cache, stack_resized
 from training.engine import FitConfig, RunSettings, is_main_process, pick_device
 from training.metrics import classification_report
 from training.recipes import start_run
@@ -280,7 +280,7 @@ def photo_bank(photos: dict[str, list[np.ndarray]], split: str, per_group: int, 
             images.append(photo_variant(array, rng, size, plain=index < len(photos[group])))
             sources.append(f"photo/{group}")
     images = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
-    np.savez(cache, images=images, sources=np.array(sources))
+    save_cache(cache, {"images": images, "sources": np.array(sources)})
     return images, sources
 
 
@@ -317,7 +317,7 @@ def phantom_bank(seeds, phantom_size: int, size: int):
     images = np.stack([np.clip(resize_square(s.pixels, size) * 255 + 0.5, 0, 255).astype(np.uint8) for _, _, s in studies]) \
         if studies else np.zeros((0, size, size), np.uint8)
     kinds, sources = [k for k, _, _ in studies], [src for _, src, _ in studies]
-    np.savez(cache, images=images, kinds=np.array(kinds), sources=np.array(sources))
+    save_cache(cache, {"images": images, "kinds": np.array(kinds), "sources": np.array(sources)})
     return images, kinds, sources
 
 

@@ -29,7 +29,7 @@ from models import create_model
 from training import reports
 from training.augment import CLASSIFICATION_AUGMENT, gamma_jitter, resolution_jitter
 from training.classification import ArraySet, evaluate_classifier, fit_classifier
-from training.data import cache_dir, load_gray
+from training.data import cache_dir, load_gray, save_cache
 from training.engine import FitConfig, RunSettings, is_main_process, pick_device
 from training.faithfulness import add_faithfulness_table, network_faithfulness
 from training.metrics import mean_and_spread
@@ -151,7 +151,7 @@ def lung_probabilities(records, segmenter_model, seg_size: int) -> np.ndarray:
     out = np.zeros((len(records), seg_size, seg_size), np.float16)
     for index, record in enumerate(progress_bar(records, desc="lung masks for classification", leave=False)):
         out[index] = lung_probability_small(load_gray(record.image), segmenter, seg_size)
-    np.save(cache, out)
+    save_cache(cache, out)
     return out
 
 
@@ -218,7 +218,8 @@ def train_trial(sets, profile: Profile, arch: str, attention: str, seed: int, ou
     test, probs = evaluate_classifier(model, sets["test"], prepare, MANET_CLASSES, pick_device(profile.device))
     trial = {"arch": arch, "attention": attention, "seed": seed, "val_accuracy": val_accuracy, "test": test}
     reports.write_json(out_dir / "test.json", trial)
-    np.save(out_dir / "test_probabilities.npy", probs)
+    if is_main_process():
+        np.save(out_dir / "test_probabilities.npy", probs)
     return {**trial, "model": model, "probabilities": probs}
 
 

@@ -53,7 +53,7 @@ from training import reports  # sets Matplotlib's headless backend before pyplot
 from training.augment import CtSliceAugment
 from training.classification import ArraySet, predict
 from training.ct_data import CT_SLICE_SPLIT_NOTES, image_stack, read_ct_slice_records
-from training.data import cache_dir
+from training.data import cache_dir, save_cache
 from training.engine import Engine, FitConfig, RunSettings, is_main_process, pick_device, seed_everything, shuffled_batches
 from training.metrics import classification_report, mean_and_spread
 from training.recipes import start_run
@@ -178,7 +178,7 @@ def native_slices(paths: list[Path]) -> list[np.ndarray]:
                 arrays.append(np.asarray(image.convert("L"), dtype=np.uint8))
         flat = np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0, np.uint8)
         shapes = np.array([a.shape for a in arrays], dtype=np.int64).reshape(-1, 2)
-        np.savez(cache, flat=flat, shapes=shapes)
+        save_cache(cache, {"flat": flat, "shapes": shapes})
     ends = np.cumsum([h * w for h, w in shapes])
     return [flat[end - h * w:end].reshape(h, w) for end, (h, w) in zip(ends, shapes)]
 
@@ -255,15 +255,18 @@ def infected_regions(data: SliceData, profile: Profile, device) -> tuple[Infecte
                                      [str(r.image) for r in data.records]]).encode()).hexdigest()[:20]
     cache = cache_dir() / f"multisource-infected-{key}.npz"
     started = time.perf_counter()
-    if not cache.exists():
-        _compute_regions(data, profile, (infection, infection_card), (lungs, lung_card), device, cache)
-    with np.load(cache) as stored:
-        regions = InfectedRegions(torch.from_numpy(stored["crops"]), torch.from_numpy(stored["present"]),
-                                  stored["boxes"], stored["infected_fraction"], stored["lung_fraction"])
+    if cache.exists():
+        with np.load(cache) as stored:
+            arrays = dict(stored)
+    else:
+        arrays = _compute_regions(data, profile, (infection, infection_card), (lungs, lung_card), device)
+        save_cache(cache, arrays)
+    regions = InfectedRegions(torch.from_numpy(arrays["crops"]), torch.from_numpy(arrays["present"]),
+                              arrays["boxes"], arrays["infected_fraction"], arrays["lung_fraction"])
     return regions, models | {"seconds": round(time.perf_counter() - started, 1)}
 
 
-def _compute_regions(data: SliceData, profile: Profile, infection, lungs, device, cache: Path) -> None:
+def _compute_regions(data: SliceData, profile: Profile, infection, lungs, device) -> dict[str, np.ndarray]:
     n, size = len(data.records), profile.crop_size
     crops = np.zeros((n, 2, size, size), np.uint8)
     present = np.zeros((n, 2), bool)
@@ -291,8 +294,8 @@ def _compute_regions(data: SliceData, profile: Profile, infection, lungs, device
             infected_fraction[i] = infected.mean()
             if lung_mask is not None:
                 lung_fraction[i] = lung_mask.mean()
-    np.savez(cache, crops=crops, present=present, boxes=boxes, infected_fraction=infected_fraction,
-             lung_fraction=lung_fraction)
+    return {"crops": crops, "present": present, "boxes": boxes, "infected_fraction": infected_fraction,
+            "lung_fraction": lung_fraction}
 
 
 # ---------------------------------------------------------------- heat-map crops (from a trained global branch)
@@ -536,13 +539,15 @@ def run_trial(data: SliceData, regions: InfectedRegions, profile: Profile, backb
     stage("global+heatmap", pairs, (pool_gh,), features_prepare)
     pairs = pairs.fold()
     fusion.cpu()
-    torch.save(fusion.state_dict(), out_dir / "fusion_model.pt")
+    if is_main_process():
+        torch.save(fusion.state_dict(), out_dir / "fusion_model.pt")
     logits = row_logits(fusion, pairs.cpu(), heat["pooled"], pool_h, pool_in)
     result = trial_result(data, logits, positions, backbone, seed, stages)
     result["prep_seconds"] = {k: round(v, 1) for k, v in prep.items()}  # per-slice passes of frozen branches
-    np.savez(out_dir / "outputs.npz", heat_crops=heat["crops"].numpy(), heat_boxes=heat["boxes"],
-             test_features=pool_f.numpy()[positions["test"]].astype(np.float16),
-             **{f"prob_{name}": sigmoid(value) for name, value in logits.items()})
+    if is_main_process():
+        np.savez(out_dir / "outputs.npz", heat_crops=heat["crops"].numpy(), heat_boxes=heat["boxes"],
+                 test_features=pool_f.numpy()[positions["test"]].astype(np.float16),
+                 **{f"prob_{name}": sigmoid(value) for name, value in logits.items()})
     reports.write_json(out_dir / "result.json", result)
     return result
 
