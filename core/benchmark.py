@@ -9,6 +9,9 @@ a synthetic chest volume (``core.ct_volume_phantoms``) of 138 x 256 x 256 and of
 as a .nii.gz file: decode (bytes -> guarded ``Volume``), the pipeline's stages (lungs slice by slice,
 3D clean-up and volumes, infection, the two 3D classifiers when installed), writing the two mask files,
 and the whole case (decode + analysis; the masks are the command line's extra).
+
+The X-ray table ends with the yardstick: a bare DenseNet-121 forward (torchxrayvision's architecture, 224 px,
+same threads) timed in the same run, and the ratio of the whole case to it.
 """
 
 from __future__ import annotations
@@ -194,4 +197,39 @@ def run_benchmark(registry: Registry, runs: int = 20, size: int = 1024, classifi
         pipeline = CxrPipeline(registry, backend=backend, classifier=classifier)
         label = f"{backend}/{device if backend == 'torch' else pipeline.classifier.provider.replace('ExecutionProvider', '').lower()}"
         measured.append((label, time_pipeline(pipeline, data, runs)))
-    return _print_rows("Chest X-ray", STAGES, measured)
+    rows = _print_rows("Chest X-ray", STAGES, measured)
+    bare = float(np.percentile(time_bare_densenet(runs, device), 50))
+    print(f"Bare DenseNet-121 forward ({BARE_MODEL}): p50 {bare:.1f} ms; whole case p50 / bare forward p50: "
+          + ", ".join(f"{row['backend']} {row['total'][0] / bare:.2f}" for row in rows))
+    for row in rows:
+        row["bare_densenet121_ms"], row["ratio_to_bare"] = bare, row["total"][0] / bare
+    return rows
+
+
+BARE_MODEL = "torchxrayvision's architecture: torchvision DenseNet-121, 1 input channel, 18 outputs, 1 x 224 x 224, PyTorch, no grad"
+
+
+def bare_densenet121() -> torch.nn.Module:
+    """DenseNet-121 as torchxrayvision builds it (one grey channel in, 18 findings out), random weights: the yardstick
+    a whole X-ray case is measured against (what a bare classifier costs on this machine)."""
+    from torchvision.models import densenet121
+
+    net = densenet121(weights=None, num_classes=18)
+    net.features.conv0 = torch.nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    return net.eval()
+
+
+def time_bare_densenet(runs: int, device: str = "cpu") -> list[float]:
+    """Milliseconds of ``runs`` forward passes (after one warm-up), same threads as the cases."""
+    net = bare_densenet121().to(device)
+    image = torch.rand(1, 1, 224, 224, device=device)
+    samples = []
+    with torch.no_grad():
+        for index in range(runs + 1):
+            started = time.perf_counter()
+            net(image)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if index:
+                samples.append((time.perf_counter() - started) * 1000)
+    return samples

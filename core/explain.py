@@ -7,6 +7,8 @@ shared by every session's thread, and a hook fires on whichever thread runs the 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -16,11 +18,11 @@ ensure_torchvision_ops()  # pytorch-grad-cam imports torchvision, which needs it
 
 from pytorch_grad_cam import GradCAM  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget, ClassifierOutputTarget  # noqa: E402
-from skimage.transform import resize  # noqa: E402
 from torch import nn  # noqa: E402
 
 from models.mask_attention import MaskAttentionConv  # noqa: E402
 
+from .imaging.resample import resize as bilinear  # noqa: E402
 from .runtime import exclusive_use  # noqa: E402
 
 
@@ -57,20 +59,35 @@ def grad_cam(net: nn.Module, image: torch.Tensor, mask: torch.Tensor | None, cla
 def mask_attention_maps(net: nn.Module, image: torch.Tensor, mask: torch.Tensor) -> list[np.ndarray]:
     """The map each mask-attention convolution used (Eq. 1's P(M)), in network order."""
     maps: list[np.ndarray] = []
-    with exclusive_use(net):
-        hooks = [
-            module.register_forward_hook(lambda _m, _in, out: maps.append(out[1][0, 0].detach().cpu().numpy()))
-            for module in net.modules()
-            if isinstance(module, MaskAttentionConv) and module.use_mask
-        ]
-        try:
-            with torch.no_grad():
-                net(image, mask)
-        finally:
-            for hook in hooks:
-                hook.remove()
+    with exclusive_use(net), _attention_hooks(net, maps), torch.no_grad():
+        net(image, mask)
     return maps
 
 
+def grad_cam_with_attention(net: nn.Module, image: torch.Tensor, mask: torch.Tensor, class_index: int,
+                            single_logit: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``grad_cam`` and ``mask_attention_maps`` from Grad-CAM's one forward pass: the maps that pass used, the
+    same values as a separate pass computes, without running the network twice."""
+    maps: list[np.ndarray] = []
+    with exclusive_use(net), _attention_hooks(net, maps):
+        heat = grad_cam(net, image, mask, class_index, single_logit)
+    return heat, maps
+
+
+@contextmanager
+def _attention_hooks(net: nn.Module, maps: list[np.ndarray]):
+    """While open, every mask-attention convolution of ``net`` appends its attention map to ``maps``."""
+    hooks = [
+        module.register_forward_hook(lambda _m, _in, out: maps.append(out[1][0, 0].detach().cpu().numpy()))
+        for module in net.modules()
+        if isinstance(module, MaskAttentionConv) and module.use_mask
+    ]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def to_image_shape(heat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    return np.clip(resize(heat, shape, order=1, preserve_range=True, anti_aliasing=False), 0, 1).astype(np.float32)
+    return np.clip(bilinear(heat, shape), 0, 1).astype(np.float32)

@@ -68,18 +68,19 @@ def _replaced(image: np.ndarray, fill: np.ndarray, mask: np.ndarray) -> np.ndarr
 
 def deletion_score(predict: Predict, inputs: Sequence[np.ndarray], heat: np.ndarray, class_index: int,
                    fraction: float = TOP_FRACTION, n_random: int = RANDOM_MASKS, seed: int = SEED,
-                   sigma: float | None = None) -> dict:
+                   sigma: float | None = None, probabilities: np.ndarray | None = None) -> dict:
     """Drop of class ``class_index``'s probability when the top-heat pixels are blurred, minus the mean drop for random pixels.
 
     ``inputs``: the classifier's inputs of one case, each (C, S, S); only the first is perturbed.
-    ``heat``: the heat map on the same S x S grid. Returns the score and its parts.
+    ``heat``: the heat map on the same S x S grid. ``probabilities``: ``predict(inputs)`` when the caller has it
+    already (a pipeline that just classified the case), saving a pass. Returns the score and its parts.
     """
     inputs = [np.asarray(x, dtype=np.float32) for x in inputs]
     image = inputs[0]
     if np.shape(heat) != image.shape[-2:]:
         raise ValueError(f"heat map {np.shape(heat)} is not on the input's grid {image.shape[-2:]}")
     fill = blurred(image, sigma if sigma is not None else BLUR_SIGMA_FRACTION * image.shape[-1])
-    base = float(predict(inputs)[class_index])
+    base = float((predict(inputs) if probabilities is None else probabilities)[class_index])
 
     def drop(mask: np.ndarray) -> float:
         return base - float(predict([_replaced(image, fill, mask), *inputs[1:]])[class_index])
@@ -104,12 +105,12 @@ def in_lung_share(heat: np.ndarray, lung_mask: np.ndarray) -> float:
 
 
 def case_scores(predict: Predict, inputs: Sequence[np.ndarray], input_heat: np.ndarray, class_index: int,
-                heat: np.ndarray, lung_mask: np.ndarray) -> dict:
+                heat: np.ndarray, lung_mask: np.ndarray, probabilities: np.ndarray | None = None) -> dict:
     """What a pipeline reports for one case: the deletion score of ``input_heat`` (on the input grid) and the
     in-lung share of ``heat`` (on the image), rounded; all None when the map is zero everywhere (nothing to score)."""
     if not np.any(np.asarray(input_heat) > 0):
         return {"deletion_score": None, "in_lung_share": None, "top_drop": None, "random_drop": None}
-    scores = deletion_score(predict, inputs, input_heat, class_index)
+    scores = deletion_score(predict, inputs, input_heat, class_index, probabilities=probabilities)
     return {"deletion_score": round(scores["deletion_score"], 6), "in_lung_share": round(in_lung_share(heat, lung_mask), 6),
             "top_drop": round(scores["top_drop"], 6), "random_drop": round(scores["random_drop"], 6)}
 

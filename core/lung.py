@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from skimage.transform import resize
 
+from .imaging.resample import resize as bilinear
 from .postprocess import manet_postprocess
 from .preprocess import segmenter_input
 
@@ -32,8 +32,8 @@ def lung_probability(pixels: np.ndarray, segmenter: Segmenter, size: int) -> np.
 
 
 def probability_to_shape(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    prob = resize(prob, shape, order=1, preserve_range=True, anti_aliasing=False)
-    return np.clip(prob, 0.0, 1.0).astype(np.float32)
+    """Bilinear, without anti-aliasing (``core.imaging.resample``: scikit-image's numbers), clipped to [0, 1]."""
+    return np.clip(bilinear(prob, shape), 0.0, 1.0).astype(np.float32)
 
 
 def lung_mask_from_probability(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:

@@ -11,11 +11,15 @@ import numpy as np
 from skimage import exposure
 from skimage.transform import resize
 
+from .imaging.resample import resize as bilinear
+
 
 def resize_square(pixels: np.ndarray, size: int, order: int = 1) -> np.ndarray:
-    """Resize a 2-D array to ``size x size`` (bilinear for images, ``order=0`` for masks)."""
-    out = resize(pixels, (size, size), order=order, preserve_range=True, anti_aliasing=order > 0 and min(pixels.shape) > size)
-    return out.astype(np.float32)
+    """Resize a 2-D array to ``size x size`` (bilinear for images, ``order=0`` for masks); anti-aliased when shrinking."""
+    anti_aliasing = order > 0 and min(pixels.shape) > size
+    if order == 1 and not anti_aliasing:
+        return bilinear(pixels, (size, size)).astype(np.float32)
+    return resize(pixels, (size, size), order=order, preserve_range=True, anti_aliasing=anti_aliasing).astype(np.float32)
 
 
 def min_max(pixels: np.ndarray) -> np.ndarray:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import plotly.graph_objects as go
 from matplotlib import colormaps
-from skimage.segmentation import find_boundaries
+from scipy import ndimage
 
 from .classes import class_title
 
@@ -17,14 +19,49 @@ SIDE_BOX_COLOURS = {"right": (0, 255, 120), "left": (255, 0, 255)}  # the patien
 
 
 def to_rgb(gray: np.ndarray) -> np.ndarray:
-    return np.repeat((np.clip(gray, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
+    return np.repeat(to_grey_levels(gray)[..., None], 3, axis=2)
 
 
 def heat_overlay(gray: np.ndarray, heat: np.ndarray, opacity: float = 0.45, cmap: str = "jet") -> np.ndarray:
-    """Blend a [0, 1] heat map over the image; ``opacity`` 0 shows the image alone."""
-    colours = colormaps[cmap](np.clip(heat, 0, 1))[..., :3]
-    base = to_rgb(gray).astype(np.float32) / 255.0
-    return (np.clip((1 - opacity) * base + opacity * colours, 0, 1) * 255).astype(np.uint8)
+    """Blend a [0, 1] heat map over the image; ``opacity`` 0 shows the image alone.
+
+    Each output pixel depends only on the image's 8-bit grey level and the colour map's entry, so a
+    (256 x entries) table of blended colours, computed with the very arithmetic of the plain blend
+    (float32 image, float64 colours), gives the same bytes as blending a megapixel image, in a tenth of the time.
+    """
+    table = _heat_blend_table(float(opacity), cmap)
+    entries = table.shape[1]
+    flat = to_grey_levels(gray).astype(np.intp) * entries + _colour_index(heat, colormaps[cmap])
+    return table.reshape(-1, 3).take(flat, axis=0)
+
+
+def to_grey_levels(gray: np.ndarray) -> np.ndarray:
+    """The 8-bit grey level ``to_rgb`` shows for each pixel."""
+    return (np.clip(gray, 0, 1) * 255).astype(np.uint8)
+
+
+def _colour_index(values: np.ndarray, colormap) -> np.ndarray:
+    """Matplotlib's own float -> look-up-table index (``Colormap.__call__``): ``int(x * N)``, 1.0 -> N - 1, NaN -> bad."""
+    scaled = np.clip(values, 0, 1) * colormap.N
+    scaled[scaled == colormap.N] = colormap.N - 1
+    bad = np.isnan(scaled)
+    with np.errstate(invalid="ignore"):
+        index = scaled.astype(np.intp)
+    index[bad] = colormap.N + 2  # matplotlib's "bad" entry
+    return index
+
+
+@lru_cache(maxsize=8)
+def _heat_blend_table(opacity: float, cmap: str) -> np.ndarray:
+    """uint8 (256, N + 3, 3): grey level x colour-map entry -> the blended colour, as the plain blend computes it."""
+    colormap = colormaps[cmap]
+    colormap(0.0)  # builds the look-up table
+    base = np.arange(256, dtype=np.uint8).astype(np.float32) / 255.0
+    colours = colormap._lut[:, :3]
+    table = np.clip((1 - opacity) * base[:, None, None] + opacity * colours[None], 0, 1) * 255
+    table = table.astype(np.uint8)
+    table.flags.writeable = False
+    return table
 
 
 def mask_overlay(gray: np.ndarray, mask: np.ndarray, opacity: float = 0.35, colour=LUNG_COLOUR) -> np.ndarray:
@@ -48,7 +85,7 @@ def tint(rgb: np.ndarray, mask: np.ndarray, opacity: float, colour) -> np.ndarra
 def outline(rgb: np.ndarray, mask: np.ndarray, colour) -> np.ndarray:
     """Only the outline of ``mask``; the inside keeps its colours (the lungs around an infection overlay)."""
     out = rgb.copy()
-    out[find_boundaries(np.asarray(mask, dtype=bool), mode="inner")] = colour
+    out[inner_boundary(mask)] = colour
     return out
 
 
@@ -65,11 +102,26 @@ def heat_tint(rgb: np.ndarray, heat: np.ndarray, opacity: float = 0.45, cmap: st
 
 
 def _tint(rgb: np.ndarray, mask: np.ndarray, opacity: float, colour) -> np.ndarray:
-    out = rgb.astype(np.float32)
+    """Inside ``mask``: (1 - opacity) * pixel + opacity * colour in float32, then truncated to uint8; the mask's inner
+    outline in ``colour``. Per channel the result depends only on the 8-bit value: 256-entry tables give it."""
     tint = np.array(colour, dtype=np.float32)
-    out[mask] = (1 - opacity) * out[mask] + opacity * tint
-    out[find_boundaries(mask, mode="inner")] = tint
-    return out.astype(np.uint8)
+    levels = np.arange(256, dtype=np.uint8).astype(np.float32)
+    tables = ((1 - opacity) * levels[:, None] + opacity * tint[None]).astype(np.uint8)  # (256, 3)
+    out = np.array(rgb, dtype=np.uint8, copy=True)
+    inside = out[mask]
+    out[mask] = np.stack([tables[inside[:, c], c] for c in range(3)], axis=1)
+    out[inner_boundary(mask)] = tint.astype(np.uint8)
+    return out
+
+
+def inner_boundary(mask: np.ndarray) -> np.ndarray:
+    """``skimage.segmentation.find_boundaries(mask, mode="inner")`` for a boolean mask: the mask's pixels with a
+    4-neighbour outside it (the image's edge is not a boundary); a binary erosion, several times faster."""
+    mask = np.asarray(mask, dtype=bool)
+    return mask & ~ndimage.binary_erosion(mask, structure=_CROSS, border_value=1)
+
+
+_CROSS = ndimage.generate_binary_structure(2, 1)
 
 
 def draw_box(rgb: np.ndarray, box, colour, thickness: int = 2) -> np.ndarray:

@@ -18,7 +18,7 @@ import torch
 from ..calibration import probabilities as scaled_probabilities
 from ..calibration import temperature_of
 from ..errors import ModelError, UnsupportedInputError
-from ..explain import grad_cam, mask_attention_maps, to_image_shape
+from ..explain import grad_cam, grad_cam_with_attention, to_image_shape
 from ..faithfulness import case_scores
 from ..lung import lung_mask_from_probability, lung_probability_small, probability_to_shape
 from ..postprocess import HRNET_MIN_AREA_FRACTION, LungMeasurements, cxnet_roi_mask, hrnet_postprocess, measure_lungs
@@ -157,15 +157,17 @@ class CxrPipeline:
         if explain:
             tensors = [torch.from_numpy(x[None]).to(self.device) for x in inputs.arrays]
             image_t, mask_t = tensors[0], (tensors[1] if len(tensors) > 1 else None)
-            with self.classifier_torch.exclusive() as net:  # the explanations hook the shared module
-                with timed(timings, "gradcam"):
-                    input_heat = grad_cam(net, image_t, mask_t, int(np.argmax(probs)), single_logit=card.output == "sigmoid")
-                    heat = heat_to_image(input_heat, pixels.shape, inputs.box)
-                maps = mask_attention_maps(net, image_t, mask_t) if mask_t is not None else []
-            attention = heat_to_image(_display_map(maps, card.input_size), pixels.shape, inputs.box) if maps else None
+            single_logit = card.output == "sigmoid"
+            with self.classifier_torch.exclusive() as net, timed(timings, "gradcam"):  # explanations hook the shared module
+                if mask_t is None:
+                    input_heat, maps = grad_cam(net, image_t, None, int(np.argmax(probs)), single_logit), []
+                else:  # the attention maps come from Grad-CAM's own forward pass
+                    input_heat, maps = grad_cam_with_attention(net, image_t, mask_t, int(np.argmax(probs)), single_logit)
+                heat = heat_to_image(input_heat, pixels.shape, inputs.box)
+                attention = heat_to_image(_display_map(maps, card.input_size), pixels.shape, inputs.box) if maps else None
             if faithfulness:
                 with timed(timings, "faithfulness"):
-                    scores = self._faithfulness(inputs, input_heat, int(np.argmax(probs)), heat, lung_mask)
+                    scores = self._faithfulness(inputs, input_heat, int(np.argmax(probs)), heat, lung_mask, probs)
         return CxrResult(
             study=study, lung_probability=prob, lung_mask=lung_mask, lung=lung, probabilities=probabilities,
             gradcam=heat, attention_map=attention, segmenter=self.seg_card, classifier=self.cls_card,
@@ -174,16 +176,16 @@ class CxrPipeline:
         )
 
     def _faithfulness(self, inputs: ClassifierInput, input_heat: np.ndarray, class_index: int, heat: np.ndarray,
-                      lung_mask: np.ndarray) -> dict:
+                      lung_mask: np.ndarray, probabilities: np.ndarray) -> dict:
         """Deletion score on the classifier's input grid (served backend, served probabilities); in-lung share of
         the Grad-CAM placed on the image (0 outside a cropped region) against the image's lung mask. All None when
-        the Grad-CAM is zero everywhere."""
+        the Grad-CAM is zero everywhere. ``probabilities``: the case's, as just served (no pass to repeat)."""
         card, temperature = self.cls_card, temperature_of(self.cls_card)
 
         def predict(arrays):
             return to_probabilities(self.classifier(*(np.asarray(x)[None] for x in arrays))[0], card.output, temperature)
 
-        return case_scores(predict, inputs.arrays, input_heat, class_index, heat, lung_mask)
+        return case_scores(predict, inputs.arrays, input_heat, class_index, heat, lung_mask, probabilities)
 
 
 def _display_map(maps: list[np.ndarray], input_size: int) -> np.ndarray:
