@@ -347,3 +347,45 @@ def test_repr_and_messages_hide_the_password(postgresql_server) -> None:
         store.add_review(make_input())
         assert PASSWORD_ROLE_SECRET not in repr(store) and "***" in repr(store)
     postgresql_server.drop_database(name)
+
+
+def _open_store(url: str, barrier) -> None:
+    barrier.wait(timeout=120)
+    ReviewStore(url).close()
+
+
+def test_processes_opening_a_new_database_at_once_migrate_it_once(review_db_url: str) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(4)
+    openers = [ctx.Process(target=_open_store, args=(review_db_url, barrier)) for _ in range(4)]
+    for process in openers:
+        process.start()
+    for process in openers:
+        process.join(timeout=120)
+    assert [p.exitcode for p in openers] == [0] * 4
+    with ReviewStore(review_db_url) as store:
+        store.add_review(make_input())
+    assert len(revision(review_db_url)) == 1
+    assert_append_only(review_db_url)
+
+
+def test_postgresql_writes_hold_the_lock_and_reads_see_one_snapshot(postgresql_url: str) -> None:
+    from core.reviews.store import _PG_WRITE_LOCK_KEY, read_transaction
+
+    lock_held = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
+        f"AND ((classid::bigint << 32) | objid::bigint) = {_PG_WRITE_LOCK_KEY}"
+    )
+    with ReviewStore(postgresql_url) as store:
+        with write_transaction(store.engine) as conn:
+            assert conn.exec_driver_sql("SHOW transaction_isolation").scalar_one() == "read committed"
+            assert conn.exec_driver_sql(lock_held).scalar_one() == 1
+        with read_transaction(store.engine) as conn:
+            assert conn.exec_driver_sql("SHOW transaction_isolation").scalar_one() == "repeatable read"
+            assert conn.exec_driver_sql(lock_held).scalar_one() == 0
+            seen = conn.exec_driver_sql("SELECT count(*) FROM reviews").scalar_one()
+            store.add_review(make_input())  # committed by another connection meanwhile
+            assert conn.exec_driver_sql("SELECT count(*) FROM reviews").scalar_one() == seen  # same snapshot
+        assert conn.closed and len(store.current_reviews()) == 1
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar_one() == "30s"
