@@ -581,8 +581,14 @@ def _postgresql_engine(url: URL, busy_timeout_s: float) -> Engine:
     connect_args: dict[str, Any] = {"application_name": "chest-review"}
     if "connect_timeout" not in url.query:
         connect_args["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT_S
-    # pre_ping: a connection the server closed (restart, idle timeout) is replaced, not handed out.
-    engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    try:
+        # pre_ping: a connection the server closed (restart, idle timeout) is replaced, not handed out.
+        engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    except ImportError as error:
+        raise ReviewStorageError(
+            "The review log is on PostgreSQL but its driver (psycopg) is not installed: "
+            "pip install -c constraints.txt -r requirements.txt."
+        ) from error
     lock_ms = max(1, int(busy_timeout_s * 1000))  # 0 would mean "wait for ever" on PostgreSQL
 
     @event.listens_for(engine, "connect")
