@@ -211,8 +211,7 @@ def check_run(
     own, shared = expected_amends(writers, reviews_per_writer)
     if len(by_uid.get(shared_uid, {})) != 1 + shared:
         problems.append(f"shared review: {len(by_uid.get(shared_uid, {}))} versions, expected {1 + shared}")
-    if sum(len(v) for v in by_uid.values()) != 1 + writers * reviews_per_writer + own + shared:
-        problems.append(
-            f"{sum(len(v) for v in by_uid.values())} rows in all, expected {1 + writers * reviews_per_writer + own + shared}"
-        )
+    total, expected = sum(len(v) for v in by_uid.values()), 1 + writers * reviews_per_writer + own + shared
+    if total != expected:
+        problems.append(f"{total} rows in all, expected {expected}")
     return problems

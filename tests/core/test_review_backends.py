@@ -12,7 +12,7 @@ import hashlib
 import multiprocessing
 import os
 import signal
-from pathlib import Path
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -161,8 +161,9 @@ def test_a_0001_database_with_rows_is_upgraded_on_open(review_db_url: str) -> No
     engine = sa.create_engine(url)
     old = dict(
         review_uid="a" * 32, version=1, supersedes_id=None, reviewer="Dr Old", case_hash=sha("old"),
-        model_name="manet", model_version="0.9", weights_sha256=WEIGHTS, predicted_probabilities='{"covid": 0.6, "normal": 0.4}',
-        predicted_label="covid", verdict="agree", corrected_label="covid", confidence=3, note="from 0001",
+        model_name="manet", model_version="0.9", weights_sha256=WEIGHTS,
+        predicted_probabilities='{"covid": 0.6, "normal": 0.4}', predicted_label="covid", verdict="agree",
+        corrected_label="covid", confidence=3, note="from 0001",
         where_wrong=None, created_at="2023-06-01 08:00:00",
     )
     with engine.begin() as conn:
@@ -199,7 +200,9 @@ def test_concurrent_writer_processes_lose_and_duplicate_nothing(review_db_url: s
     assert report.ok, report.summary()
     own, shared = expected_amends(STRESS_WRITERS, STRESS_REVIEWS)
     assert (report.adds, report.amends) == (STRESS_WRITERS * STRESS_REVIEWS, own + shared)
-    dupes = query(review_db_url, "SELECT review_uid, version FROM reviews GROUP BY review_uid, version HAVING count(*) > 1")
+    dupes = query(
+        review_db_url, "SELECT review_uid, version FROM reviews GROUP BY review_uid, version HAVING count(*) > 1"
+    )
     assert dupes == []
     assert len(rows(review_db_url)) == 1 + STRESS_WRITERS * STRESS_REVIEWS + own + shared
 
@@ -231,8 +234,6 @@ def _write_and_hang(url: str, amend_uid: str, inserted) -> None:
                       review_uid=amend_uid, version=latest.version + 1, supersedes_id=latest.id)
         inserted.set()  # the rows are written but not committed; the parent now kills this process
         assert new.id
-        import time
-
         time.sleep(600)
 
 

@@ -47,7 +47,7 @@ def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=True,  # SQLite cannot ALTER most things; batch mode rebuilds the table (PostgreSQL: plain ALTER)
+        render_as_batch=True,  # SQLite cannot ALTER most things; batch mode rebuilds (PostgreSQL: plain ALTER)
         transactional_ddl=True,  # SQLite DDL is transactional once BEGIN is emitted by us; PostgreSQL's always is
         compare_type=True,
     )
