@@ -1,4 +1,4 @@
-"""Review log: radiologists' verdicts on model predictions, append-only, on SQLite.
+"""Review log: radiologists' verdicts on model predictions, append-only, on SQLite or PostgreSQL.
 
 Public API::
 
@@ -19,7 +19,8 @@ A CT-volume review may also record the slice where the model went wrong: ``slice
 
 Errors are ``core.errors.ReviewLogError`` subclasses: ``ReviewValidationError`` (bad input, has
 ``.field``), ``ReviewNotFoundError``, ``ReviewConflictError``, ``ReviewStorageError`` (database busy,
-read-only, corrupt, or from a newer app version). Their messages are meant for the user.
+read-only, corrupt, or from a newer app version; PostgreSQL server unreachable, login refused, no such
+database). Their messages are meant for the user and never show the URL's password.
 
 Migrations live in ``core/reviews/migrations`` (no alembic.ini); command line:
 ``python -m core.reviews upgrade head`` / ``current`` / ``history`` (see ``migrations/env.py``).

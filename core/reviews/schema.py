@@ -2,7 +2,7 @@
 
 The table is append-only: a review is never updated or deleted. Correcting a review inserts a new
 row of the same ``review_uid`` with ``version + 1`` whose ``supersedes_id`` points at the row it
-replaces. On SQLite the migration ``0001`` installs triggers that abort any UPDATE or DELETE.
+replaces. Migration ``0001`` installs triggers that abort any UPDATE or DELETE (SQLite and PostgreSQL).
 
 ``task`` records which page (analysis task) a review came from: ``cxr`` (chest X-ray page),
 ``ct-slice`` (CT slice page) or ``ct-volume`` (CT volume page). Migration ``0002`` added it; rows

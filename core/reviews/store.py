@@ -1,23 +1,35 @@
-"""``ReviewStore``: the append-only review log on SQLite.
+"""``ReviewStore``: the append-only review log on SQLite (the default) or PostgreSQL (for teams).
 
 Usage::
 
-    store = ReviewStore(core.settings.review_db_url())      # creates / migrates the file
+    store = ReviewStore(core.settings.review_db_url())      # creates / migrates the file or database
     review = store.add_review(ReviewInput(...))             # version 1
     store.amend_review(review.review_uid, ReviewInput(...)) # version 2, supersedes version 1
     store.current_reviews(ReviewFilters(verdict="disagree"))
     store.history(review.review_uid)
     csv_text = store.export_csv(ReviewFilters(), include_history=True)
 
-Concurrency: every connection runs ``PRAGMA journal_mode=WAL`` and ``PRAGMA busy_timeout``; sqlite3's
-own transaction handling is switched off (``isolation_level = None``) and SQLAlchemy's ``begin``
-event emits ``BEGIN`` itself: ``BEGIN IMMEDIATE`` for writes (the write lock is taken before the
-latest version is read, so version numbers of amendments are race-free across processes) and a
+The URL picks the database: ``sqlite:///var/reviews.sqlite`` or
+``postgresql+psycopg://user:password@host:5432/reviews`` (``postgresql://`` means the same: psycopg 3 is
+the only PostgreSQL driver shipped). On PostgreSQL the database must exist; the store creates its tables.
+
+Concurrency, SQLite: every connection runs ``PRAGMA journal_mode=WAL`` and ``PRAGMA busy_timeout``;
+sqlite3's own transaction handling is switched off (``isolation_level = None``) and SQLAlchemy's
+``begin`` event emits ``BEGIN`` itself: ``BEGIN IMMEDIATE`` for writes (the write lock is taken before
+the latest version is read, so version numbers of amendments are race-free across processes) and a
 plain deferred ``BEGIN`` for reads (a consistent snapshot; WAL readers never block writers).
 
+Concurrency, PostgreSQL: the same two kinds of transaction. A write transaction first takes one
+transaction-scoped advisory lock (``pg_advisory_xact_lock``), so writers run one at a time exactly as
+under ``BEGIN IMMEDIATE``, and runs at READ COMMITTED, so every statement after the lock sees all
+earlier commits; a read transaction runs at REPEATABLE READ (one snapshot) and never waits for
+writers. ``busy_timeout_s`` becomes ``lock_timeout``. Why a lock rather than the alternatives is
+explained at ``_PG_WRITE_LOCK_KEY``.
+
 Every database failure is re-raised as ``ReviewStorageError`` (a ``ReviewLogError``) with a message
-for the user; a failed write rolls back and leaves existing rows as they were. The store never
-deletes, truncates or re-creates the database file.
+for the user (server unreachable, login refused, busy, read-only, ...; never the URL's password); a
+failed write rolls back and leaves existing rows as they were. The store never deletes, truncates or
+re-creates the database file or its tables.
 """
 
 from __future__ import annotations
@@ -42,7 +54,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, exists, insert, select
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.sql import ColumnElement
 
 from core.classes import MANET_CLASSES
@@ -68,6 +80,26 @@ DEFAULT_BUSY_TIMEOUT_S = 30.0
 
 _BEGIN_OPTION = "chest_review_begin"  # execution option read by the ``begin`` listener
 _BEGIN_MODES = ("DEFERRED", "IMMEDIATE")
+BACKENDS = ("sqlite", "postgresql")  # SQLAlchemy backend names the store runs on
+POSTGRESQL_DRIVER = "psycopg"  # psycopg 3, the one PostgreSQL driver in requirements.txt
+DEFAULT_CONNECT_TIMEOUT_S = 10  # PostgreSQL: give up on an unreachable server after this long
+# PostgreSQL: a session that sits inside a transaction this long (a frozen or stopped process) is
+# ended by the server, so it cannot hold the write lock for everyone else indefinitely.
+IDLE_IN_TRANSACTION_TIMEOUT_S = 60
+# PostgreSQL: the advisory lock every write transaction takes first (the bytes of "chestrvw").
+# Why one lock for all writes, rather than what PostgreSQL offers per row:
+# - SELECT ... FOR UPDATE on the latest version does not work on an append-only table: a second
+#   amender waits for the lock, then gets the same (old) latest row, because the row it locked was
+#   never changed and the new version is not in its statement's snapshot; its insert then collides.
+# - Relying on the unique (review_uid, version) constraint, or running SERIALIZABLE, turns every
+#   collision into an error, so every caller (and every table other features add to this database)
+#   would need a retry loop.
+# - This lock gives PostgreSQL exactly SQLite's BEGIN IMMEDIATE semantics: read-then-write code is
+#   race-free on both backends, no retries; READ COMMITTED lets each statement after the lock see
+#   every earlier commit. Readers (MVCC snapshots) never wait for it. It is released at commit or
+#   rollback, and by the server when a writer's connection dies (e.g. the process was killed).
+#   Writes are serialised, which a review log of a team (a few writes a second) never notices.
+_PG_WRITE_LOCK_KEY = int.from_bytes(b"chestrvw", "big")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEX_PREFIX = re.compile(r"^[0-9a-f]{1,64}$")
 _UID = re.compile(r"^[0-9a-f]{32}$")
@@ -480,7 +512,48 @@ def _filter_clauses(filters: ReviewFilters | None) -> list[ColumnElement[bool]]:
 # Engine, transactions, migrations
 
 
-def make_engine(url: str, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> Engine:
+def engine_url(url: str | URL) -> URL:
+    """The SQLAlchemy URL the store connects to; raises ``ReviewStorageError`` for anything it cannot use.
+
+    ``postgresql://`` (SQLAlchemy's default driver would be psycopg2) becomes ``postgresql+psycopg://``.
+    """
+    try:
+        parsed = make_url(url)
+    except (sa_exc.ArgumentError, ValueError) as error:
+        raise ReviewStorageError(
+            f"The review log address {hide_password(str(url))!r} is not a valid database URL."
+        ) from error
+    backend = parsed.get_backend_name()
+    if backend not in BACKENDS:
+        raise ReviewStorageError(
+            f"The review log must be a SQLite or PostgreSQL database; {backend!r} is not supported."
+        )
+    if backend == "postgresql":
+        driver = parsed.get_driver_name()
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername=f"postgresql+{POSTGRESQL_DRIVER}")
+        elif driver != POSTGRESQL_DRIVER:
+            raise ReviewStorageError(
+                f"PostgreSQL is used through psycopg 3: write the address as "
+                f"postgresql+{POSTGRESQL_DRIVER}://... ({driver!r} is not supported)."
+            )
+    return parsed
+
+
+def hide_password(url: str) -> str:
+    """``url`` with the password of ``scheme://user:password@host`` replaced by ``***`` (also when malformed)."""
+    return re.sub(r"(://[^:/@]*:)[^/?#]*@", r"\1***@", url)
+
+
+def make_engine(url: str | URL, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> Engine:
+    """An engine whose ``write_transaction`` / ``read_transaction`` behave alike on SQLite and PostgreSQL."""
+    parsed = engine_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        return _postgresql_engine(parsed, busy_timeout_s)
+    return _sqlite_engine(parsed, busy_timeout_s)
+
+
+def _sqlite_engine(url: URL, busy_timeout_s: float) -> Engine:
     """SQLite engine with WAL, busy_timeout, foreign keys and BEGIN emitted by SQLAlchemy."""
     engine = create_engine(url)
     busy_ms = max(0, int(busy_timeout_s * 1000))
@@ -498,17 +571,59 @@ def make_engine(url: str, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> Eng
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        mode = conn.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
-        if mode not in _BEGIN_MODES:
-            raise ValueError(f"unknown BEGIN mode {mode!r}")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        conn.exec_driver_sql(f"BEGIN {_begin_mode(conn)}")
 
     return engine
 
 
+def _postgresql_engine(url: URL, busy_timeout_s: float) -> Engine:
+    """PostgreSQL engine: lock_timeout from ``busy_timeout_s``, one writer at a time, snapshot reads."""
+    connect_args: dict[str, Any] = {"application_name": "chest-review"}
+    if "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT_S
+    try:
+        # pre_ping: a connection the server closed (restart, idle timeout) is replaced, not handed out.
+        engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    except ImportError as error:
+        raise ReviewStorageError(
+            "The review log is on PostgreSQL but its driver (psycopg) is not installed: "
+            "pip install -c constraints.txt -r requirements.txt."
+        ) from error
+    lock_ms = max(1, int(busy_timeout_s * 1000))  # 0 would mean "wait for ever" on PostgreSQL
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT set_config('lock_timeout', %s, false), "
+                "set_config('idle_in_transaction_session_timeout', %s, false)",
+                (f"{lock_ms}ms", f"{IDLE_IN_TRANSACTION_TIMEOUT_S}s"),
+            )
+        dbapi_connection.commit()  # session settings outlive the transaction they were set in
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if _begin_mode(conn) == "IMMEDIATE":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_WRITE_LOCK_KEY})")
+        else:
+            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+
+    return engine
+
+
+def _begin_mode(conn: Connection) -> str:
+    mode = conn.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
+    if mode not in _BEGIN_MODES:
+        raise ValueError(f"unknown BEGIN mode {mode!r}")
+    return mode
+
+
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A connection inside ``BEGIN IMMEDIATE``: committed on success, rolled back on any error."""
+    """A connection holding the database's write lock: committed on success, rolled back on any error.
+
+    SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: the store's advisory lock (see ``_PG_WRITE_LOCK_KEY``).
+    """
     with engine.connect() as conn:
         conn.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
         with conn.begin():
@@ -517,7 +632,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def read_transaction(engine: Engine) -> Iterator[Connection]:
-    """A connection inside a deferred ``BEGIN``: one consistent snapshot for all its queries."""
+    """A connection inside a deferred ``BEGIN`` (PostgreSQL: REPEATABLE READ): one snapshot for all its queries."""
     with engine.connect() as conn:
         with conn.begin():
             yield conn
@@ -569,6 +684,93 @@ def _describe(error: BaseException, action: str, location: str, busy_timeout_s: 
     return f"The review log could not be used, nothing was {action}: {original}"
 
 
+# PostgreSQL SQLSTATE codes the store explains (https://www.postgresql.org/docs/current/errcodes-appendix.html)
+_PG_BUSY = {"55P03", "40P01", "40001", "57014"}  # lock timeout, deadlock, serialization, cancelled
+_PG_SHUTDOWN = {"57P01", "57P02", "57P03"}  # admin / crash shutdown, cannot connect now
+_PG_UNREACHABLE = (
+    "connection refused", "could not connect", "timeout expired", "failed to resolve host",
+    "could not translate host name", "name or service not known", "no route to host", "network is unreachable",
+    "no such file or directory",  # a unix socket that is not there
+)
+_PG_CONNECTION_LOST = (
+    "server closed the connection", "terminating connection", "connection is closed", "consuming input failed",
+    "connection already closed", "ssl syscall error", "connection reset",
+)
+_PG_LOGIN_REFUSED = (
+    "password authentication failed", "no password supplied", "no pg_hba.conf entry", "authentication failed",
+    "peer authentication", "ident authentication",
+)
+
+
+def _describe_postgresql(error: BaseException, action: str, server: str, user: str, busy_timeout_s: float) -> str:
+    """A message for a PostgreSQL failure. Connection failures carry no SQLSTATE, so their text decides."""
+    original = getattr(error, "orig", None) or error
+    state = getattr(original, "sqlstate", None)
+    text = str(original).lower()
+    if "append-only" in text:
+        return "Reviews cannot be changed or deleted; save an amendment instead."
+    if state in _PG_BUSY:
+        return (
+            f"The review log is busy: another user or process kept it locked for more than "
+            f"{busy_timeout_s:g} s. Nothing was {action}; please try again in a moment."
+        )
+    if any(marker in text for marker in _PG_LOGIN_REFUSED) or state in {"28P01", "28000"}:
+        return (
+            f"The database server {server} refused the login of user {user!r}. Check the user name and "
+            f"password in CHEST_REVIEW_DB_URL. Nothing was {action}."
+        )
+    if "does not exist" in text and ("database" in text or "role" in text) and state in {None, "3D000", "28000"}:
+        return (
+            f"The database server {server} has no such database or user ({_first_line(original)}). Ask an "
+            f"administrator to create it; the app creates its tables, not the database. Nothing was {action}."
+        )
+    if state in _PG_SHUTDOWN or "shutting down" in text or "starting up" in text:
+        return (
+            f"The database server {server} is shutting down or starting up. Nothing was {action}; "
+            "please try again in a moment."
+        )
+    if any(marker in text for marker in _PG_CONNECTION_LOST):
+        return (
+            f"The connection to the database server {server} was lost. Nothing was {action}; "
+            "please try again (ask an administrator if it keeps happening)."
+        )
+    if any(marker in text for marker in _PG_UNREACHABLE):
+        return (
+            f"The database server {server} cannot be reached: is it running, and is the address in "
+            f"CHEST_REVIEW_DB_URL right? Nothing was {action}."
+        )
+    if state == "53300" or "too many clients" in text or "too many connections" in text:
+        return (
+            f"The database server {server} has no free connection. Nothing was {action}; "
+            "please try again in a moment."
+        )
+    if state == "25006":
+        return (
+            f"The database server {server} only accepts reads (a standby or read-only server). "
+            f"Nothing was {action}; point CHEST_REVIEW_DB_URL to the primary server."
+        )
+    if state == "42501":
+        return (
+            f"The database user {user!r} may not use the review tables on {server} ({_first_line(original)}). "
+            f"Nothing was {action}; ask an administrator to grant access."
+        )
+    if state in {"53100", "53200"}:
+        return f"The database server {server} is out of disk space or memory. Nothing was {action}."
+    if state == "42P07":
+        return (
+            f"The database on {server} already holds a table that this app did not create. "
+            "Point CHEST_REVIEW_DB_URL to another database."
+        )
+    if state == "23505":
+        return f"Another change to this review was saved at the same moment. Nothing was {action}; please retry."
+    return f"The review log on {server} could not be used, nothing was {action}: {_first_line(original)}"
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 # --------------------------------------------------------------------------------------------------
 # The store
 
@@ -613,16 +815,16 @@ class ReviewStore:
         self.url = url
         self.busy_timeout_s = busy_timeout_s
         self._clock = clock or (lambda: datetime.now(timezone.utc))
-        try:
-            parsed = make_url(url)
-        except sa_exc.ArgumentError as error:
-            raise ReviewStorageError(f"The review log address {url!r} is not a valid database URL.") from error
-        if parsed.get_backend_name() != "sqlite":
-            raise ReviewStorageError(
-                f"The review log must be a SQLite database; {parsed.get_backend_name()!r} is not supported."
-            )
-        self._location = f"({parsed.database})" if parsed.database else "(in memory)"
-        self._engine = make_engine(url, busy_timeout_s)
+        parsed = engine_url(url)
+        self.backend = parsed.get_backend_name()  # "sqlite" or "postgresql"
+        self._password = parsed.password  # only to scrub it from any message that might quote it
+        if self.backend == "postgresql":
+            port = f":{parsed.port}" if parsed.port else ""
+            self._location = f"{parsed.host or 'local socket'}{port} (database {parsed.database!r})"
+            self._user = parsed.username or "(default)"
+        else:
+            self._location = f"({parsed.database})" if parsed.database else "(in memory)"
+        self._engine = make_engine(parsed, busy_timeout_s)
         try:
             self._migrate()
         except BaseException:
@@ -641,7 +843,7 @@ class ReviewStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"ReviewStore({self.url!r})"
+        return f"ReviewStore({hide_password(self.url)!r})"
 
     @property
     def engine(self) -> Engine:
@@ -654,9 +856,13 @@ class ReviewStore:
         except ReviewLogError:
             raise
         except (sa_exc.SQLAlchemyError, sqlite3.Error, OSError) as error:
-            raise ReviewStorageError(
-                _describe(error, action, self._location, self.busy_timeout_s)
-            ) from error
+            if self.backend == "postgresql":
+                message = _describe_postgresql(error, action, self._location, self._user, self.busy_timeout_s)
+            else:
+                message = _describe(error, action, self._location, self.busy_timeout_s)
+            if self._password:
+                message = message.replace(self._password, "***")
+            raise ReviewStorageError(message) from error
 
     def _migrate(self) -> None:
         cfg = alembic_config(self.url)
@@ -671,7 +877,7 @@ class ReviewStore:
             if current - known:
                 raise ReviewStorageError(
                     f"The review log {self._location} was written by a newer version of this app "
-                    f"(schema {', '.join(sorted(current - known))}). Update the app; the file was left untouched."
+                    f"(schema {', '.join(sorted(current - known))}). Update the app; it was left untouched."
                 )
             with write_transaction(self._engine) as conn:
                 cfg.attributes["connection"] = conn

@@ -170,3 +170,36 @@ def ct_dicom() -> SimpleNamespace:
         return to_bytes(ct_dataset(hu, **kwargs), preamble=preamble)
 
     return SimpleNamespace(dataset=ct_dataset, make=make, slice_hu=ct_slice_hu, identifiers=IDENTIFIERS, axial=AXIAL)
+
+
+# ---------------------------------------------------------------------------------------------
+# Review log backends: SQLite (a file under tmp_path) and a real PostgreSQL server (tests/postgres_cluster.py)
+
+
+@pytest.fixture(scope="session")
+def postgresql_server():
+    """A throw-away PostgreSQL cluster for the whole session; skipped only when PostgreSQL cannot run here."""
+    from tests.postgres_cluster import ClusterUnavailable, PostgresCluster
+
+    try:
+        cluster = PostgresCluster.start()
+    except ClusterUnavailable as reason:
+        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgresql_url(postgresql_server) -> str:
+    """URL of a new, empty database on the session's PostgreSQL server (dropped afterwards)."""
+    url = postgresql_server.create_database()
+    yield url
+    postgresql_server.drop_database(url.rsplit("/", 1)[1])
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def review_db_url(request, tmp_path) -> str:
+    """A fresh review database on each backend: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'reviews.sqlite'}"
+    return request.getfixturevalue("postgresql_url")

@@ -1,6 +1,8 @@
 """Review log: append-only storage, validation, filters, CSV, migrations, errors, multi-process writes.
 
-Every test uses a real SQLite file under tmp_path.
+Every test uses a real SQLite file under tmp_path; the tests taking ``review_db_url`` (or ``any_store``) run
+on SQLite and on a real PostgreSQL server too (``tests/core/conftest.py``; more PostgreSQL tests in
+``test_review_backends.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import sqlalchemy as sa  # noqa: E402
 from alembic import command  # noqa: E402
 from alembic.autogenerate import compare_metadata  # noqa: E402
 from alembic.runtime.migration import MigrationContext  # noqa: E402
+from alembic.script import ScriptDirectory  # noqa: E402
 
 from core.errors import ChestReviewError, ReviewLogError  # noqa: E402
 from core.reviews import (  # noqa: E402
@@ -105,11 +108,29 @@ def raw_rows(db_path: Path) -> list[tuple]:
         return conn.execute("SELECT * FROM reviews ORDER BY id").fetchall()
 
 
+@pytest.fixture
+def any_store(review_db_url: str):
+    """A store on each backend (SQLite file, PostgreSQL database)."""
+    with ReviewStore(review_db_url) as opened:
+        yield opened
+
+
+def rows_at(url: str) -> list[tuple]:
+    """Every row of ``reviews`` by id, on any backend (through SQLAlchemy, not the store)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.exec_driver_sql("SELECT * FROM reviews ORDER BY id")]
+    finally:
+        engine.dispose()
+
+
 # ---------------------------------------------------------------------------------------------
 # add / amend / history / current
 
 
-def test_add_review_stores_version_one(store: ReviewStore, db_path: Path) -> None:
+def test_add_review_stores_version_one(any_store: ReviewStore, review_db_url: str) -> None:
+    store = any_store
     before = datetime.now(timezone.utc)
     review = store.add_review(make_input(reviewer="  Dr Ann  ", case_hash=sha("case-1").upper()))
     assert review.version == 1 and review.supersedes_id is None
@@ -123,10 +144,11 @@ def test_add_review_stores_version_one(store: ReviewStore, db_path: Path) -> Non
     assert before <= review.created_at <= datetime.now(timezone.utc)
     assert store.current_reviews() == [review]
     assert store.history(review.review_uid) == [review]
-    assert len(raw_rows(db_path)) == 1
+    assert len(rows_at(review_db_url)) == 1
 
 
-def test_amend_appends_versions_and_keeps_old_rows(store: ReviewStore, db_path: Path) -> None:
+def test_amend_appends_versions_and_keeps_old_rows(any_store: ReviewStore, review_db_url: str) -> None:
+    store = any_store
     first = store.add_review(make_input())
     other = store.add_review(make_input(case_hash=sha("case-2")))
     second = store.amend_review(
@@ -143,10 +165,11 @@ def test_amend_appends_versions_and_keeps_old_rows(store: ReviewStore, db_path: 
     assert store.history(first.review_uid)[0] == first  # the original is untouched
     current = store.current_reviews()
     assert {r.id for r in current} == {third.id, other.id}
-    assert len(raw_rows(db_path)) == 4
+    assert len(rows_at(review_db_url)) == 4
 
 
-def test_amend_unknown_or_malformed_uid(store: ReviewStore) -> None:
+def test_amend_unknown_or_malformed_uid(any_store: ReviewStore) -> None:
+    store = any_store
     with pytest.raises(ReviewNotFoundError):
         store.amend_review("0" * 32, make_input())
     with pytest.raises(ReviewNotFoundError):
@@ -167,14 +190,16 @@ def test_amend_unknown_or_malformed_uid(store: ReviewStore) -> None:
         {"predicted_probabilities": {**PROBS, "covid": 0.5, "normal": 0.2}},
     ],
 )
-def test_amendment_must_describe_the_same_prediction(store: ReviewStore, change: dict) -> None:
+def test_amendment_must_describe_the_same_prediction(any_store: ReviewStore, change: dict) -> None:
+    store = any_store
     first = store.add_review(make_input())
     with pytest.raises(ReviewValidationError, match="same case and model prediction|predicted probabilities"):
         store.amend_review(first.review_uid, first.to_input(**change))
     assert len(store.history(first.review_uid)) == 1
 
 
-def test_expected_version_detects_concurrent_amendment(store: ReviewStore) -> None:
+def test_expected_version_detects_concurrent_amendment(any_store: ReviewStore) -> None:
+    store = any_store
     first = store.add_review(make_input())
     store.amend_review(first.review_uid, first.to_input(confidence=3), expected_version=1)
     with pytest.raises(ReviewConflictError):
@@ -277,10 +302,10 @@ def test_edge_values_are_accepted(store: ReviewStore) -> None:
 
 
 @pytest.fixture
-def filled(url: str):
-    """Five reviews, one a day from 2024-03-01 10:00 UTC; review 0 later amended to disagree."""
+def filled(review_db_url: str):
+    """Five reviews, one a day from 2024-03-01 10:00 UTC; review 0 later amended to disagree (both backends)."""
     clock = Clock(datetime(2024, 2, 29, 10, 0, tzinfo=timezone.utc), step=timedelta(days=1))
-    store = ReviewStore(url, clock=clock)
+    store = ReviewStore(review_db_url, clock=clock)
     specs = [
         dict(reviewer="Ann", predicted_label="covid", verdict="agree"),
         dict(reviewer="Bob", predicted_label="covid", verdict="disagree", corrected_label="viral"),
@@ -386,7 +411,8 @@ def test_export_csv_current_and_history(filled) -> None:
     ]
 
 
-def test_export_csv_empty_and_awkward_text(store: ReviewStore) -> None:
+def test_export_csv_empty_and_awkward_text(any_store: ReviewStore) -> None:
+    store = any_store
     assert parse_csv(store.export_csv()) == []
     assert store.export_csv().splitlines()[0].split(",") == list(CSV_COLUMNS)
     store.add_review(
@@ -409,7 +435,8 @@ def test_export_csv_empty_and_awkward_text(store: ReviewStore) -> None:
 # migrations
 
 
-HEAD_REVISION = "0003"
+# The chain's head (later issues append migrations after 0003).
+HEAD_REVISION = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def alembic_revision(db_path: Path) -> list[str]:
@@ -432,8 +459,8 @@ def test_migration_from_empty_file_and_idempotent_reopen(db_path: Path, url: str
     assert alembic_revision(db_path) == [HEAD_REVISION]
 
 
-def test_model_matches_migration(store: ReviewStore) -> None:
-    with store.engine.connect() as conn:
+def test_model_matches_migration(any_store: ReviewStore) -> None:
+    with any_store.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     assert diffs == []
 
@@ -513,10 +540,13 @@ def test_unopenable_location_raises(tmp_path: Path, bad_url: str) -> None:
         ReviewStore(bad_url.format(tmp=tmp_path))
 
 
-@pytest.mark.parametrize("bad_url", ["postgresql://u@localhost/db", "not a url"])
+@pytest.mark.parametrize(
+    "bad_url", ["mysql://u:secret-pw@localhost/db", "postgresql+psycopg2://u:secret-pw@localhost/db", "not a url"]
+)
 def test_unsupported_url_raises(bad_url: str) -> None:
-    with pytest.raises(ReviewStorageError):
+    with pytest.raises(ReviewStorageError) as info:
         ReviewStore(bad_url)
+    assert "secret-pw" not in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -719,7 +749,8 @@ def test_downgrade_is_refused_while_ct_reviews_exist_unless_forced(db_path: Path
     assert_append_only(db_path)
 
 
-def test_reviews_record_their_task(store: ReviewStore, db_path: Path) -> None:
+def test_reviews_record_their_task(any_store: ReviewStore, review_db_url: str) -> None:
+    store = any_store
     xray = store.add_review(make_input())  # callers that predate the task get "cxr"
     ct = store.add_review(make_input(case_hash=sha("ct"), task=" CT-Slice "))
     volume = store.add_review(make_input(case_hash=sha("volume"), task="ct-volume"))
@@ -728,7 +759,7 @@ def test_reviews_record_their_task(store: ReviewStore, db_path: Path) -> None:
         xray.review_uid: "cxr", ct.review_uid: "ct-slice", volume.review_uid: "ct-volume"
     }
     assert store.history(ct.review_uid)[0].task == "ct-slice"
-    assert [row[-3] for row in raw_rows(db_path)] == ["cxr", "ct-slice", "ct-volume"]
+    assert [row[-3] for row in rows_at(review_db_url)] == ["cxr", "ct-slice", "ct-volume"]
 
 
 @pytest.mark.parametrize("task", ["xray", "", "  ", None, 3, "CT slice", "ct_slice"])
@@ -744,7 +775,8 @@ def test_unknown_task_is_refused(store: ReviewStore, db_path: Path, task) -> Non
     assert info.value.field == "task"
 
 
-def test_amendment_keeps_the_task_of_the_review(store: ReviewStore) -> None:
+def test_amendment_keeps_the_task_of_the_review(any_store: ReviewStore) -> None:
+    store = any_store
     ct = store.add_review(make_input(task="ct-slice"))
     amended = store.amend_review(ct.review_uid, ct.to_input(verdict="disagree", corrected_label="tb"))
     assert (amended.version, amended.task) == (2, "ct-slice")
@@ -757,9 +789,9 @@ def test_amendment_keeps_the_task_of_the_review(store: ReviewStore) -> None:
     assert [r.task for r in store.history(ct.review_uid)] == ["ct-slice", "ct-slice"]
 
 
-def test_filter_and_csv_by_task(url: str) -> None:
+def test_filter_and_csv_by_task(review_db_url: str) -> None:
     clock = Clock(datetime(2024, 4, 1, 9, 0, tzinfo=timezone.utc))
-    with ReviewStore(url, clock=clock) as store:
+    with ReviewStore(review_db_url, clock=clock) as store:
         xray = store.add_review(make_input(reviewer="Ann"))
         ct = store.add_review(make_input(reviewer="Ann", case_hash=sha("ct-1"), task="ct-slice"))
         ct_bob = store.add_review(make_input(reviewer="Bob", case_hash=sha("ct-2"), task="ct-slice"))
@@ -843,9 +875,9 @@ def test_check_constraints_guard_raw_inserts_of_slices(db_path: Path, store: Rev
     assert raw_rows(db_path)[-1][-2:] == (0, "sagittal")
 
 
-def test_a_ct_volume_review_records_its_slice_in_history_and_csv(url: str) -> None:
+def test_a_ct_volume_review_records_its_slice_in_history_and_csv(review_db_url: str) -> None:
     clock = Clock(datetime(2024, 6, 1, 9, 0, tzinfo=timezone.utc))
-    with ReviewStore(url, clock=clock) as store:
+    with ReviewStore(review_db_url, clock=clock) as store:
         first = store.add_review(volume_input(slice_view=" Axial ", slice_index=41, verdict="disagree",
                                               corrected_label="cap"))
         assert (first.slice_view, first.slice_index) == ("axial", 41)

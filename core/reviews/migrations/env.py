@@ -1,14 +1,20 @@
 """Alembic environment of the review log.
 
 Normally nothing runs this by hand: ``ReviewStore(url)`` calls ``upgrade head`` on open, passing its
-own connection (already inside a ``BEGIN IMMEDIATE`` transaction) in
+own connection (already inside the store's write transaction: ``BEGIN IMMEDIATE`` on SQLite, the
+advisory write lock on PostgreSQL, so two processes opening a new database migrate it once) in
 ``config.attributes["connection"]``; see ``core.reviews.store.alembic_config``.
+
+Migrations run on SQLite and PostgreSQL; anything dialect-specific branches on
+``op.get_bind().dialect.name`` (see ``0001``: triggers). DDL is transactional on both, so a failed
+upgrade leaves the database at its previous revision.
 
 Command line (there is no alembic.ini; the configuration is built in code):
 
     python -m core.reviews current                 # revision of the database in CHEST_REVIEW_DB(_URL)
     python -m core.reviews upgrade head
     python -m core.reviews --url sqlite:////data/reviews.sqlite history
+    python -m core.reviews --url postgresql+psycopg://user:pw@host:5432/reviews current
     python -m core.reviews revision --rev-id 0002 -m "add something"   # then edit the new file by hand
 
 ``python -m core.reviews`` is Alembic's own command line (``python -m alembic``) with ``--url``
@@ -41,8 +47,8 @@ def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=True,  # SQLite cannot ALTER most things; batch mode rebuilds the table
-        transactional_ddl=True,  # SQLite DDL is transactional once BEGIN is emitted by us
+        render_as_batch=True,  # SQLite cannot ALTER most things; batch mode rebuilds (PostgreSQL: plain ALTER)
+        transactional_ddl=True,  # SQLite DDL is transactional once BEGIN is emitted by us; PostgreSQL's always is
         compare_type=True,
     )
     with context.begin_transaction():  # a no-op when the caller already began a transaction

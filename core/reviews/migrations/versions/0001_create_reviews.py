@@ -4,8 +4,16 @@ Revision ID: 0001
 Revises:
 Create Date: hand-written
 
-Mirrors ``core.reviews.schema.ReviewRow``. On SQLite, two triggers make the table append-only:
-any UPDATE or DELETE of a row aborts the statement (and the caller's transaction rolls back).
+Mirrors ``core.reviews.schema.ReviewRow``. Triggers make the table append-only: any UPDATE or DELETE
+of a row aborts the statement (and the caller's transaction rolls back).
+
+- SQLite: ``reviews_no_update`` / ``reviews_no_delete`` call ``RAISE(ABORT, ...)``.
+- PostgreSQL: the same two trigger names, ``BEFORE ... FOR EACH ROW``, run the plpgsql function
+  ``reviews_append_only()`` which raises an exception; a third, ``reviews_no_truncate`` (``BEFORE
+  TRUNCATE``, per statement), closes the one way around row triggers that SQLite does not have.
+  Nothing stops a superuser from dropping the triggers; they guard against mistakes, not attacks.
+
+Every message contains "append-only", which the store turns into a message for the user.
 """
 
 from __future__ import annotations
@@ -35,9 +43,31 @@ END
 """
 
 
+# PostgreSQL: one function for all three triggers; TG_OP says which statement was refused.
+PG_APPEND_ONLY_FUNCTION = """
+CREATE FUNCTION reviews_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        RAISE EXCEPTION 'reviews are append-only: amend a review instead of updating it'
+            USING ERRCODE = 'restrict_violation';
+    END IF;
+    RAISE EXCEPTION 'reviews are append-only: rows cannot be deleted (%)', TG_OP
+        USING ERRCODE = 'restrict_violation';
+END
+$$
+"""
+
+PG_TRIGGERS = {
+    "reviews_no_update": "BEFORE UPDATE ON reviews FOR EACH ROW",
+    "reviews_no_delete": "BEFORE DELETE ON reviews FOR EACH ROW",
+    "reviews_no_truncate": "BEFORE TRUNCATE ON reviews FOR EACH STATEMENT",
+}
+
+
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "sqlite":
-        raise NotImplementedError("the review log migrations support SQLite only")
+    dialect = op.get_bind().dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        raise NotImplementedError(f"the review log migrations support SQLite and PostgreSQL, not {dialect}")
     op.create_table(
         "reviews",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
@@ -78,14 +108,24 @@ def upgrade() -> None:
     op.create_index("ix_reviews_case_hash", "reviews", ["case_hash"])
     op.create_index("ix_reviews_created_at", "reviews", ["created_at"])
     op.create_index("ix_reviews_reviewer", "reviews", ["reviewer"])
-    op.execute(NO_UPDATE_TRIGGER)
-    op.execute(NO_DELETE_TRIGGER)
+    if dialect == "postgresql":
+        op.execute(PG_APPEND_ONLY_FUNCTION)
+        for name, when in PG_TRIGGERS.items():
+            op.execute(f"CREATE TRIGGER {name} {when} EXECUTE FUNCTION reviews_append_only()")
+    else:
+        op.execute(NO_UPDATE_TRIGGER)
+        op.execute(NO_DELETE_TRIGGER)
 
 
 def downgrade() -> None:
     # DROP TABLE does not fire DELETE triggers, but drop them first so nothing depends on the table.
-    op.execute("DROP TRIGGER IF EXISTS reviews_no_delete")
-    op.execute("DROP TRIGGER IF EXISTS reviews_no_update")
+    if op.get_bind().dialect.name == "postgresql":
+        for name in PG_TRIGGERS:
+            op.execute(f"DROP TRIGGER IF EXISTS {name} ON reviews")
+        op.execute("DROP FUNCTION IF EXISTS reviews_append_only()")
+    else:
+        op.execute("DROP TRIGGER IF EXISTS reviews_no_delete")
+        op.execute("DROP TRIGGER IF EXISTS reviews_no_update")
     op.drop_index("ix_reviews_reviewer", table_name="reviews")
     op.drop_index("ix_reviews_created_at", table_name="reviews")
     op.drop_index("ix_reviews_case_hash", table_name="reviews")

@@ -19,6 +19,10 @@ inside the store's ``BEGIN IMMEDIATE``. Downgrade likewise uses ``ALTER TABLE ..
 (SQLite 3.35+), which is allowed because no other constraint, index, trigger or view names ``task``
 once its index is dropped.
 
+PostgreSQL runs the same two statements: ``ADD COLUMN`` with a constant default stores the default
+in the catalogue (PostgreSQL 11+: no table rewrite, no UPDATE, so the append-only triggers do not
+fire) and checks the CHECK against the existing rows; ``DROP COLUMN`` drops the CHECK with it.
+
 Downgrade refuses while a review of another task than ``cxr`` exists: dropping the column would
 silently turn CT reviews into X-ray reviews in an append-only log. Export the log to CSV first and
 pass ``-x drop_tasks=yes`` (``python -m core.reviews -x drop_tasks=yes downgrade 0001``) to
@@ -49,8 +53,9 @@ DROP_TASK_COLUMN = "ALTER TABLE reviews DROP COLUMN task"
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "sqlite":
-        raise NotImplementedError("the review log migrations support SQLite only")
+    dialect = op.get_bind().dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        raise NotImplementedError(f"the review log migrations support SQLite and PostgreSQL, not {dialect}")
     op.execute(ADD_TASK_COLUMN)
     op.create_index("ix_reviews_task", "reviews", ["task"])
 

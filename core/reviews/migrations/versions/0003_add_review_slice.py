@@ -18,6 +18,9 @@ attached; the CHECKs are tested against existing rows, all NULL). The pairing ch
 drop ``slice_view`` first and then ``slice_index`` with ``ALTER TABLE ... DROP COLUMN``: SQLite
 refuses to drop a column that another column's CHECK names.
 
+PostgreSQL runs the same statements (it accepts a column CHECK that names another column, and its
+``DROP COLUMN`` drops every CHECK naming the column; adding a nullable column fires no trigger).
+
 Downgrade refuses while a review records a slice: the slice would be lost from an append-only log.
 Export the log to CSV first and pass ``-x drop_slices=yes``
 (``python -m core.reviews -x drop_slices=yes downgrade 0002``) to downgrade anyway.
@@ -50,8 +53,9 @@ DROP_COLUMNS = ("ALTER TABLE reviews DROP COLUMN slice_view", "ALTER TABLE revie
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "sqlite":
-        raise NotImplementedError("the review log migrations support SQLite only")
+    dialect = op.get_bind().dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        raise NotImplementedError(f"the review log migrations support SQLite and PostgreSQL, not {dialect}")
     op.execute(ADD_SLICE_INDEX)
     op.execute(ADD_SLICE_VIEW)
 
