@@ -19,6 +19,7 @@ import numpy as np
 from nibabel import orientations
 
 from ..errors import FileTooLargeError
+from ..study import DicomReference
 
 # Memory cap, checked from the headers before any pixel is decoded: 200 million voxels are 800 MB of
 # float32 HU (a 512 x 512 x 760 series); the pipeline holds a few arrays of that size at once.
@@ -39,6 +40,9 @@ class Volume:
     metadata: dict[str, str] = field(default_factory=dict)  # allow-listed, non-identifying only
     warnings: list[str] = field(default_factory=list)
     synthetic: bool = False
+    # DICOM series: the linkage keys a DICOM SEG export needs, one frame per slice in stack order
+    # (``core.study.DicomReference``: never stored, logged or shown); None for NIfTI and synthetic volumes
+    dicom_reference: DicomReference | None = field(default=None, repr=False)
 
     def to_source_grid(self, canonical: np.ndarray) -> np.ndarray:
         """A canonical ``[z, y, x]`` array (a mask, a map) laid out in the input's own voxel grid."""
