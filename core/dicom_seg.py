@@ -223,7 +223,7 @@ def _planes(source: Any, reference: DicomReference, name: str, mask: np.ndarray)
     if mask.dtype != bool and not np.isin(mask, (0, 1)).all():
         raise ValueError(f"segments[{name!r}]: expected a boolean (0/1) mask")
     volume = getattr(source, "volume", source)
-    if hasattr(volume, "to_source_grid"):  # a Volume: canonical [z, y, x] -> (column, row, slice) -> (slice, row, column)
+    if hasattr(volume, "to_source_grid"):  # a Volume: canonical [z, y, x] -> (column, row, slice) -> (slice, row, col)
         if mask.shape != volume.hu.shape:
             raise ValueError(f"segments[{name!r}]: expected the volume's shape {volume.hu.shape}, got {mask.shape}")
         planes = np.transpose(volume.to_source_grid(mask.astype(bool)), (2, 1, 0))

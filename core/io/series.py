@@ -111,7 +111,8 @@ def load_dicom_series(files: list[bytes]) -> Volume:
         ds = first if k == 0 else _read_full(files[index])
         values[k] = _slice_values(ds, k + 1, len(slices))
     frames = [DicomFrame(_uid(headers[i], "SOPInstanceUID"), None, _image_position(headers[i])) for i in stack.order]
-    return _volume(values, stack, first, "dicom-series", dicom_reference(first, frames, fallback_thickness_mm=stack.step))
+    reference = dicom_reference(first, frames, fallback_thickness_mm=stack.step)
+    return _volume(values, stack, first, "dicom-series", reference)
 
 
 def load_zip(data: bytes) -> Volume:
@@ -455,7 +456,8 @@ def _load_enhanced(data: bytes, header: Dataset, frames: int) -> Volume:
         slope, intercept = _frame_rescale(ds, frame)
         values[k] = stored[frame].astype(np.float32) * slope + intercept
     sop_instance = _uid(header, "SOPInstanceUID")
-    frames = [DicomFrame(sop_instance, index + 1, tuple(float(v) for v in slices[index].position)) for index in stack.order]
+    frames = [DicomFrame(sop_instance, index + 1, tuple(float(v) for v in slices[index].position))
+              for index in stack.order]
     reference = dicom_reference(header, frames, multi_frame=True, fallback_thickness_mm=stack.step,
                                 geometry=_shared_geometry(header))
     return _volume(values, stack, ds, "dicom-enhanced", reference)

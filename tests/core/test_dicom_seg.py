@@ -38,8 +38,8 @@ IDENTIFIERS = {  # put into the CT slice's file; none may reach the SEG
     "StudyDescription": "CT THORAX DOE JANE",
     "OperatorsName": "Operator^Olga",
 }
-IDENTIFYING_KEYWORDS = set(IDENTIFIERS) | set(FAKE_IDENTITY) | {"PatientSex", "OtherPatientIDs", "PatientAddress",
-                                                               "InstitutionAddress", "StationName", "ContentCreatorName"}
+IDENTIFYING_KEYWORDS = set(IDENTIFIERS) | set(FAKE_IDENTITY) | {
+    "PatientSex", "OtherPatientIDs", "PatientAddress", "InstitutionAddress", "StationName", "ContentCreatorName"}
 LUNG_CARD = SimpleNamespace(name="ct-lungs-resunet", version="2.0.0", weights_sha256="ab" * 32)
 INFECTION_CARD = SimpleNamespace(name="infnet-slim", version="1.1.0", weights_sha256="cd" * 32)
 MULTICLASS_CARD = SimpleNamespace(name="infnet-multiclass", version="1.0.0", weights_sha256="ef" * 32)
@@ -222,7 +222,8 @@ def test_series_masks_land_on_the_slice_each_file_holds(ct_volume_case):
              "consolidation": ct_volume_case.consolidation_mask,
              "missed finding": region_3d()}
     data = segmentation_for(SimpleNamespace(volume=volume, case_hash="x"), masks,  # as the page's OpenedVolume
-                            algorithms={"lung": LUNG_CARD, "ground glass opacity": Algorithm("infnet-multiclass", "1.0.0"),
+                            algorithms={"lung": LUNG_CARD,
+                                        "ground glass opacity": Algorithm("infnet-multiclass", "1.0.0"),
                                         "consolidation": ("infnet-multiclass", "1.0.0")})
     ds, seg = read_seg(data)
     slices = instance_slices(files)
