@@ -10,7 +10,7 @@ Usage::
 ``source`` is the ``Study`` of an uploaded DICOM image, or the ``Volume`` of an uploaded DICOM series
 (or anything holding one as ``.volume``, as the CT volume page's ``OpenedVolume`` does). A 2-D
 study's masks have the shape of ``study.pixels``; a volume's the canonical ``[z, y, x]`` shape of
-``volume.hu``, laid back onto the series' slices here (``Volume.to_source_grid``). Each mask becomes
+``volume.hu``, laid back onto the series' slices here (``Volume.to_source_planes``). Each mask becomes
 one segment: the names in ``SEGMENT_KINDS`` ("lung", "infection", "ground glass opacity",
 "consolidation") get their anatomy or morphology codes, any other name is a reviewer region tag
 (coded "Selected region"). A segment named in ``algorithms`` is AUTOMATIC with that model's name,
@@ -223,10 +223,10 @@ def _planes(source: Any, reference: DicomReference, name: str, mask: np.ndarray)
     if mask.dtype != bool and not np.isin(mask, (0, 1)).all():
         raise ValueError(f"segments[{name!r}]: expected a boolean (0/1) mask")
     volume = getattr(source, "volume", source)
-    if hasattr(volume, "to_source_grid"):  # a Volume: canonical [z, y, x] -> (column, row, slice) -> (slice, row, col)
+    if hasattr(volume, "to_source_planes"):  # a Volume: canonical [z, y, x] -> (slice in stack order, row, column)
         if mask.shape != volume.hu.shape:
             raise ValueError(f"segments[{name!r}]: expected the volume's shape {volume.hu.shape}, got {mask.shape}")
-        planes = np.transpose(volume.to_source_grid(mask.astype(bool)), (2, 1, 0))
+        planes = volume.to_source_planes(mask.astype(bool, copy=False))
     else:
         if mask.shape != volume.pixels.shape:
             raise ValueError(f"segments[{name!r}]: expected the image's shape {volume.pixels.shape}, got {mask.shape}")

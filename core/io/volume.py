@@ -52,6 +52,14 @@ class Volume:
         source = orientations.apply_orientation(lps_voxels, inverse_ornt(self.source_ornt))
         return np.ascontiguousarray(source)
 
+    def to_source_planes(self, canonical: np.ndarray) -> np.ndarray:
+        """``to_source_grid`` as planes along the input's last voxel axis, (slice, row, column) for a DICOM
+        series in its stack order; a view, not a copy (a 512 x 512 x 300 mask is not copied twice)."""
+        if canonical.shape != self.hu.shape:
+            raise ValueError(f"expected an array of shape {self.hu.shape}, got {canonical.shape}")
+        source = orientations.apply_orientation(np.transpose(canonical, (2, 1, 0)), inverse_ornt(self.source_ornt))
+        return np.transpose(source, (2, 1, 0))
+
     @property
     def case_hash(self) -> str:
         """Identifies the case by content (whole HU, shape, spacing): the same scan, however it was uploaded."""

@@ -291,6 +291,13 @@ def test_masks_of_the_wrong_shape_or_with_free_text_names_are_refused(ct_slice):
         segmentation_for(study, {"lung": np.zeros(study.pixels.shape, bool)}, algorithms={"infection": LUNG_CARD})
 
 
+def test_source_planes_are_the_source_grid_as_slice_row_column(ct_volume_case):
+    mask = ct_volume_case.lung_mask[:10]
+    for volume in (load_nifti(nifti_bytes(ct_volume_case.hu[:10], VOLUME_SPACING, orientation="RAS")),
+                   load_dicom_series(dicom_series_bytes(ct_volume_case.hu[:10], VOLUME_SPACING, shuffle_seed=1))):
+        assert np.array_equal(volume.to_source_planes(mask), np.transpose(volume.to_source_grid(mask), (2, 1, 0)))
+
+
 def test_the_linkage_keys_stay_out_of_metadata_and_repr(ct_slice, ct_volume_case):
     _, study = ct_slice
     volume = load_dicom_series(dicom_series_bytes(ct_volume_case.hu[:6], VOLUME_SPACING))
