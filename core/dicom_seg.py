@@ -152,7 +152,7 @@ def segmentation_for(source: Any, segments: Mapping[str, np.ndarray], *,
     descriptions = [_description(number, name, algorithms.get(name)) for number, name in enumerate(names, start=1)]
     try:
         seg = hd.seg.Segmentation(
-            source_images=_source_datasets(reference),
+            source_images=_source_datasets(reference, lossy=_was_lossy(source)),
             pixel_array=planes.astype(np.uint8),
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions,
@@ -214,6 +214,8 @@ def _missing_geometry(reference: DicomReference) -> list[str]:
         missing.append("Pixel Spacing")
     if any(frame.position is None for frame in reference.frames):
         missing.append("Image Position (Patient)")
+    if reference.slice_thickness_mm is None:  # a series falls back on its slice spacing; a lone slice cannot
+        missing.append("Slice Thickness")
     return missing
 
 
@@ -289,7 +291,13 @@ _EMPTY_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "A
                 "StudyDate", "StudyTime", "ReferringPhysicianName")
 
 
-def _source_datasets(reference: DicomReference) -> list[Dataset]:
+def _was_lossy(source: Any) -> bool:
+    """The source says it was lossy compressed at some point (the SEG derived from it must say so too)."""
+    metadata = getattr(getattr(source, "volume", source), "metadata", None) or {}
+    return metadata.get("LossyImageCompression") == "01"
+
+
+def _source_datasets(reference: DicomReference, *, lossy: bool = False) -> list[Dataset]:
     """Header-only datasets standing in for the source images, built from ``reference`` alone.
 
     The SEG is derived from these, so nothing of the uploaded header but the linkage keys and the
@@ -298,16 +306,19 @@ def _source_datasets(reference: DicomReference) -> list[Dataset]:
     """
     in_patient_space = not _missing_geometry(reference)
     if reference.multi_frame:
-        return [_multi_frame_dataset(reference)]
-    datasets = []
-    for frame in reference.frames:
-        ds = _common_dataset(reference, frame.sop_instance_uid, in_patient_space)
-        if in_patient_space:
-            ds.ImagePositionPatient = list(frame.position)
-            ds.ImageOrientationPatient = list(reference.image_orientation)
-            ds.PixelSpacing = list(reference.pixel_spacing_mm)
-            ds.SliceThickness = reference.slice_thickness_mm
-        datasets.append(ds)
+        datasets = [_multi_frame_dataset(reference)]
+    else:
+        datasets = []
+        for frame in reference.frames:
+            ds = _common_dataset(reference, frame.sop_instance_uid, in_patient_space)
+            if in_patient_space:
+                ds.ImagePositionPatient = list(frame.position)
+                ds.ImageOrientationPatient = list(reference.image_orientation)
+                ds.PixelSpacing = list(reference.pixel_spacing_mm)
+                ds.SliceThickness = reference.slice_thickness_mm
+            datasets.append(ds)
+    for ds in datasets:
+        ds.LossyImageCompression = "01" if lossy else "00"
     return datasets
 
 

@@ -6,7 +6,8 @@ with a message that says which slices, when it is not one series, not one orient
 acquired with a gantry tilt, or has duplicate, missing or unevenly spaced slices. Headers are read
 first (without pixels): every check, the memory cap included, runs before any pixel is decoded.
 Each file goes through the same decoding and de-identification as a single DICOM file
-(``core.io.dicom``): only allow-listed attributes leave, and SeriesInstanceUID is compared, never kept.
+(``core.io.dicom``): only allow-listed attributes leave; the UIDs a DICOM SEG export needs are kept
+apart, in ``Volume.dicom_reference`` (``core.study.DicomReference``), never in ``metadata``.
 """
 
 from __future__ import annotations

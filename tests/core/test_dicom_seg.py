@@ -180,6 +180,19 @@ def test_ct_slice_segments_round_trip_with_their_codes(ct_slice):
     assert_no_identifiers(data, IDENTIFIERS.values())
 
 
+def test_a_lossy_source_gives_a_lossy_seg_and_a_slice_without_thickness_is_refused():
+    phantom = make_ct_phantom("covid", seed=5, size=128)
+    study = load_image(ct_phantom_dicom_bytes(phantom, LossyImageCompression="01"))
+    mask = phantom.lung_mask.astype(bool)
+    ds, seg = read_seg(segmentation_for(study, {"lung": mask}))
+    assert ds.LossyImageCompression == "01"  # derived from a lossy image: the SEG says so
+    pixels = seg.get_pixels_by_source_instance([study.dicom_reference.frames[0].sop_instance_uid])
+    assert np.array_equal(pixels[0, ..., 0].astype(bool), mask)
+    thin = load_image(ct_phantom_dicom_bytes(phantom, SliceThickness=None))
+    with pytest.raises(SegmentationExportError, match="needs the source's Slice Thickness"):
+        segmentation_for(thin, {"lung": mask})
+
+
 def test_without_the_split_only_the_infection_is_exported(ct_slice):
     phantom, study = ct_slice
     result = ct_slice_result(phantom, study)
