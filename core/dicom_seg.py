@@ -6,6 +6,7 @@ Usage::
     masks["missed finding"] = region_mask              # reviewer regions: one boolean mask per tag (MANUAL)
     check_exportable(study)                            # SegmentationExportError when no SEG can be made
     data = segmentation_for(study, masks, algorithms=algorithms)   # DICOM Part 10 bytes (a BINARY SEG)
+    data = case_segmentation(study, result, {"missed finding": region_mask})   # the same, in one call
 
 ``source`` is the ``Study`` of an uploaded DICOM image, or the ``Volume`` of an uploaded DICOM series
 (or anything holding one as ``.volume``, as the CT volume page's ``OpenedVolume`` does). A 2-D
@@ -175,6 +176,12 @@ def segmentation_for(source: Any, segments: Mapping[str, np.ndarray], *,
             "or incomplete. The PDF report still has the masks."
         ) from exc
     return _part10(seg)
+
+
+def case_segmentation(source: Any, result: Any, regions: Mapping[str, np.ndarray] | None = None) -> bytes:
+    """The SEG of a page's case: the pipeline result's masks (``result_segments``) and the reviewer's regions."""
+    masks, algorithms = result_segments(result)
+    return segmentation_for(source, masks | dict(regions or {}), algorithms=algorithms)
 
 
 def result_segments(result: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

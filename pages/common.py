@@ -266,24 +266,20 @@ def dicom_seg_button(source, result, task: str, regions: dict | None = None) -> 
     """Beside the PDF report: the masks as a DICOM SEG (``core.dicom_seg``), only for a case uploaded as DICOM.
 
     ``source``: the page's Study, or its OpenedVolume; ``regions``: the reviewer's regions, one boolean
-    mask per tag (MANUAL segments). A 2-D SEG is built now (milliseconds, and a failure shows here); a
-    volume's when the button is clicked, so moving a slider does not rebuild it.
+    mask per tag (MANUAL segments). What can fail is checked now (``check_exportable``, shown as a
+    caption); the SEG itself is built when the button is clicked (a volume's takes seconds), so moving
+    a slider does not rebuild it.
     """
-    from core.dicom_seg import check_exportable, is_dicom_case, result_segments, segmentation_for
+    from core.dicom_seg import case_segmentation, check_exportable, is_dicom_case
 
     if not is_dicom_case(source):
         return
     try:
         check_exportable(source)
-        masks, algorithms = result_segments(result)
-        masks.update(regions or {})
-        volume = hasattr(source, "volume")
-        data = (lambda: segmentation_for(source, masks, algorithms=algorithms)) if volume else \
-            segmentation_for(source, masks, algorithms=algorithms)
     except ChestReviewError as error:
         st.caption(str(error))
         return
-    st.download_button("Download DICOM SEG", data, file_name=f"case-{source.case_hash[:12]}-seg.dcm",
+    st.download_button("Download DICOM SEG", lambda: case_segmentation(source, result, regions), file_name=f"case-{source.case_hash[:12]}-seg.dcm",
                        mime="application/dicom", key=f"seg_{task}", on_click="ignore",
                        help="The masks (and your regions) as a DICOM Segmentation that a PACS viewer shows on the "
                             "uploaded images; research use only, no patient identifiers inside")

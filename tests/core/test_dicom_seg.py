@@ -18,7 +18,14 @@ from pydicom.dataset import Dataset
 
 from core.ct_phantoms import ct_phantom_dicom_bytes, make_ct_phantom
 from core.ct_volume_phantoms import make_ct_volume
-from core.dicom_seg import Algorithm, check_exportable, is_dicom_case, result_segments, segmentation_for
+from core.dicom_seg import (
+    Algorithm,
+    case_segmentation,
+    check_exportable,
+    is_dicom_case,
+    result_segments,
+    segmentation_for,
+)
 from core.errors import ChestReviewError, SegmentationExportError
 from core.guard import check_ct_slice
 from core.io import dicom_series_bytes, load_dicom_series, load_image, load_nifti, nifti_bytes, volume_from_canonical
@@ -119,13 +126,17 @@ def test_xray_lung_mask_and_a_region_round_trip(xray_study):
     assert_no_identifiers(data, ["SYNTHETIC^PHANTOM", "SYNTHETIC-0001"])
 
 
-def test_the_cxr_result_exports_its_lung_mask(xray_study):
+def test_the_cxr_result_exports_its_lung_mask_and_the_regions(xray_study):
     result = SimpleNamespace(segmenter=LUNG_CARD, lung_mask=blob(xray_study.pixels.shape, slice(10, 50), slice(10, 50)))
     masks, algorithms = result_segments(result)
     assert list(masks) == ["lung"] and algorithms == {"lung": LUNG_CARD}
-    _, seg = read_seg(segmentation_for(xray_study, masks, algorithms=algorithms))
-    pixels = seg.get_pixels_by_source_instance([xray_study.dicom_reference.frames[0].sop_instance_uid])
+    region = blob(xray_study.pixels.shape, slice(100, 120), slice(100, 140))
+    _, seg = read_seg(case_segmentation(xray_study, result, {"false finding": region}))  # what the page's button gives
+    pixels = seg.get_pixels_by_source_instance([xray_study.dicom_reference.frames[0].sop_instance_uid],
+                                               segment_numbers=[1, 2])
     assert np.array_equal(pixels[0, ..., 0].astype(bool), result.lung_mask)
+    assert np.array_equal(pixels[0, ..., 1].astype(bool), region)
+    assert [item.SegmentAlgorithmType for item in seg.SegmentSequence] == ["AUTOMATIC", "MANUAL"]
 
 
 # --------------------------------------------------------------------------------------------------
