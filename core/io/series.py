@@ -33,11 +33,10 @@ from .dicom import (
     _attr,
     _check_native_length,
     _clean,
-    _image_position,
-    _uid,
     _dicom_decode_failure_message,
     _ensure_transfer_syntax,
     _image_orientation,
+    _image_position,
     _int_attr,
     _number_of_frames,
     _pixel_spacing,
@@ -45,6 +44,7 @@ from .dicom import (
     _require_decoder,
     _require_image,
     _rescaled_values,
+    _uid,
     dicom_reference,
 )
 from .nifti import GZIP_MAGIC, gunzip_head, is_nifti, load_nifti
