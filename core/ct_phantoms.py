@@ -225,6 +225,10 @@ def ct_phantom_dicom_bytes(
     ds.file_meta.MediaStorageSOPInstanceUID = uid
     ds.SOPClassUID = CTImageStorage
     ds.SOPInstanceUID = uid
+    # study, series and frame of reference as a scanner writes them (deterministic, so files are reproducible)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = (
+        generate_uid(entropy_srcs=[f"ct-phantom-{phantom.label}-{phantom.seed}-{stored.shape[0]}", part])
+        for part in ("study", "series", "frame of reference"))
     ds.PatientName = "Phantom^Synthetic CT"
     ds.PatientID = f"SYNTHETIC-CT-{phantom.seed:04d}"
     ds.Modality = "CT"

@@ -38,3 +38,7 @@ class UntrustedWeightsError(ModelError):
 
 class ReviewLogError(ChestReviewError):
     """A review could not be stored or read."""
+
+
+class SegmentationExportError(ChestReviewError):
+    """A DICOM Segmentation cannot be made for this case (not uploaded as DICOM, or its header lacks what SEG needs)."""

@@ -16,6 +16,7 @@ from pages.common import (
     case_sources,
     choose_real_demo_case,
     cxr_pipeline,
+    dicom_seg_button,
     guard_chest_xray,
     registry,
     review_form,
@@ -119,3 +120,4 @@ case_report_button(CaseReport(
     + ([("Grad-CAM deletion score", f"{scores['deletion_score']:+.3f}"), ("Grad-CAM in-lung share", f"{scores['in_lung_share']:.0%}")]
        if scores.get("deletion_score") is not None else []),
     models=[result.segmenter, result.classifier], warnings=result.warnings), task="cxr")
+dicom_seg_button(study, result, task="cxr")

@@ -262,6 +262,29 @@ def case_report_button(report, task: str) -> None:
                        help="Images with overlays, the model's answer, measurements, models and weight hashes, reviews")
 
 
+def dicom_seg_button(source, result, task: str, regions: dict | None = None) -> None:
+    """Beside the PDF report: the masks as a DICOM SEG (``core.dicom_seg``), only for a case uploaded as DICOM.
+
+    ``source``: the page's Study, or its OpenedVolume; ``regions``: the reviewer's regions, one boolean
+    mask per tag (MANUAL segments). What can fail is checked now (``check_exportable``, shown as a
+    caption); the SEG itself is built when the button is clicked (a volume's takes seconds), so moving
+    a slider does not rebuild it.
+    """
+    from core.dicom_seg import case_segmentation, check_exportable, is_dicom_case
+
+    if not is_dicom_case(source):
+        return
+    try:
+        check_exportable(source)
+    except ChestReviewError as error:
+        st.caption(str(error))
+        return
+    st.download_button("Download DICOM SEG", lambda: case_segmentation(source, result, regions), file_name=f"case-{source.case_hash[:12]}-seg.dcm",
+                       mime="application/dicom", key=f"seg_{task}", on_click="ignore",
+                       help="The masks (and your regions) as a DICOM Segmentation that a PACS viewer shows on the "
+                            "uploaded images; research use only, no patient identifiers inside")
+
+
 def _slice_choice(slices: dict[str, int]) -> str | None:
     """The view whose shown slice the reviewer records (None: no slice). Keyed, so moving a slider keeps the choice."""
     return st.selectbox(

@@ -25,6 +25,7 @@ from pages.common import (
     choose_real_demo_case,
     ct_slice_demo_study,
     ct_slice_pipeline,
+    dicom_seg_button,
     guard_ct_slice,
     review_form,
     show_demo_truth,
@@ -153,3 +154,4 @@ case_report_button(CaseReport(
     probabilities={class_title(k): v for k, v in result.probabilities.items()},
     probability_note=probability_note(result.cards["classifier"]) if "classifier" in result.cards else "",
     quantities=quantities, models=list(result.cards.values()), warnings=result.warnings), task="ct-slice")
+dicom_seg_button(study, result, task="ct-slice")

@@ -20,6 +20,7 @@ from pages.common import (
     case_report_button,
     ct_volume_demo,
     ct_volume_pipeline,
+    dicom_seg_button,
     review_form,
     show_error,
     uploaded_ct_volume,
@@ -175,3 +176,4 @@ case_report_button(CaseReport(
     probability_note="; ".join(f"{MODEL_TITLES.get(s, s)}: {probability_note(result.cards[s])}"
                                for s in SAMPLINGS if s in result.model_probabilities),
     quantities=quantities, models=list(result.cards.values()), warnings=result.warnings), task="ct-volume")
+dicom_seg_button(opened, result, task="ct-volume")

@@ -13,6 +13,9 @@ De-identification: only the DICOM attributes in ``DICOM_ALLOWED_ATTRIBUTES`` (an
 them is listed in DICOM PS3.15 Annex E, Basic Application Level Confidentiality Profile) can reach
 the ``Study``, after their values have been checked against a strict pattern. Nothing from the file
 name, PNG text chunks or EXIF is kept, and no value read from a file is ever put into a message.
+The one exception: the linkage keys a DICOM SEG export needs (Study, Series, SOP Instance and Frame
+of Reference UIDs, and the geometry) are kept apart, in ``dicom_reference`` (``core.study.DicomReference``,
+never in ``metadata``, hidden from ``repr``), and only ``core.dicom_seg`` reads them.
 """
 
 

@@ -26,7 +26,7 @@ from pydicom.uid import (
 from ..errors import FileTooLargeError, UnreadableFileError
 from ..imaging.hounsfield import PADDING_HU, looks_like_hu
 from ..imaging.windowing import LUNG, apply_window
-from ..study import Study
+from ..study import DicomFrame, DicomReference, Study
 from .images import _LUMA, MAX_PIXELS, MSG_TRUNCATED, _finalise, _min_max, _scale, _too_many_pixels_message
 
 # pydicom's validation warnings quote raw attribute values (possibly identifiers) into the logs.
@@ -237,6 +237,8 @@ def _load_dicom(ds: Dataset) -> Study:
         hu=hu,
         frames=frames,
         image_orientation=_image_orientation(ds),
+        dicom_reference=dicom_reference(ds, [DicomFrame(_uid(ds, "SOPInstanceUID"), None, _image_position(ds))],
+                                        multi_frame=frames > 1),
     )
 
 
@@ -492,6 +494,70 @@ def _image_orientation(ds: Dataset) -> tuple[float, ...] | None:
     if len(numbers) != 6 or not all(math.isfinite(v) for v in numbers):
         return None
     return numbers
+
+
+# --------------------------------------------------------------------------------------------------
+# Linkage keys for DICOM SEG export (``core.study.DicomReference``): kept apart from ``metadata``
+# --------------------------------------------------------------------------------------------------
+
+_UID_PATTERN = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+
+
+def _uid(ds: Dataset | None, keyword: str) -> str | None:
+    """A well-formed UID (digits and dots, at most 64 characters), else None: nothing else can pass."""
+    value = _attr(ds, keyword) if ds is not None else None
+    text = str(value).strip().rstrip("\x00") if value is not None else ""
+    return text if len(text) <= 64 and _UID_PATTERN.fullmatch(text) else None
+
+
+def _image_position(ds: Dataset | None) -> tuple[float, float, float] | None:
+    """ImagePositionPatient as 3 finite floats, else None."""
+    value = _attr(ds, "ImagePositionPatient") if ds is not None else None
+    try:
+        numbers = tuple(float(v) for v in value) if value is not None else ()
+    except (TypeError, ValueError):
+        return None
+    return numbers if len(numbers) == 3 and all(math.isfinite(v) for v in numbers) else None
+
+
+def _positive_float(value) -> float | None:
+    try:
+        number = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return number if number is not None and math.isfinite(number) and number > 0 else None
+
+
+def dicom_reference(ds: Dataset, frames: list[DicomFrame], *, multi_frame: bool = False,
+                    geometry: Dataset | None = None, fallback_thickness_mm: float | None = None) -> DicomReference:
+    """The linkage keys and geometry of ``ds`` (the first file of a series, or the only one) for ``frames``.
+
+    ``geometry``: the dataset holding PixelSpacing, ImageOrientationPatient and SliceThickness when
+    they are not at the top level (an Enhanced CT file's shared functional groups);
+    ``fallback_thickness_mm`` (a series' slice spacing) stands in for an absent SliceThickness.
+    """
+    where = geometry if geometry is not None else ds
+    spacing = _attr(where, "PixelSpacing")  # PixelSpacing only: ImagerPixelSpacing is not in patient space
+    try:
+        pixel_spacing = tuple(float(v) for v in list(spacing)[:2]) if spacing is not None else None
+    except (TypeError, ValueError):
+        pixel_spacing = None
+    if pixel_spacing is not None and (len(pixel_spacing) != 2 or not all(_positive_float(v) for v in pixel_spacing)):
+        pixel_spacing = None
+    return DicomReference(
+        study_instance_uid=_uid(ds, "StudyInstanceUID"),
+        series_instance_uid=_uid(ds, "SeriesInstanceUID"),
+        sop_class_uid=_uid(ds, "SOPClassUID"),
+        frame_of_reference_uid=_uid(ds, "FrameOfReferenceUID"),
+        modality=_clean("Modality", _attr(ds, "Modality")),
+        rows=_int_attr(ds, "Rows", 0),
+        columns=_int_attr(ds, "Columns", 0),
+        frames=tuple(frames),
+        image_orientation=_image_orientation(where),
+        pixel_spacing_mm=pixel_spacing,
+        slice_thickness_mm=_positive_float(_attr(where, "SliceThickness")) or fallback_thickness_mm,
+        multi_frame=multi_frame,
+    )
 
 
 def _has_voi_lut(ds: Dataset) -> bool:

@@ -6,7 +6,8 @@ with a message that says which slices, when it is not one series, not one orient
 acquired with a gantry tilt, or has duplicate, missing or unevenly spaced slices. Headers are read
 first (without pixels): every check, the memory cap included, runs before any pixel is decoded.
 Each file goes through the same decoding and de-identification as a single DICOM file
-(``core.io.dicom``): only allow-listed attributes leave, and SeriesInstanceUID is compared, never kept.
+(``core.io.dicom``): only allow-listed attributes leave; the UIDs a DICOM SEG export needs are kept
+apart, in ``Volume.dicom_reference`` (``core.study.DicomReference``), never in ``metadata``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, CTImageStorage, EnhancedCTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from ..errors import FileTooLargeError, UnreadableFileError, UnsupportedInputError
+from ..study import DicomFrame, DicomReference
 from .dicom import (
     _DICOM_DATA_ERRORS,
     MSG_DEFLATE_DAMAGED,
@@ -34,6 +36,7 @@ from .dicom import (
     _dicom_decode_failure_message,
     _ensure_transfer_syntax,
     _image_orientation,
+    _image_position,
     _int_attr,
     _number_of_frames,
     _pixel_spacing,
@@ -41,6 +44,8 @@ from .dicom import (
     _require_decoder,
     _require_image,
     _rescaled_values,
+    _uid,
+    dicom_reference,
 )
 from .nifti import GZIP_MAGIC, gunzip_head, is_nifti, load_nifti
 from .volume import Volume, check_voxel_count, to_canonical
@@ -73,6 +78,7 @@ class _Stack:
     order: list[int]  # ``_Slice.source`` of each slice, inferior to superior along the normal
     affine: np.ndarray  # RAS+ affine of the voxel grid (column, row, slice in ``order``)
     warnings: list[str]
+    step: float = 0.0  # slice spacing along the normal (mm)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -105,7 +111,9 @@ def load_dicom_series(files: list[bytes]) -> Volume:
     for k, index in enumerate(stack.order):
         ds = first if k == 0 else _read_full(files[index])
         values[k] = _slice_values(ds, k + 1, len(slices))
-    return _volume(values, stack, first, "dicom-series")
+    frames = [DicomFrame(_uid(headers[i], "SOPInstanceUID"), None, _image_position(headers[i])) for i in stack.order]
+    reference = dicom_reference(first, frames, fallback_thickness_mm=stack.step)
+    return _volume(values, stack, first, "dicom-series", reference)
 
 
 def load_zip(data: bytes) -> Volume:
@@ -263,7 +271,7 @@ def _stack(slices: list[_Slice], thickness_mm: float | None = None) -> _Stack:
     lps[:3, 0], lps[:3, 1], lps[:3, 2] = row * dc, column * dr, normal * step
     lps[:3, 3] = positions[0]
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM's LPS world -> NIfTI's RAS world
-    return _Stack(order=[slices[i].source for i in order], affine=affine, warnings=warnings)
+    return _Stack(order=[slices[i].source for i in order], affine=affine, warnings=warnings, step=float(step))
 
 
 def _check_axial(normal: np.ndarray, warnings: list[str]) -> None:
@@ -363,7 +371,7 @@ def _slice_values(ds: Dataset, number: int, total: int) -> np.ndarray:
     return values
 
 
-def _volume(values: np.ndarray, stack: _Stack, ds: Dataset, file_format: str) -> Volume:
+def _volume(values: np.ndarray, stack: _Stack, ds: Dataset, file_format: str, reference: DicomReference) -> Volume:
     """``values`` is [slice in stack order, row, column]; the source grid is (column, row, slice)."""
     source_voxels = np.transpose(values, (2, 1, 0))
     canonical, ornt, spacing = to_canonical(source_voxels, stack.affine)
@@ -386,6 +394,7 @@ def _volume(values: np.ndarray, stack: _Stack, ds: Dataset, file_format: str) ->
         modality=metadata.get("Modality"),
         metadata=metadata,
         warnings=warnings,
+        dicom_reference=reference,
     )
 
 
@@ -447,7 +456,25 @@ def _load_enhanced(data: bytes, header: Dataset, frames: int) -> Volume:
     for k, frame in enumerate(stack.order):
         slope, intercept = _frame_rescale(ds, frame)
         values[k] = stored[frame].astype(np.float32) * slope + intercept
-    return _volume(values, stack, ds, "dicom-enhanced")
+    sop_instance = _uid(header, "SOPInstanceUID")
+    frames = [DicomFrame(sop_instance, index + 1, tuple(float(v) for v in slices[index].position))
+              for index in stack.order]
+    reference = dicom_reference(header, frames, multi_frame=True, fallback_thickness_mm=stack.step,
+                                geometry=_shared_geometry(header))
+    return _volume(values, stack, ds, "dicom-enhanced", reference)
+
+
+def _shared_geometry(ds: Dataset) -> Dataset:
+    """PixelSpacing, ImageOrientationPatient and SliceThickness of frame 1, gathered from its functional groups."""
+    geometry = Dataset()
+    measures = _functional_group(ds, 0, "PixelMeasuresSequence")
+    orientation = _functional_group(ds, 0, "PlaneOrientationSequence")
+    for item, keywords in ((measures, ("PixelSpacing", "SliceThickness")), (orientation, ("ImageOrientationPatient",))):
+        for keyword in keywords:
+            value = _attr(item, keyword) if item is not None else None
+            if value is not None:
+                setattr(geometry, keyword, value)
+    return geometry
 
 
 def _float_or_none(value) -> float | None:

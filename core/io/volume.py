@@ -19,6 +19,7 @@ import numpy as np
 from nibabel import orientations
 
 from ..errors import FileTooLargeError
+from ..study import DicomReference
 
 # Memory cap, checked from the headers before any pixel is decoded: 200 million voxels are 800 MB of
 # float32 HU (a 512 x 512 x 760 series); the pipeline holds a few arrays of that size at once.
@@ -39,6 +40,9 @@ class Volume:
     metadata: dict[str, str] = field(default_factory=dict)  # allow-listed, non-identifying only
     warnings: list[str] = field(default_factory=list)
     synthetic: bool = False
+    # DICOM series: the linkage keys a DICOM SEG export needs, one frame per slice in stack order
+    # (``core.study.DicomReference``: never stored, logged or shown); None for NIfTI and synthetic volumes
+    dicom_reference: DicomReference | None = field(default=None, repr=False)
 
     def to_source_grid(self, canonical: np.ndarray) -> np.ndarray:
         """A canonical ``[z, y, x]`` array (a mask, a map) laid out in the input's own voxel grid."""
@@ -47,6 +51,14 @@ class Volume:
         lps_voxels = np.transpose(canonical, (2, 1, 0))
         source = orientations.apply_orientation(lps_voxels, inverse_ornt(self.source_ornt))
         return np.ascontiguousarray(source)
+
+    def to_source_planes(self, canonical: np.ndarray) -> np.ndarray:
+        """``to_source_grid`` as planes along the input's last voxel axis, (slice, row, column) for a DICOM
+        series in its stack order; a view, not a copy (a 512 x 512 x 300 mask is not copied twice)."""
+        if canonical.shape != self.hu.shape:
+            raise ValueError(f"expected an array of shape {self.hu.shape}, got {canonical.shape}")
+        source = orientations.apply_orientation(np.transpose(canonical, (2, 1, 0)), inverse_ornt(self.source_ornt))
+        return np.transpose(source, (2, 1, 0))
 
     @property
     def case_hash(self) -> str:
