@@ -123,3 +123,67 @@ class TorchModel:
         tensors = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device) for a in arrays]
         with self.exclusive() as module, torch.no_grad():
             return module(*tensors).float().cpu().numpy()
+
+
+class InferenceSlots:
+    """At most ``count`` analyses run at once in this process; the others wait their turn, first come first served.
+
+    Streamlit runs every session on a thread of one process: eight reviewers pressing "analyse" together would
+    otherwise run eight models at once on two cores, every one of them slower than running in turn and the
+    process's memory at its peak. A waiting caller learns how many analyses are ahead of it (``on_wait``), so
+    a page can say "waiting for a free slot" instead of looking stuck.
+    """
+
+    def __init__(self, count: int):
+        if count < 1:
+            raise ValueError("at least one inference slot")
+        self.count = count
+        self._changed = threading.Condition()
+        self._running = 0
+        self._queue: list[object] = []
+
+    @contextmanager
+    def slot(self, on_wait=None) -> Iterator[None]:
+        """Hold one slot for the block. ``on_wait(ahead)`` is called (outside the lock) whenever the number of
+        analyses ahead of this one changes while it waits."""
+        ticket, reported = object(), None
+        with self._changed:
+            self._queue.append(ticket)
+        try:
+            while True:
+                with self._changed:
+                    if self._running < self.count and self._queue[0] is ticket:
+                        self._queue.pop(0)
+                        self._running += 1
+                        break
+                    ahead = self._running + self._queue.index(ticket)
+                if on_wait is not None and ahead != reported:
+                    on_wait(ahead)
+                    reported = ahead
+                with self._changed:
+                    self._changed.wait(timeout=0.25)
+        except BaseException:  # e.g. Streamlit stopping the session's script while it waits: leave the queue
+            with self._changed:
+                if ticket in self._queue:
+                    self._queue.remove(ticket)
+                self._changed.notify_all()
+            raise
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._running -= 1
+                self._changed.notify_all()
+
+    def status(self) -> tuple[int, int]:
+        """(analyses running, analyses waiting) now."""
+        with self._changed:
+            return self._running, len(self._queue)
+
+
+@lru_cache(maxsize=1)
+def inference_slots() -> InferenceSlots:
+    """The process's slots, ``core.settings.inference_slots()`` of them."""
+    from .settings import inference_slots as configured
+
+    return InferenceSlots(configured())

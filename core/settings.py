@@ -37,3 +37,11 @@ def max_upload_mb() -> int:
         with open(config, "rb") as handle:
             return int(tomllib.load(handle).get("server", {}).get("maxUploadSize", DEFAULT_MAX_UPLOAD_MB))
     return DEFAULT_MAX_UPLOAD_MB
+
+
+def inference_slots() -> int:
+    """How many analyses the app runs at once (``$CHEST_INFERENCE_SLOTS``): by default one per two CPU cores (each
+    model already uses two threads), at least one; a GPU machine may set more."""
+    if "CHEST_INFERENCE_SLOTS" in os.environ:
+        return max(1, int(os.environ["CHEST_INFERENCE_SLOTS"]))
+    return max(1, (os.cpu_count() or 2) // 2)

@@ -172,19 +172,29 @@ def ct_volume_demo(stem: str) -> OpenedVolume:
 def analyse_once(state_key: str, case_key, analyse, progress: str, stages: dict[str, str] | None = None):
     """The result for ``case_key``, computed once per session (moving a slider must not rerun the models).
 
-    Only the current case is kept, so a session never holds more than one result of each page.
+    Only the current case is kept, so a session never holds more than one result of each page. Analyses take a
+    slot of ``core.runtime.inference_slots`` (one per two cores by default): when every slot is busy the status
+    says how many analyses are ahead, and the models never fight over the cores.
     With ``stages`` (stage name -> title), ``analyse`` is called with a ``progress(stage, fraction)``
     callback that shows one progress bar per stage. A refusal of the input (``UnsupportedInputError``)
     is kept like a result, so a refused volume is not analysed again on every rerun.
     """
     from core.errors import UnsupportedInputError
 
+    from core.runtime import inference_slots
+
     results = st.session_state.setdefault(state_key, {})
     if case_key not in results:
         with st.status(progress, expanded=stages is not None) as status:
-            results.clear()
+            results.clear()  # the previous case's images and maps go now, not when this one is done
+
+            def waiting(ahead: int) -> None:
+                status.update(label=f"Waiting for a free analysis slot: {ahead} analysis(es) ahead of yours…", state="running")
+
             try:
-                results[case_key] = analyse(_stage_bars(stages)) if stages is not None else analyse()
+                with inference_slots().slot(on_wait=waiting):
+                    status.update(label=progress, state="running")
+                    results[case_key] = analyse(_stage_bars(stages)) if stages is not None else analyse()
             except UnsupportedInputError as refusal:
                 results[case_key] = refusal
                 status.update(label="Refused", state="error")

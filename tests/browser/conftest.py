@@ -28,19 +28,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(folder: Path, weights_dir: Path) -> Iterator[str]:
-    """A fresh server process on a free port, with its own review log in ``folder``; yields its URL."""
+def app_process(folder: Path, weights_dir: Path, env: dict | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A fresh server process on a free port, with its own review log in ``folder``; yields (URL, process)."""
     port = free_port()
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                "--server.headless", "true"]
-    env = {**os.environ, "CHEST_REVIEW_DB": str(folder / "reviews.sqlite"), "CHEST_WEIGHTS_DIR": str(weights_dir)}
+    env = {**os.environ, "CHEST_REVIEW_DB": str(folder / "reviews.sqlite"), "CHEST_WEIGHTS_DIR": str(weights_dir), **(env or {})}
     log_path = folder / "streamlit.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             url = f"http://127.0.0.1:{port}"
             _wait_until_healthy(url, process, log_path)
-            yield url
+            yield url, process
         finally:
             process.terminate()
             try:
@@ -48,6 +48,13 @@ def running_app(folder: Path, weights_dir: Path) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextmanager
+def running_app(folder: Path, weights_dir: Path) -> Iterator[str]:
+    """``app_process``'s URL."""
+    with app_process(folder, weights_dir) as (url, _process):
+        yield url
 
 
 def _wait_until_healthy(url: str, process: subprocess.Popen, log_path: Path, seconds: float = 90) -> None:
