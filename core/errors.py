@@ -38,3 +38,7 @@ class UntrustedWeightsError(ModelError):
 
 class ReviewLogError(ChestReviewError):
     """A review could not be stored or read."""
+
+
+class AuthError(ChestReviewError):
+    """Signing in, a session or a user account failed (``core.auth``); the message never says whether a name exists."""
