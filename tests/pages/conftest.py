@@ -16,3 +16,35 @@ def registry_env(monkeypatch, tmp_path):
 
     yield use
     st.cache_resource.clear()
+
+
+@pytest.fixture
+def signed_out():
+    """Ask for this fixture to get AppTests that nobody signed in (see ``signed_in_by_default``)."""
+
+
+@pytest.fixture(autouse=True)
+def signed_in_by_default(request, monkeypatch, tmp_path):
+    """Every page requires a signed-in user: each ``AppTest.from_file`` of these tests comes signed in as
+    ``tests.sign_in.DEFAULT_USER`` (an admin, created in the test's review database), unless the test
+    uses the ``signed_out`` fixture. The review database defaults to one in ``tmp_path`` (the same file
+    the ``env`` / ``registry_env`` / ``db_path`` fixtures name), never the repository's ``var/``.
+    """
+    import os
+
+    from streamlit.testing.v1 import AppTest
+
+    from tests.sign_in import sign_in
+
+    if "CHEST_REVIEW_DB_URL" not in os.environ:
+        monkeypatch.setenv("CHEST_REVIEW_DB", str(tmp_path / "reviews.sqlite"))
+    if "signed_out" in request.fixturenames:
+        return
+    original = AppTest.from_file.__func__
+
+    def from_file(cls, *args, **kwargs):
+        app = original(cls, *args, **kwargs)
+        sign_in(app)
+        return app
+
+    monkeypatch.setattr(AppTest, "from_file", classmethod(from_file))
