@@ -51,4 +51,4 @@ def sign_in_browser(page, username: str, password: str = TEST_PASSWORD) -> None:
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password", exact=True).fill(password)
     page.get_by_role("button", name="Sign in").click()
-    page.get_by_text(f"Signed in as {username}").wait_for()
+    page.get_by_text(f"Signed in as {username}").first.wait_for()
