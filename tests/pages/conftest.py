@@ -25,7 +25,7 @@ def signed_out():
 
 @pytest.fixture(autouse=True)
 def signed_in_by_default(request, monkeypatch, tmp_path):
-    """Every page requires a signed-in user: each ``AppTest.from_file`` of these tests comes signed in as
+    """Every page requires a signed-in user: each AppTest (``from_file``, ``from_function``, ``from_string``) comes signed in as
     ``tests.sign_in.DEFAULT_USER`` (an admin, created in the test's review database), unless the test
     uses the ``signed_out`` fixture. The review database defaults to one in ``tmp_path`` (the same file
     the ``env`` / ``registry_env`` / ``db_path`` fixtures name), never the repository's ``var/``.
@@ -40,11 +40,14 @@ def signed_in_by_default(request, monkeypatch, tmp_path):
         monkeypatch.setenv("CHEST_REVIEW_DB", str(tmp_path / "reviews.sqlite"))
     if "signed_out" in request.fixturenames:
         return
-    original = AppTest.from_file.__func__
+    for constructor in ("from_file", "from_function", "from_string"):
+        monkeypatch.setattr(AppTest, constructor, classmethod(_signing_in(getattr(AppTest, constructor).__func__, sign_in)))
 
-    def from_file(cls, *args, **kwargs):
-        app = original(cls, *args, **kwargs)
+
+def _signing_in(construct, sign_in):
+    def signed_in(cls, *args, **kwargs):
+        app = construct(cls, *args, **kwargs)
         sign_in(app)
         return app
 
-    monkeypatch.setattr(AppTest, "from_file", classmethod(from_file))
+    return signed_in
