@@ -68,6 +68,8 @@ def test_a_reviewer_sees_no_users_page(server, browser):
     nav.first.wait_for()
     listed = [text.strip() for text in nav.all_inner_texts()]
     assert "Review log" in listed and "Users" not in listed
+    page.reload()  # a reload is a new Streamlit session: sign in again (README, Logins and roles)
+    page.get_by_role("heading", level=1, name="Sign in").wait_for()
     goto_signed_in(page, f"{server}/users", BROWSER_REVIEWER)
     page.get_by_role("heading", level=1, name="Chest imaging review").wait_for()  # not found: the home page instead
     assert page.get_by_role("heading", level=1, name="Users").count() == 0
