@@ -79,7 +79,7 @@ def sign_in_form() -> None:
     notice = st.session_state.pop(SIGN_OUT_NOTICE_KEY, None)
     if notice:
         st.info(notice)
-    with st.form("sign_in"):
+    with st.form("sign_in", clear_on_submit=True):  # the typed password does not stay in the session
         username = st.text_input("Username", key="sign_in_username", autocomplete="username")
         password = st.text_input("Password", type="password", key="sign_in_password", autocomplete="current-password")
         submitted = st.form_submit_button("Sign in")
@@ -102,7 +102,7 @@ def change_password_form(user) -> None:
     st.title("Choose a new password")
     st.info(f"Signed in as **{user.username}** with a password someone else set. Choose your own "
             f"(at least {PASSWORD_MIN} characters) to continue.")
-    with st.form("change_password"):
+    with st.form("change_password", clear_on_submit=True):
         current = st.text_input("Current password", type="password", key="change_current")
         new = st.text_input("New password", type="password", key="change_new", autocomplete="new-password")
         again = st.text_input("New password again", type="password", key="change_again", autocomplete="new-password")
