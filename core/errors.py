@@ -42,3 +42,6 @@ class ReviewLogError(ChestReviewError):
 
 class SegmentationExportError(ChestReviewError):
     """A DICOM Segmentation cannot be made for this case (not uploaded as DICOM, or its header lacks what SEG needs)."""
+
+class AuthError(ChestReviewError):
+    """Signing in, a session or a user account failed (``core.auth``); the message never says whether a name exists."""

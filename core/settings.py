@@ -45,3 +45,29 @@ def inference_slots() -> int:
     if "CHEST_INFERENCE_SLOTS" in os.environ:
         return max(1, int(os.environ["CHEST_INFERENCE_SLOTS"]))
     return max(1, (os.cpu_count() or 2) // 2)
+
+
+def _positive_number(name: str, default: float) -> float:
+    """``$name`` as a positive number, else ``default`` (a typo must not switch a safety limit off)."""
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+def session_idle_minutes() -> float:
+    """Sign out after this many minutes without any action (``$CHEST_SESSION_IDLE_MINUTES``, default 60)."""
+    return _positive_number("CHEST_SESSION_IDLE_MINUTES", 60)
+
+
+def session_max_hours() -> float:
+    """Sign out this many hours after signing in, active or not (``$CHEST_SESSION_MAX_HOURS``, default 12)."""
+    return _positive_number("CHEST_SESSION_MAX_HOURS", 12)
+
+
+def login_lockout() -> tuple[int, float, float]:
+    """(failures, within minutes, lock minutes): ``$CHEST_LOGIN_MAX_FAILURES`` (5) failed sign-ins within
+    ``$CHEST_LOGIN_WINDOW_MINUTES`` (15) lock the name for ``$CHEST_LOGIN_LOCK_MINUTES`` (15)."""
+    return (int(_positive_number("CHEST_LOGIN_MAX_FAILURES", 5)), _positive_number("CHEST_LOGIN_WINDOW_MINUTES", 15),
+            _positive_number("CHEST_LOGIN_LOCK_MINUTES", 15))

@@ -14,6 +14,9 @@ home page, whose run goes through ``app.py``.
 at once: the rerun goes through ``app.py`` and opens the same page, because a page's URL path (and so
 its page hash) is its file name in both modes (``app.py`` keeps Streamlit's default URL paths).
 ``tests/browser/test_page_links.py`` opens each page's link as a fresh server's first request.
+
+It then admits only a signed-in user (``pages.sign_in.gate``): ``app.py`` already shows the sign-in
+form instead of any page, and this second check keeps every page closed by whatever route it runs.
 """
 
 from __future__ import annotations
@@ -23,7 +26,12 @@ from streamlit.runtime.pages_manager import PagesManager
 
 
 def require_app_frame() -> None:
-    """Call first in every page: outside ``app.py`` (Streamlit's ``pages/`` mode), rerun through it."""
+    """Call first in every page: outside ``app.py`` (Streamlit's ``pages/`` mode), rerun through it;
+    then stop unless someone is signed in (the sign-in form is all a visitor sees)."""
     if getattr(PagesManager, "uses_pages_directory", None):
         PagesManager.uses_pages_directory = False  # what st.navigation does, for the whole process
         st.rerun()  # same page (same URL path), now run by app.py
+    from pages.sign_in import gate
+
+    if gate(sidebar=False) is None:
+        st.stop()

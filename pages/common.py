@@ -78,6 +78,62 @@ def review_store():
     return _review_store(review_db_url())
 
 
+@st.cache_resource(show_spinner=False)
+def _user_store(url: str):
+    from core.auth import UserStore
+
+    return UserStore(_review_store(url))  # the review log's engine: one database, one pool
+
+
+def user_store():
+    """The user accounts (``core.auth.UserStore``) in the review log's database."""
+    from core.settings import review_db_url
+
+    return _user_store(review_db_url())
+
+
+SESSION_KEY = "auth_session"  # st.session_state: the core.auth.Session of this browser tab
+SIGN_OUT_NOTICE_KEY = "auth_notice"  # st.session_state: why the last session ended, shown on the sign-in form
+
+
+def current_user():
+    """The signed-in, active ``core.auth.User`` of this browser tab, or None.
+
+    Checked on every script run: an expired session (idle or too old, ``core.auth.SessionPolicy``) or
+    an account disabled since sign-in ends here; otherwise the action moves the idle deadline. The
+    role is read from the database each time, so an admin's change applies at the user's next click.
+    """
+    from datetime import datetime, timezone
+
+    from core.auth import SessionPolicy, expiry_message, session_expiry, touched
+
+    session = st.session_state.get(SESSION_KEY)
+    if session is None:
+        return None
+    now = datetime.now(timezone.utc)
+    policy = SessionPolicy.from_settings()
+    reason = session_expiry(session, now, policy)
+    user = None if reason else user_store().active_user(session.username)
+    if user is None:
+        sign_out(expiry_message(reason, policy) if reason else "Your account is disabled; ask an administrator.")
+        return None
+    st.session_state[SESSION_KEY] = touched(session, now)
+    return user
+
+
+def current_reviewer() -> str | None:
+    """The name a review is saved under: the signed-in username (None when nobody is signed in)."""
+    user = current_user()
+    return user.username if user is not None else None
+
+
+def sign_out(notice: str | None = None) -> None:
+    """End this tab's session; ``notice`` is shown once on the sign-in form."""
+    st.session_state.pop(SESSION_KEY, None)
+    if notice:
+        st.session_state[SIGN_OUT_NOTICE_KEY] = notice
+
+
 @st.cache_resource(show_spinner="Loading the CT slice models…")
 def ct_slice_pipeline():
     from core.pipelines.ct_slice import CtSlicePipeline
@@ -229,8 +285,12 @@ def review_form(study, card, probabilities: dict, predicted_label: str, task: st
     from core.reviews import ReviewInput
 
     st.subheader("Your review")
+    reviewer = current_reviewer()  # the login, never a typed name
+    if reviewer is None:
+        st.info("Sign in to save a review.")
+        return
     with st.form(f"review_{task}", clear_on_submit=False):
-        reviewer = st.text_input("Reviewer name", value=st.session_state.get("reviewer", ""))
+        st.caption(f"Saved under your sign-in: **{reviewer}**")
         verdict = st.radio("Do you agree with the model?", ["agree", "disagree"], horizontal=True)
         labels = list(card.classes) + ["other", "uncertain"]
         corrected = st.selectbox("The label you believe is right", labels, index=labels.index(predicted_label),
@@ -253,7 +313,6 @@ def review_form(study, card, probabilities: dict, predicted_label: str, task: st
     except ChestReviewError as error:
         show_error(error)
     else:
-        st.session_state["reviewer"] = reviewer
         st.success(f"Review saved (review {saved.review_uid[:8]}, version {saved.version}). See the Review log.")
 
 

@@ -1,19 +1,24 @@
 """Review log page: filter, read and export the radiologists' reviews. Layout only; logic is in core.reviews.
 
+Every signed-in user reads every review here (a team compares its reads); the CSV export holds
+everything for an admin and only the signed-in reviewer's own reviews otherwise (``core.auth.roles``).
+
 Registered by app.py through ``st.navigation`` (so no ``st.set_page_config`` here).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime, timezone
 
 import pandas as pd
 import streamlit as st
 
+from core.auth import allowed
 from core.errors import ReviewLogError
 from core.reviews import TASK_TITLES, TASKS, Review, ReviewFilters, ReviewStore
 from pages.app_frame import require_app_frame
-from pages.common import review_store
+from pages.common import current_user, review_store
 
 require_app_frame()  # first statement of every page: its link works as a server's first request
 
@@ -104,6 +109,15 @@ def _history(store: ReviewStore, reviews: list[Review]) -> None:
 
 
 def _download(store: ReviewStore, filters: ReviewFilters) -> None:
+    user = current_user()
+    if user is None:
+        return
+    if not allowed(user, "export_all"):  # a reviewer exports their own reviews; an admin, everyone's
+        if filters.reviewer not in (None, user.username):
+            st.caption("You can export your own reviews only: choose yourself (or All) as the reviewer.")
+            return
+        filters = replace(filters, reviewer=user.username)
+        st.caption("The CSV holds your own reviews among those shown; an administrator exports everyone's.")
     include_history = st.checkbox("Include superseded versions", key="rl_include_history")
     st.download_button(
         "Download CSV",

@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -145,3 +146,68 @@ class ReviewRow(Base):
 
 
 reviews_table = ReviewRow.__table__
+
+
+# --------------------------------------------------------------------------------------------------
+# Logins and roles (migration 0006; used by ``core.auth``). They share the review log's database so
+# that one URL (one backup) holds who reviewed and what they said.
+
+USERNAME_MAX = REVIEWER_MAX  # a username becomes ``reviews.reviewer``
+PASSWORD_HASH_MAX = 255  # an argon2id PHC string is about 100 characters
+ROLES = ("reviewer", "admin")
+ROLE_MAX = 16
+LOGIN_OUTCOMES = ("success", "failure", "reset")  # "reset": an admin cleared the lockout (new password)
+LOGIN_OUTCOME_MAX = 16
+USERNAME_KEY_LENGTH = 64  # hex PBKDF2 digest of the typed username (``core.auth.users.username_key``)
+_ROLE_LIST = ", ".join(f"'{role}'" for role in ROLES)
+_OUTCOME_LIST = ", ".join(f"'{outcome}'" for outcome in LOGIN_OUTCOMES)
+
+
+class UserRow(Base):
+    """A person who signs in. Never deleted (reviews name them); ``active = false`` disables the login.
+
+    ``password_hash`` is an argon2id PHC string (salt and parameters inside); the password itself is
+    never stored. ``must_change_password``: the password was set by someone else (first-start admin,
+    an admin's reset), so the next sign-in asks for a new one.
+    """
+
+    __tablename__ = "users"
+    __table_args__ = (
+        UniqueConstraint("username", name="uq_users_username"),
+        CheckConstraint(f"role IN ({_ROLE_LIST})", name="ck_users_role"),
+        CheckConstraint("length(username) BETWEEN 1 AND 100", name="ck_users_username_length"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(USERNAME_MAX), nullable=False)
+    password_hash: Mapped[str] = mapped_column(String(PASSWORD_HASH_MAX), nullable=False)
+    role: Mapped[str] = mapped_column(String(ROLE_MAX), nullable=False)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    must_change_password: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class LoginAttemptRow(Base):
+    """One sign-in attempt, for the lockout that must hold across server processes.
+
+    ``username_key`` is a one-way digest of the username as typed, for known and unknown names alike:
+    the lockout then behaves the same whether or not the account exists, and a password typed into
+    the username box by mistake is not kept in clear.
+    """
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (
+        CheckConstraint(f"outcome IN ({_OUTCOME_LIST})", name="ck_login_attempts_outcome"),
+        Index("ix_login_attempts_key_time", "username_key", "attempted_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username_key: Mapped[str] = mapped_column(String(USERNAME_KEY_LENGTH), nullable=False)
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    outcome: Mapped[str] = mapped_column(String(LOGIN_OUTCOME_MAX), nullable=False)
+
+
+users_table = UserRow.__table__
+login_attempts_table = LoginAttemptRow.__table__

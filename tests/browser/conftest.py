@@ -27,9 +27,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+BROWSER_ADMIN = "test.admin"  # accounts running_app creates (password tests.sign_in.TEST_PASSWORD)
+BROWSER_REVIEWER = "dr.browser"
+
+
 @contextmanager
-def app_process(folder: Path, weights_dir: Path, env: dict | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A fresh server process on a free port, with its own review log in ``folder``; yields (URL, process)."""
+def app_process(folder: Path, weights_dir: Path, env: dict | None = None, *,
+                with_users: bool = True) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A fresh server process on a free port, with its own review log in ``folder``; yields (URL, process).
+
+    ``with_users``: the log holds the accounts ``BROWSER_ADMIN`` and ``BROWSER_REVIEWER`` (sign in with
+    ``goto_signed_in``); without them the server starts as a new install (it prints the first admin's password).
+    """
+    if with_users:
+        from tests.sign_in import ensure_user
+
+        ensure_user(f"sqlite:///{folder / 'reviews.sqlite'}", BROWSER_ADMIN, role="admin")
+        ensure_user(f"sqlite:///{folder / 'reviews.sqlite'}", BROWSER_REVIEWER, role="reviewer")
     port = free_port()
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                "--server.headless", "true"]
@@ -51,9 +65,9 @@ def app_process(folder: Path, weights_dir: Path, env: dict | None = None) -> Ite
 
 
 @contextmanager
-def running_app(folder: Path, weights_dir: Path) -> Iterator[str]:
+def running_app(folder: Path, weights_dir: Path, *, with_users: bool = True) -> Iterator[str]:
     """``app_process``'s URL."""
-    with app_process(folder, weights_dir) as (url, _process):
+    with app_process(folder, weights_dir, with_users=with_users) as (url, _process):
         yield url
 
 
@@ -92,3 +106,15 @@ def browser():
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         yield browser
         browser.close()
+
+
+def goto_signed_in(page, url: str, username: str = BROWSER_REVIEWER) -> None:
+    """Open ``url``; sign in as ``username`` when the app asks (a new browser tab or a reload starts a new session)."""
+    from tests.sign_in import sign_in_browser
+
+    page.goto(url)
+    sign_in_button = page.get_by_role("button", name="Sign in")
+    signed_in = page.get_by_text(f"Signed in as {username}").first
+    sign_in_button.or_(signed_in).first.wait_for()
+    if sign_in_button.is_visible():
+        sign_in_browser(page, username)

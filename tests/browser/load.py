@@ -1,7 +1,7 @@
 """Many reviewers at once: N browser sessions (Playwright contexts) analysing different uploads on one server.
 
 ``python -m tests.browser.load --sessions 8`` starts the app (bundled models, a throw-away review log), writes
-N different synthetic X-rays, has one session analyse each of them in turn (the reference), then N sessions
+N different synthetic X-rays, signs every session in as a reviewer, has one session analyse each of them in turn (the reference), then N sessions
 upload one each at the same moment, and prints: time to result per session (p50, p95), errors, whether every
 session saw the reference's result, how many waited for a free analysis slot, and the server's memory before and
 after. ``tests/browser/test_load.py`` runs it small. Figures in the README come from this command.
@@ -21,7 +21,8 @@ from PIL import Image
 
 from core.classes import MANET_CLASSES
 from core.phantoms import make_phantom
-from tests.browser.conftest import CHROMIUM, LAUNCH_ARGS
+from tests.browser.conftest import BROWSER_REVIEWER, CHROMIUM, LAUNCH_ARGS
+from tests.sign_in import TEST_PASSWORD
 
 RESULT_TIMEOUT_MS = 600_000
 
@@ -63,11 +64,20 @@ def server_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+async def sign_in(page, username: str) -> None:
+    """The sign-in form, as ``tests.sign_in.sign_in_browser`` fills it, with Playwright's async API."""
+    await page.get_by_label("Username").fill(username)
+    await page.get_by_label("Password", exact=True).fill(TEST_PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_text(f"Signed in as {username}").first.wait_for()
+
+
 async def analyse_upload(context, url: str, image: Path) -> tuple[float, str, bool]:
     """One session: open the X-ray page, upload, wait for the result; (seconds to result, result text, waited)."""
     page = await context.new_page()
     page.set_default_timeout(RESULT_TIMEOUT_MS)
     await page.goto(f"{url}/chest_xray")
+    await sign_in(page, BROWSER_REVIEWER)  # every new session signs in (not timed)
     await page.get_by_text("Research use only").first.wait_for()
     waited = False
     started = time.perf_counter()

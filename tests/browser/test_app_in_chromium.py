@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from core.phantoms import make_phantom
+from tests.browser.conftest import BROWSER_REVIEWER, goto_signed_in
 
 pytestmark = pytest.mark.browser  # fixtures `server` and `browser`: tests/browser/conftest.py
 
@@ -25,7 +26,7 @@ def test_upload_review_and_find_it_in_the_log(server, browser, tmp_path):
     page = browser.new_page(accept_downloads=True)
     page.set_default_timeout(120_000)
 
-    page.goto(f"{server}/chest_xray")
+    goto_signed_in(page, f"{server}/chest_xray")
     page.get_by_text("Research use only").first.wait_for()
     page.locator("input[type=file]").set_input_files(str(image_path))
     page.get_by_text("Prediction:").wait_for()
@@ -34,7 +35,6 @@ def test_upload_review_and_find_it_in_the_log(server, browser, tmp_path):
     page.locator("[data-testid=stPlotlyChart]").first.wait_for()  # the probabilities chart
     assert "Traceback" not in page.content()
 
-    page.get_by_label("Reviewer name").fill("Dr Browser")
     page.get_by_text("disagree", exact=True).click()
     page.get_by_label("The label you believe is right").click()
     page.get_by_role("option", name="Uncertain").click()
@@ -42,13 +42,13 @@ def test_upload_review_and_find_it_in_the_log(server, browser, tmp_path):
     page.get_by_role("button", name="Save review").click()
     page.get_by_text("Review saved").wait_for()
 
-    page.goto(f"{server}/review_log")
+    goto_signed_in(page, f"{server}/review_log")
     page.get_by_text("Download CSV").wait_for()
     with page.expect_download() as download:
         page.get_by_text("Download CSV").click()
     rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
     assert len(rows) == 1
-    assert rows[0]["reviewer"] == "Dr Browser"
+    assert rows[0]["reviewer"] == BROWSER_REVIEWER  # the login, not a typed name
     assert rows[0]["verdict"] == "disagree"
     assert rows[0]["corrected_label"] == "uncertain"
     assert rows[0]["where_wrong"] == "missed the left lower zone"
@@ -63,7 +63,7 @@ def test_switching_to_the_covid_cxnet_classifier(server, browser, tmp_path, bund
     Image.fromarray((make_phantom("normal", seed=4, size=384).pixels * 255).astype(np.uint8)).save(image_path)
     page = browser.new_page()
     page.set_default_timeout(120_000)
-    page.goto(f"{server}/chest_xray")
+    goto_signed_in(page, f"{server}/chest_xray")
     page.locator("input[type=file]").set_input_files(str(image_path))
     page.get_by_text("Prediction:").wait_for()
     page.get_by_label("Classifier").click()
@@ -79,7 +79,7 @@ def test_bad_upload_shows_a_message_not_a_trace(server, browser, tmp_path):
     bad.write_bytes(b"this is not an image at all")
     page = browser.new_page()
     page.set_default_timeout(60_000)
-    page.goto(f"{server}/chest_xray")
+    goto_signed_in(page, f"{server}/chest_xray")
     page.locator("input[type=file]").set_input_files(str(bad))
     page.locator("[data-testid=stAlert]").first.wait_for()
     assert "Traceback" not in page.content()

@@ -27,12 +27,13 @@ from core.ct_phantoms import ct_phantom_dicom_bytes, make_ct_phantom
 from core.imaging.windowing import LUNG, apply_window
 from core.io import load_image
 from core.registry import Registry
+from tests.browser.conftest import BROWSER_REVIEWER, goto_signed_in
 from tests.core.conftest import build_dataset, gradient, to_bytes
 
 pytestmark = pytest.mark.browser  # fixtures `server`, `browser`, `bundled_weights_dir`: tests/browser/conftest.py
 
 PHANTOM_SEED = 7
-REVIEWER = "Dr CT Browser"
+REVIEWER = BROWSER_REVIEWER  # reviews carry the login (tests/browser/conftest.py)
 WHERE_WRONG = "missed the right posterior ground glass"
 INFECTION_CAPTION = "Infection: ground glass (amber), consolidation (red)"  # the multi-class model splits it
 HEATMAP_CAPTION = "Heat map (Eq. 1)"
@@ -75,7 +76,7 @@ def _slice_image_src(page) -> str:
 def _open_ct_page(browser, server, **options):
     page = browser.new_page(**options)
     page.set_default_timeout(180_000)  # the first analysis loads the CT models on a busy 2-core machine
-    page.goto(f"{server}/ct_slice")
+    goto_signed_in(page, f"{server}/ct_slice")
     page.get_by_role("heading", level=1, name="CT slice").wait_for()
     return page
 
@@ -117,7 +118,6 @@ def test_upload_a_ct_dicom_review_it_and_find_it_in_the_log(server, browser, bun
     heading.wait_for()  # the analysis is kept: no rerun of the models, same result
     _no_trace(page)
 
-    page.get_by_label("Reviewer name").fill(REVIEWER)
     page.get_by_text("disagree", exact=True).click()
     page.get_by_label("The label you believe is right").click()
     page.get_by_role("option", name="Uncertain").click()
@@ -126,7 +126,7 @@ def test_upload_a_ct_dicom_review_it_and_find_it_in_the_log(server, browser, bun
     page.get_by_text("Review saved").wait_for()
     _no_trace(page)
 
-    page.goto(f"{server}/review_log")
+    goto_signed_in(page, f"{server}/review_log")
     page.get_by_text("Download CSV").wait_for()
     with page.expect_download() as download:
         page.get_by_text("Download CSV").click()

@@ -24,12 +24,12 @@ from core.ct_volume_phantoms import DEMO_SHAPE, DEMO_SPACING_MM, make_ct_volume
 from core.guard.ct_volume import check_ct_volume
 from core.io import load_volume
 from core.io.nifti import nifti_bytes
-from tests.browser.conftest import running_app
+from tests.browser.conftest import BROWSER_REVIEWER, goto_signed_in, running_app
 from tests.ct_volume_registry import ct_volume_registry
 
 pytestmark = pytest.mark.browser  # fixtures `browser`, `bundled_weights_dir`: tests/browser/conftest.py
 
-REVIEWER = "Dr CT Volume Browser"
+REVIEWER = BROWSER_REVIEWER  # reviews carry the login (tests/browser/conftest.py)
 WHERE_WRONG = "missed the left lower lobe ground glass"
 VIEW_CAPTION = re.compile(r"^(Axial|Coronal|Sagittal) \d+ — top: ")
 
@@ -61,7 +61,7 @@ def _view_captions(page) -> list[str]:
 def _open_page(browser, server, **options):
     page = browser.new_page(viewport={"width": 1600, "height": 1200}, **options)
     page.set_default_timeout(240_000)  # the first analysis loads the CT models on a busy 2-core machine
-    page.goto(f"{server}/ct_volume")
+    goto_signed_in(page, f"{server}/ct_volume")
     page.get_by_role("heading", level=1, name="CT volume").wait_for()
     return page
 
@@ -99,7 +99,6 @@ def test_upload_a_nifti_volume_scroll_review_a_slice_and_find_it_in_the_log(volu
     page.screenshot(path=str(tmp_path / "ct-volume-page.png"), full_page=True)
     _no_trace(page)
 
-    page.get_by_label("Reviewer name").fill(REVIEWER)
     page.get_by_text("disagree", exact=True).click()
     page.get_by_label("The label you believe is right").click()
     page.get_by_role("option", name="Uncertain").click()
@@ -110,7 +109,7 @@ def test_upload_a_nifti_volume_scroll_review_a_slice_and_find_it_in_the_log(volu
     page.get_by_text("Review saved").wait_for()
     _no_trace(page)
 
-    page.goto(f"{volume_server}/review_log")
+    goto_signed_in(page, f"{volume_server}/review_log")
     page.get_by_text("Download CSV").wait_for()
     with page.expect_download() as download:
         page.get_by_text("Download CSV").click()

@@ -1,8 +1,9 @@
 """Every page works from its own link, even as the first visit after the server starts.
 
 A bookmark or a link from a colleague (``http://localhost:8501/chest_xray``) may be the server's first
-request. The page must still run inside ``app.py``: the sidebar lists the app's pages (never the files
-of ``pages/``: "common", "app") and shows the research-use banner. Each page gets a server of its own,
+request. The page must still run inside ``app.py``: first the sign-in form and nothing else, then,
+signed in (as an admin, who sees every page), the page itself; the sidebar lists the app's pages
+(never the files of ``pages/``: "common", "app") and shows the research-use banner. Each page gets a server of its own,
 so that its link really is the first request, and a new browser context.
 """
 
@@ -15,6 +16,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from streamlit.source_util import page_icon_and_name
+
+from tests.browser.conftest import BROWSER_ADMIN
+from tests.sign_in import sign_in_browser
 
 pytestmark = pytest.mark.browser  # fixtures `fresh_server` and `browser`: tests/browser/conftest.py
 REPO = Path(__file__).resolve().parents[2]
@@ -43,9 +47,9 @@ def _first_title(script: Path) -> str:
 def app_pages() -> list[AppPage]:
     """The pages ``app.py`` lists in ``st.navigation`` (every ``st.Page("pages/...py", ...)``), read from its source."""
     pages = []
-    for node in ast.walk(ast.parse((REPO / "app.py").read_text())):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "Page"):
-            continue
+    calls = [node for node in ast.walk(ast.parse((REPO / "app.py").read_text()))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "Page"]
+    for node in sorted(calls, key=lambda call: (call.lineno, call.col_offset)):  # the order of the navigation
         script = REPO / _string(node.args[0])
         options = {k.arg: k.value for k in node.keywords}
         default = isinstance(options.get("default"), ast.Constant) and options["default"].value is True
@@ -73,6 +77,10 @@ def test_a_page_link_opened_first_runs_inside_the_app(fresh_server, browser, app
         page = context.new_page()
         page.set_default_timeout(90_000)
         page.goto(f"{fresh_server}/{app_page.url_path}")
+        page.get_by_role("heading", level=1, name="Sign in").wait_for()  # a visitor sees the sign-in form only
+        assert page.locator("[data-testid=stSidebarNav] a").count() == 0
+        assert page.get_by_role("heading", level=1).all_inner_texts() == ["Sign in"]
+        sign_in_browser(page, BROWSER_ADMIN)  # an admin: every page, Users included, is listed
         page.get_by_role("heading", level=1, name=app_page.heading).wait_for()
         sidebar = page.locator("[data-testid=stSidebar]")
         links = sidebar.locator("[data-testid=stSidebarNav] a")

@@ -36,7 +36,6 @@ def test_demo_case_windows_burden_and_review(env):
     app.number_input(key="ct_level").set_value(40.0).run()
     assert not app.exception
 
-    app.text_input[0].input("Dr CT")
     app.radio[1].set_value("disagree")
     app.selectbox(key="corrected_label").set_value("uncertain")
     app.button[0].click().run()

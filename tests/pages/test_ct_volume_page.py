@@ -118,7 +118,6 @@ def test_a_review_records_the_slice_and_view_where_the_model_went_wrong(with_cla
 
     app.slider(key="cv_sagittal").set_value(70).run()
     app.selectbox(key="review_slice_view").set_value("sagittal")
-    app.text_input[0].input("Dr Volume")
     app.radio[1].set_value("disagree")
     app.selectbox(key="corrected_label").set_value("uncertain")
     app.button[0].click().run()
