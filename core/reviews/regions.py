@@ -95,7 +95,7 @@ class Region:
 
     def to_dict(self) -> dict[str, Any]:
         """The region as plain JSON values, keys in the documented order."""
-        return {"kind": self.kind, "tag": self.tag, "points": [[x, y] for x, y in self.points],
+        return {"kind": self.kind, "tag": self.tag, "points": [[float(x), float(y)] for x, y in self.points],
                 "slice_view": self.slice_view, "slice_index": self.slice_index}
 
     @classmethod
