@@ -11,6 +11,7 @@ from pages.app_frame import require_app_frame
 from pages.common import (
     REAL_DEMO,
     RESEARCH_ONLY,
+    RegionSurface,
     analyse_once,
     case_report_button,
     case_sources,
@@ -108,7 +109,8 @@ with right:
         with st.expander("Image information (identifiers removed)"):
             st.json(study.metadata)
 
-review_form(study, result.classifier, result.probabilities, result.predicted_label, task="cxr")
+review_form(study, result.classifier, result.probabilities, result.predicted_label, task="cxr",
+            surface=RegionSurface(dict(shown), study.pixels.shape))
 scores = result.faithfulness or {}
 case_report_button(CaseReport(
     title="Chest X-ray", case_hash=study.case_hash, images=shown,

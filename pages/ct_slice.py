@@ -19,6 +19,7 @@ from pages.app_frame import require_app_frame
 from pages.common import (
     REAL_DEMO,
     RESEARCH_ONLY,
+    RegionSurface,
     analyse_once,
     case_report_button,
     case_sources,
@@ -136,7 +137,8 @@ with right:
             st.json(study.metadata)
 
 if result.probabilities:
-    review_form(study, result.cards["classifier"], result.probabilities, result.predicted_label, task="ct-slice")
+    review_form(study, result.cards["classifier"], result.probabilities, result.predicted_label, task="ct-slice",
+                surface=RegionSurface(dict(pictures), study.pixels.shape))
 else:
     st.info("No CT classifier is installed, so there is no prediction to review.")
 burden, scores = result.burden, result.faithfulness or {}
