@@ -120,4 +120,5 @@ case_report_button(CaseReport(
                 ("Left lung (image right)", f"{result.lung.left_lung_fraction:.1%}")]
     + ([("Grad-CAM deletion score", f"{scores['deletion_score']:+.3f}"), ("Grad-CAM in-lung share", f"{scores['in_lung_share']:.0%}")]
        if scores.get("deletion_score") is not None else []),
-    models=[result.segmenter, result.classifier], warnings=result.warnings), task="cxr")
+    models=[result.segmenter, result.classifier], warnings=result.warnings,
+    region_frames=[(study.pixels.shape, None, None)]), task="cxr")

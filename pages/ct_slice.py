@@ -154,4 +154,5 @@ case_report_button(CaseReport(
     title="CT slice", case_hash=study.case_hash, images=pictures,
     probabilities={class_title(k): v for k, v in result.probabilities.items()},
     probability_note=probability_note(result.cards["classifier"]) if "classifier" in result.cards else "",
-    quantities=quantities, models=list(result.cards.values()), warnings=result.warnings), task="ct-slice")
+    quantities=quantities, models=list(result.cards.values()), warnings=result.warnings,
+    region_frames=[(study.pixels.shape, None, None)]), task="ct-slice")

@@ -180,4 +180,6 @@ case_report_button(CaseReport(
     probabilities={class_title(k): v for k, v in result.probabilities.items()},
     probability_note="; ".join(f"{MODEL_TITLES.get(s, s)}: {probability_note(result.cards[s])}"
                                for s in SAMPLINGS if s in result.model_probabilities),
-    quantities=quantities, models=list(result.cards.values()), warnings=result.warnings), task="ct-volume")
+    quantities=quantities, models=list(result.cards.values()), warnings=result.warnings,
+    region_frames=[(view_slice(volume.hu, view, positions[view]).shape, view, positions[view]) for view in VIEWS]),
+    task="ct-volume")

@@ -470,3 +470,33 @@ def test_region_model_matches_the_migration(store: ReviewStore):
     with store.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata) == []
         assert sa.inspect(conn).get_foreign_keys("review_regions")[0]["referred_table"] == "reviews"
+
+
+# --------------------------------------------------------------------------------------------------
+# The case report
+
+
+def test_the_case_report_outlines_the_reviews_regions_on_the_first_image():
+    from datetime import datetime, timezone
+    from types import SimpleNamespace
+
+    import pypdfium2 as pdfium
+
+    from core.case_report import CaseReport, render_pdf
+
+    image = np.full((200, 200), 0.5, np.float32)
+    drawn = box("missed finding", ((20, 20), (180, 20), (180, 180), (20, 180)))
+    on_a_slice = box("other", slice_view="axial", slice_index=3)  # not this image's frame: not drawn
+    review = SimpleNamespace(created_at=datetime(2024, 5, 1, tzinfo=timezone.utc), reviewer="reader", verdict="agree",
+                             corrected_label="covid", predicted_label="covid", confidence=3, where_wrong=None, note="",
+                             slice_view=None, slice_index=None, regions=(drawn, on_a_slice))
+    report = CaseReport(title="Chest X-ray", case_hash="f" * 64, images=[("Image", image), ("Copy", image)],
+                        probabilities={"COVID-19": 0.7}, reviews=[review], region_frames=[((200, 200), None, None)])
+    document = pdfium.PdfDocument(render_pdf(report))
+    text = " ".join(document[0].get_textpage().get_text_range().split())
+    page = document[0].render(scale=2, rev_byteorder=True).to_numpy()[..., :3].astype(int)  # RGB
+    document.close()
+    assert "Image · 1 reviewer region(s) outlined" in text and "Copy ·" not in text
+    assert "2 region(s): missed finding, other (axial 3)" in text
+    magenta = np.abs(page - TAG_COLOURS["missed finding"]).sum(axis=2) < 60
+    assert magenta.sum() > 100  # the outline is on the page
