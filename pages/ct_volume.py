@@ -163,7 +163,8 @@ with right:
 
 if result.probabilities:
     draw_view = st.selectbox("Draw regions on the", VIEWS, key="cv_draw_view",
-                             format_func=lambda view: f"{view} view, slice {positions[view]} (move its slider to change)")
+                             format_func=lambda view: f"{view} view, slice {positions[view]} (move its slider to change)",
+                             help="A review's regions lie on one slice: moving that slider starts a new drawing.")
     surface = RegionSurface({pictures[VIEWS.index(draw_view)][0]: pictures[VIEWS.index(draw_view)][1]},
                             view_slice(volume.hu, draw_view, positions[draw_view]).shape,
                             slice_view=draw_view, slice_index=positions[draw_view])
