@@ -273,7 +273,7 @@ DRAWING_TOOLS = {"rect": "Rectangle", "polygon": "Polygon (click the corners, th
 
 
 def draw_regions(surface: RegionSurface, task: str, case_hash: str) -> tuple:
-    """The drawing canvas over the image, a tag per drawn region, and the regions' mask as a PNG download.
+    """Behind a toggle, the drawing canvas over the image, a tag per drawn region, the regions' mask as a PNG download.
 
     Returns the tagged regions (``core.reviews.Region``) in the image's pixels. Earlier reviews' regions of
     this case (same page) are drawn into the background only when the reviewer asks (blind by default).
@@ -283,7 +283,9 @@ def draw_regions(surface: RegionSurface, task: str, case_hash: str) -> tuple:
     from core.reviews.canvas_drawing import shapes_from_fabric
     from core.reviews.regions import REGION_TAGS, TAG_COLOURS, mask_png, regions_mask
 
-    st.markdown("**Regions (optional)**: draw where the model went wrong, then tag each region.")
+    # Off by default: the canvas reports its background's fit once it has loaded, which reruns the page.
+    if not st.toggle("Draw regions (optional): where the model went wrong, each with a tag", key=f"region_draw_{task}"):
+        return ()
     first, second, third = st.columns(3)
     tool = first.selectbox("Drawing tool", list(DRAWING_TOOLS), format_func=DRAWING_TOOLS.get, key=f"region_tool_{task}")
     next_tag = second.selectbox("Tag of the next region", REGION_TAGS, key=f"region_next_tag_{task}")

@@ -1,6 +1,6 @@
 """Regions drawn with the mouse on the X-ray page of the real app, in Debian's headless Chromium.
 
-Upload a synthetic chest X-ray (384 x 384), drag a rectangle on the drawing canvas (512 x 512, so one
+Upload a synthetic chest X-ray (384 x 384), turn drawing on, drag a rectangle on the canvas (512 x 512, so one
 canvas pixel is 0.75 image pixels), tag it, save the review, and read the stored region back from the
 review log: its corners must be the dragged ones in the image's pixels. Reopening the case offers the
 earlier review's regions behind a toggle (off: a blind second read).
@@ -47,6 +47,7 @@ def test_a_dragged_rectangle_is_stored_in_image_pixels(app_and_folder, browser, 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(120_000)
     open_case(page, url, image_path)
+    page.get_by_text("Draw regions (optional)").click()
 
     canvas = page.locator("canvas.upper-canvas")  # fabric.js's event layer, inside the component
     canvas.scroll_into_view_if_needed()
@@ -79,6 +80,7 @@ def test_a_dragged_rectangle_is_stored_in_image_pixels(app_and_folder, browser, 
 
     page.reload()  # the case reopened: the earlier region is offered, hidden until asked for
     open_case(page, url, image_path)
+    page.get_by_text("Draw regions (optional)").click()
     toggle = page.get_by_text("Show the regions of earlier reviews of this case (1)")
     toggle.wait_for()
     toggle.click()

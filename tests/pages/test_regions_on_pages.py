@@ -73,7 +73,8 @@ def test_xray_region_is_tagged_saved_offered_as_a_mask_and_shown_again_on_reques
     app = AppTest.from_file(str(REPO / "pages" / "chest_xray.py"), default_timeout=180).run()
     app.radio[0].set_value("Synthetic demo case").run()
     app.selectbox(key="phantom_label").set_value("tb").run()
-    assert not app.exception
+    assert not app.exception and not canvas.calls  # no canvas until the reviewer asks to draw
+    app.toggle(key="region_draw_cxr").set_value(True).run()
     (tag_box,) = [s for s in app.selectbox if s.label == "Region 1 (rectangle)"]
     assert tag_box.value == "missed finding"  # the "Tag of the next region" when it was drawn
     tag_box.set_value("wrong location").run()
@@ -111,6 +112,7 @@ def test_ct_volume_region_is_in_the_drawn_slices_voxels_with_its_view_and_index(
     app.radio(key="cv_source").set_value("Synthetic demo volume").run()
     assert not app.exception, app.exception
     app.slider(key="cv_sagittal").set_value(70).run()
+    app.toggle(key="region_draw_ct-volume").set_value(True).run()
     app.selectbox(key="cv_draw_view").set_value("sagittal").run()
     assert canvas.calls[-1]["key"].endswith("_sagittal_70")
     app.text_input[0].input("Dr Volume")
