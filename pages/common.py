@@ -284,7 +284,8 @@ def draw_regions(surface: RegionSurface, task: str, case_hash: str) -> tuple:
     from core.reviews.regions import REGION_TAGS, TAG_COLOURS, mask_png, regions_mask
 
     # Off by default: the canvas reports its background's fit once it has loaded, which reruns the page.
-    if not st.toggle("Draw regions (optional): where the model went wrong, each with a tag", key=f"region_draw_{task}"):
+    if not st.toggle("Draw regions (optional): where the model went wrong, each with a tag", key=f"region_draw_{task}",
+                     help="Earlier reviews' regions of this case can be shown on the canvas, or left hidden for a blind read."):
         return ()
     first, second, third = st.columns(3)
     tool = first.selectbox("Drawing tool", list(DRAWING_TOOLS), format_func=DRAWING_TOOLS.get, key=f"region_tool_{task}")
