@@ -285,10 +285,12 @@ def draw_regions(surface: RegionSurface, task: str, case_hash: str) -> tuple:
 
     # Off by default: the canvas reports its background's fit once it has loaded, which reruns the page.
     if not st.toggle("Draw regions (optional): where the model went wrong, each with a tag", key=f"region_draw_{task}",
-                     help="Earlier reviews' regions of this case can be shown on the canvas, or left hidden for a blind read."):
+                     help="Earlier reviews' regions of this case can be shown on the canvas, "
+                          "or left hidden for a blind read."):
         return ()
     first, second, third = st.columns(3)
-    tool = first.selectbox("Drawing tool", list(DRAWING_TOOLS), format_func=DRAWING_TOOLS.get, key=f"region_tool_{task}")
+    tool = first.selectbox("Drawing tool", list(DRAWING_TOOLS), format_func=DRAWING_TOOLS.get,
+                           key=f"region_tool_{task}")
     next_tag = second.selectbox("Tag of the next region", REGION_TAGS, key=f"region_next_tag_{task}")
     background = third.selectbox("Draw on", list(surface.pictures), key=f"region_background_{task}") \
         if len(surface.pictures) > 1 else next(iter(surface.pictures))

@@ -85,7 +85,8 @@ def _canvas_points(number: int, obj: Any) -> tuple[str, np.ndarray]:
         raise invalid_regions(f"Shape {number} of the drawing cannot be read.")
     kind = _KINDS.get(str(obj.get("type", "")).lower())
     if kind is None:
-        raise invalid_regions(f"Shape {number} is a {obj.get('type')!r}; draw rectangles, polygons or free outlines only.")
+        raise invalid_regions(
+            f"Shape {number} is a {obj.get('type')!r}; draw rectangles, polygons or free outlines only.")
     if _number(obj, "skewX", 0.0) or _number(obj, "skewY", 0.0):
         raise invalid_regions(f"Shape {number} is skewed; undo the skew or draw it again.")
     width, height = _number(obj, "width", 0.0), _number(obj, "height", 0.0)

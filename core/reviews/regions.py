@@ -115,7 +115,7 @@ def _points(name: str, kind: str, points: Any) -> tuple[tuple[float, float], ...
         raise invalid_regions(f"{name}: its points must be a sequence of (x, y) pairs.")
     result = []
     for point in points:
-        if isinstance(point, (str, bytes)) or not isinstance(point, Sequence) or len(point) != 2:
+        if isinstance(point, (str, bytes)) or not isinstance(point, (Sequence, np.ndarray)) or len(point) != 2:
             raise invalid_regions(f"{name}: every point must be an (x, y) pair.")
         pair = []
         for value in point:
@@ -199,7 +199,7 @@ def regions_mask(regions: Iterable[Region], shape: tuple[int, ...], *, binary: b
 
     Tag values are ``TAG_VALUES`` (missed finding 1, false finding 2, wrong location 3, other 4);
     where regions overlap, the later one wins. ``binary``: 1 inside any region instead. A pixel is
-    inside when its centre is inside the region's polygon (``skimage.draw.polygon``). The caller picks
+    inside when its centre is inside the region's polygon or on its edge (``skimage.draw.polygon``). The caller picks
     the regions of one image (for a volume: ``regions_on_slice``).
     """
     from skimage.draw import polygon

@@ -812,7 +812,9 @@ class ReviewStore:
             t = reviews_table.c
             uids = _current_select(clauses).with_only_columns(t.review_uid)
             regions = _regions_of(conn, select(t.id).where(t.review_uid.in_(uids)))
-            current = [_to_review(r, regions.get(r["id"], ())) for r in conn.execute(_current_select(clauses)).mappings()]
+            current = [
+                _to_review(r, regions.get(r["id"], ())) for r in conn.execute(_current_select(clauses)).mappings()
+            ]
             if include_history:
                 every = conn.execute(
                     select(reviews_table).where(t.review_uid.in_(uids)).order_by(t.review_uid, t.version)

@@ -59,6 +59,8 @@ def test_a_region_is_normalised():
     region = Region(kind=" Polygon ", tag="False Finding", points=[[1, 2], (3.456789, 4), (0.004, 9.999)]).validated()
     assert region == Region(kind="polygon", tag="false finding", points=((1.0, 2.0), (3.46, 4.0), (0.0, 10.0)))
     assert isinstance(region.points, tuple) and all(isinstance(p, tuple) for p in region.points)
+    from_numpy = Region(kind="polygon", tag="other", points=np.array([[1, 2], [3, 4], [5, 0]], np.float32)).validated()
+    assert from_numpy.points == ((1.0, 2.0), (3.0, 4.0), (5.0, 0.0)) and type(from_numpy.points[0][0]) is float
 
 
 @pytest.mark.parametrize("region, words", [
@@ -244,7 +246,8 @@ def test_free_path_is_flattened_with_its_curves_true_extremes():
 def test_path_lines_cubics_and_closing():
     # M 0 0 L 10 0 H 20 V 10 C 20 20 0 20 0 10 Z; the cubic's lowest point: t = 0.5, y = 17.5
     # bbox [0, 20] x [0, 17.5], centre (10, 8.75); the closing Z adds no point.
-    path = {"type": "path", "path": [["M", 0, 0], ["L", 10, 0], ["H", 20], ["V", 10], ["C", 20, 20, 0, 20, 0, 10], ["Z"]],
+    commands = [["M", 0, 0], ["L", 10, 0], ["H", 20], ["V", 10], ["C", 20, 20, 0, 20, 0, 10], ["Z"]]
+    path = {"type": "path", "path": commands,
             "left": 10, "top": 8.75, "originX": "center", "originY": "center", "width": 20, "height": 17.5}
     points = one_shape(path, image=(400, 400)).points
     assert points[:4] == ((0.0, 0.0), (10.0, 0.0), (20.0, 0.0), (20.0, 10.0))
@@ -393,8 +396,8 @@ def test_regions_are_append_only_and_checked(store: ReviewStore, db_path: Path):
             ((saved.id, 0, "polygon", "other", None, None), "UNIQUE"),
         ]:
             with pytest.raises(sqlite3.IntegrityError, match=constraint):
-                conn.execute("INSERT INTO review_regions (review_id, ordinal, kind, tag, points, slice_view, slice_index) "
-                             "VALUES (?, ?, ?, ?, '[]', ?, ?)", values)
+                conn.execute("INSERT INTO review_regions (review_id, ordinal, kind, tag, points, slice_view, "
+                             "slice_index) VALUES (?, ?, ?, ?, '[]', ?, ?)", values)
     with sqlite3.connect(db_path) as conn:
         conn.execute("PRAGMA foreign_keys = ON")  # outside any transaction, or SQLite ignores it
         with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):

@@ -63,7 +63,8 @@ def db(monkeypatch, tmp_path, bundled_weights_dir) -> Path:
 
 
 def middle_square(rows: int, columns: int) -> tuple:
-    return ((columns / 4, rows / 4), (3 * columns / 4, rows / 4), (3 * columns / 4, 3 * rows / 4), (columns / 4, 3 * rows / 4))
+    left, top, right, bottom = columns / 4, rows / 4, 3 * columns / 4, 3 * rows / 4
+    return ((left, top), (right, top), (right, bottom), (left, bottom))
 
 
 def test_xray_region_is_tagged_saved_offered_as_a_mask_and_shown_again_on_request(db, canvas):
@@ -106,7 +107,8 @@ def test_ct_volume_region_is_in_the_drawn_slices_voxels_with_its_view_and_index(
     from core.ct_volume_phantoms import DEMO_SHAPE
     from tests.ct_volume_registry import ct_volume_registry
 
-    monkeypatch.setenv("CHEST_WEIGHTS_DIR", str(ct_volume_registry(bundled_weights_dir, tmp_path_factory.mktemp("reg"))))
+    weights = ct_volume_registry(bundled_weights_dir, tmp_path_factory.mktemp("reg"))
+    monkeypatch.setenv("CHEST_WEIGHTS_DIR", str(weights))
     st.cache_resource.clear()
     app = AppTest.from_file(str(REPO / "pages" / "ct_volume.py"), default_timeout=300).run()
     app.radio(key="cv_source").set_value("Synthetic demo volume").run()
