@@ -1,5 +1,6 @@
 """A PDF per case: the images as the page shows them (overlays drawn), the model's answer, the quantities, the
-models with their versions and weight hashes, and the case's reviews. "Research use only, not for clinical
+models with their versions and weight hashes, and the case's reviews (with the regions reviewers drew outlined
+on the images, in their tags' colours). "Research use only, not for clinical
 use" is on every page.
 
 The page hands over what it displays (``CaseReport``), so the PDF shows what the reviewer saw; ReportLab lays
@@ -40,6 +41,35 @@ class CaseReport:
     models: list = field(default_factory=list)  # ModelCards: name, version, weights_sha256
     warnings: list[str] = field(default_factory=list)
     reviews: Sequence = ()  # core.reviews.Review of this case
+    # Per image (same order), where the reviews' regions are outlined on it: None, or (image_shape (rows, columns)
+    # of the regions' pixel frame, slice_view, slice_index); the 2-D pages pass (pixels.shape, None, None) first.
+    region_frames: Sequence = ()
+
+
+def _with_regions(report: CaseReport) -> list[tuple[str, np.ndarray]]:
+    """The report's images, the reviews' regions outlined (in their tag colours) on those with a region frame."""
+    from core.reviews.regions import outline_regions, regions_on_slice
+
+    drawn = [region for review in report.reviews for region in getattr(review, "regions", ())]
+    images = list(report.images)
+    for number, frame in enumerate(report.region_frames):
+        if frame is None or number >= len(images):
+            continue
+        image_shape, slice_view, slice_index = frame
+        regions = regions_on_slice(drawn, slice_view, slice_index)
+        if regions:
+            caption, picture = images[number]
+            images[number] = (f"{caption} · {len(regions)} reviewer region(s) outlined",
+                              outline_regions(picture, regions, image_shape))
+    return images
+
+
+def _regions_text(regions) -> str:
+    """E.g. "2 region(s): missed finding, other (axial 40)"."""
+    if not regions:
+        return ""
+    tags = [r.tag + (f" ({r.slice_view} {r.slice_index})" if r.slice_view else "") for r in regions]
+    return f"{len(regions)} region(s): " + ", ".join(tags)
 
 
 def _png(picture: np.ndarray) -> io.BytesIO:
@@ -98,7 +128,7 @@ def render_pdf(report: CaseReport, created: datetime | None = None) -> bytes:
                    Spacer(1, 4 * mm)]
     for warning in report.warnings:
         story.append(Paragraph(f"Warning: {escape(warning)}", styles["BodyText"]))
-    figures = [_figure(caption, picture, styles) for caption, picture in report.images]
+    figures = [_figure(caption, picture, styles) for caption, picture in _with_regions(report)]
     for start in range(0, len(figures), 2):
         pair = figures[start:start + 2]
         story.append(Table([pair], colWidths=[(IMAGE_WIDTH_MM + 5) * mm] * len(pair), hAlign="LEFT"))
@@ -119,7 +149,8 @@ def render_pdf(report: CaseReport, created: datetime | None = None) -> bytes:
         rows = [["saved (UTC)", "reviewer", "verdict", "reader's label", "confidence", "where wrong / note"]]
         for r in report.reviews:
             detail = " · ".join(filter(None, [r.where_wrong or "", r.note,
-                                              f"{r.slice_view} slice {r.slice_index}" if r.slice_view else ""]))
+                                              f"{r.slice_view} slice {r.slice_index}" if r.slice_view else "",
+                                              _regions_text(getattr(r, "regions", ()))]))
             rows.append([r.created_at.strftime("%Y-%m-%d %H:%M"), _cell(r.reviewer, styles), r.verdict,
                          r.corrected_label or r.predicted_label, str(r.confidence), _cell(detail, styles)])
         story.append(_table(rows, [28 * mm, 28 * mm, 18 * mm, 25 * mm, 18 * mm, 63 * mm]))

@@ -11,6 +11,7 @@ from pages.app_frame import require_app_frame
 from pages.common import (
     REAL_DEMO,
     RESEARCH_ONLY,
+    RegionSurface,
     analyse_once,
     case_report_button,
     case_sources,
@@ -109,7 +110,8 @@ with right:
         with st.expander("Image information (identifiers removed)"):
             st.json(study.metadata)
 
-review_form(study, result.classifier, result.probabilities, result.predicted_label, task="cxr")
+review_form(study, result.classifier, result.probabilities, result.predicted_label, task="cxr",
+            surface=RegionSurface(dict(shown), study.pixels.shape))
 scores = result.faithfulness or {}
 case_report_button(CaseReport(
     title="Chest X-ray", case_hash=study.case_hash, images=shown,
@@ -119,5 +121,6 @@ case_report_button(CaseReport(
                 ("Left lung (image right)", f"{result.lung.left_lung_fraction:.1%}")]
     + ([("Grad-CAM deletion score", f"{scores['deletion_score']:+.3f}"), ("Grad-CAM in-lung share", f"{scores['in_lung_share']:.0%}")]
        if scores.get("deletion_score") is not None else []),
-    models=[result.segmenter, result.classifier], warnings=result.warnings), task="cxr")
+    models=[result.segmenter, result.classifier], warnings=result.warnings,
+    region_frames=[(study.pixels.shape, None, None)]), task="cxr")
 dicom_seg_button(study, result, task="cxr")

@@ -275,11 +275,13 @@ def _stage_bars(titles: dict[str, str]):
     return progress
 
 
-def review_form(study, card, probabilities: dict, predicted_label: str, task: str, slices: dict[str, int] | None = None) -> None:
+def review_form(study, card, probabilities: dict, predicted_label: str, task: str, slices: dict[str, int] | None = None,
+                surface: RegionSurface | None = None) -> None:
     """The review form every page shares; the review records the page's ``task`` (cxr, ct-slice...).
 
     ``slices`` (the CT volume page): the slice shown now in each view, e.g. ``{"axial": 57, ...}``;
     the reviewer may then record one of them as the slice where the model went wrong.
+    ``surface``: what the reviewer may draw regions on (``draw_regions``); they are saved with the review.
     """
     from core.classes import class_title
     from core.reviews import ReviewInput
@@ -289,6 +291,7 @@ def review_form(study, card, probabilities: dict, predicted_label: str, task: st
     if reviewer is None:
         st.info("Sign in to save a review.")
         return
+    regions = draw_regions(surface, task, study.case_hash) if surface is not None else ()
     with st.form(f"review_{task}", clear_on_submit=False):
         st.caption(f"Saved under your sign-in: **{reviewer}**")
         verdict = st.radio("Do you agree with the model?", ["agree", "disagree"], horizontal=True)
@@ -308,12 +311,125 @@ def review_form(study, card, probabilities: dict, predicted_label: str, task: st
             weights_sha256=card.weights_sha256, predicted_probabilities=probabilities, predicted_label=predicted_label,
             verdict=verdict, corrected_label=predicted_label if verdict == "agree" else corrected,
             confidence=confidence, note=note, where_wrong=where_wrong or None, task=task,
-            slice_view=slice_view, slice_index=slices[slice_view] if slice_view else None,
+            slice_view=slice_view, slice_index=slices[slice_view] if slice_view else None, regions=regions,
         ))
     except ChestReviewError as error:
         show_error(error)
     else:
-        st.success(f"Review saved (review {saved.review_uid[:8]}, version {saved.version}). See the Review log.")
+        drawn = f" with {len(saved.regions)} region(s)" if saved.regions else ""
+        st.success(f"Review saved{drawn} (review {saved.review_uid[:8]}, version {saved.version}). See the Review log.")
+
+
+@dataclass(frozen=True)
+class RegionSurface:
+    """What a reviewer draws regions on: the page's pictures of one image and that image's own size.
+
+    ``pictures``: caption -> picture (grey [0, 1] or RGB uint8) as the page shows it, any size but the
+    image's proportions; the reviewer picks one as the canvas background. ``image_shape``: (rows,
+    columns) of the image whose pixels the regions are stored in. A CT volume's surface is one slice:
+    ``slice_view`` / ``slice_index`` name it and ``image_shape`` is that slice's voxel grid.
+    """
+
+    pictures: dict[str, Any]
+    image_shape: tuple[int, int]
+    slice_view: str | None = None
+    slice_index: int | None = None
+
+
+CANVAS_MAX_SIDE = 512  # pixels of the drawing canvas's longest side
+DRAWING_TOOLS = {"rect": "Rectangle", "polygon": "Polygon (click the corners, then the first one again)",
+                 "freedraw": "Freehand outline"}
+
+
+def draw_regions(surface: RegionSurface, task: str, case_hash: str) -> tuple:
+    """Behind a toggle, the drawing canvas over the image, a tag per drawn region, the regions' mask as a PNG download.
+
+    Returns the tagged regions (``core.reviews.Region``) in the image's pixels. Earlier reviews' regions of
+    this case (same page) are drawn into the background only when the reviewer asks (blind by default).
+    """
+    from streamlit_drawable_canvas import st_canvas
+
+    from core.reviews.canvas_drawing import shapes_from_fabric
+    from core.reviews.regions import REGION_TAGS, TAG_COLOURS, mask_png, regions_mask
+
+    # Off by default: the canvas reports its background's fit once it has loaded, which reruns the page.
+    if not st.toggle("Draw regions (optional): where the model went wrong, each with a tag", key=f"region_draw_{task}",
+                     help="Earlier reviews' regions of this case can be shown on the canvas, "
+                          "or left hidden for a blind read."):
+        return ()
+    first, second, third = st.columns(3)
+    tool = first.selectbox("Drawing tool", list(DRAWING_TOOLS), format_func=DRAWING_TOOLS.get,
+                           key=f"region_tool_{task}")
+    next_tag = second.selectbox("Tag of the next region", REGION_TAGS, key=f"region_next_tag_{task}")
+    background = third.selectbox("Draw on", list(surface.pictures), key=f"region_background_{task}") \
+        if len(surface.pictures) > 1 else next(iter(surface.pictures))
+    picture = _with_earlier_regions(surface, task, case_hash, surface.pictures[background])
+    canvas_shape = _canvas_shape(picture.shape)
+    canvas_key = f"regions_{task}_{case_hash[:16]}_{surface.slice_view}_{surface.slice_index}"
+    red, green, blue = TAG_COLOURS[next_tag]  # a region is drawn in the colour of its tag
+    drawing = st_canvas(fill_color=f"rgba({red}, {green}, {blue}, 0.15)", stroke_width=2,
+                        stroke_color=f"rgb({red}, {green}, {blue})",
+                        background_image=_canvas_background(picture, canvas_shape),
+                        height=canvas_shape[0], width=canvas_shape[1], drawing_mode=tool, key=canvas_key)
+    try:
+        shapes = shapes_from_fabric(drawing.json_data, canvas_shape=canvas_shape, image_shape=surface.image_shape)
+    except ChestReviewError as error:
+        show_error(error)
+        return ()
+    regions = []
+    for number, shape in enumerate(shapes, start=1):
+        tag = st.selectbox(f"Region {number} ({shape.kind})", REGION_TAGS, index=REGION_TAGS.index(next_tag),
+                           key=f"{canvas_key}_tag_{number}")
+        regions.append(shape.tagged(tag, surface.slice_view, surface.slice_index))
+    if regions:
+        st.download_button("Download the regions mask (PNG)", mask_png(regions_mask(regions, surface.image_shape)),
+                           file_name=f"regions-{case_hash[:12]}.png", mime="image/png", key=f"{canvas_key}_mask",
+                           help="The image's size; 0 outside the regions, 1 missed finding, 2 false finding, "
+                                "3 wrong location, 4 other (later regions on top)")
+    return tuple(regions)
+
+
+def _canvas_shape(picture_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(rows, columns) of the canvas: the picture's proportions, longest side ``CANVAS_MAX_SIDE``."""
+    rows, columns = picture_shape[:2]
+    scale = CANVAS_MAX_SIDE / max(rows, columns)
+    return max(1, round(rows * scale)), max(1, round(columns * scale))
+
+
+def _canvas_background(picture, canvas_shape: tuple[int, int]) -> bytes:
+    """The picture at the canvas's size as JPEG bytes (small to send on every rerun)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    array = np.asarray(picture)
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0, 1) * 255 + 0.5).astype(np.uint8)
+    image = Image.fromarray(array).convert("RGB").resize((canvas_shape[1], canvas_shape[0]), Image.BILINEAR)
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def _with_earlier_regions(surface: RegionSurface, task: str, case_hash: str, picture):
+    """``picture`` with the outlines of the regions earlier reviews of this case drew, if the reviewer asks."""
+    from core.reviews import ReviewFilters
+    from core.reviews.regions import outline_regions, regions_on_slice
+
+    try:
+        earlier = review_store().current_reviews(ReviewFilters(task=task, case_hash_prefix=case_hash))
+    except ChestReviewError as error:
+        show_error(error)
+        return picture
+    regions = [region for review in earlier
+               for region in regions_on_slice(review.regions, surface.slice_view, surface.slice_index)]
+    if not regions:
+        return picture
+    shown = st.toggle(f"Show the regions of earlier reviews of this case ({len(regions)})", value=False,
+                      key=f"region_earlier_{task}",
+                      help="Off for a blind second read. Shown as outlines in the tag colours, not editable.")
+    return outline_regions(picture, regions, surface.image_shape) if shown else picture
 
 
 def case_report_button(report, task: str) -> None:
@@ -331,11 +447,12 @@ def case_report_button(report, task: str) -> None:
                        help="Images with overlays, the model's answer, measurements, models and weight hashes, reviews")
 
 
-def dicom_seg_button(source, result, task: str, regions: dict | None = None) -> None:
+def dicom_seg_button(source, result, task: str) -> None:
     """Beside the PDF report: the masks as a DICOM SEG (``core.dicom_seg``), only for a case uploaded as DICOM.
 
-    ``source``: the page's Study, or its OpenedVolume; ``regions``: the reviewer's regions, one boolean
-    mask per tag (MANUAL segments). What can fail is checked now (``check_exportable``, shown as a
+    ``source``: the page's Study, or its OpenedVolume. On the X-ray and CT slice pages the signed-in reviewer's
+    saved regions of this case go in too, one MANUAL segment per tag (a CT volume's regions lie on one slice of a
+    view and are not placed into the series). What can fail is checked now (``check_exportable``, shown as a
     caption); the SEG itself is built when the button is clicked (a volume's takes seconds), so moving
     a slider does not rebuild it.
     """
@@ -348,10 +465,25 @@ def dicom_seg_button(source, result, task: str, regions: dict | None = None) -> 
     except ChestReviewError as error:
         st.caption(str(error))
         return
+    regions = _my_region_masks(source, task) if task != "ct-volume" else None
     st.download_button("Download DICOM SEG", lambda: case_segmentation(source, result, regions), file_name=f"case-{source.case_hash[:12]}-seg.dcm",
                        mime="application/dicom", key=f"seg_{task}", on_click="ignore",
                        help="The masks (and your regions) as a DICOM Segmentation that a PACS viewer shows on the "
                             "uploaded images; research use only, no patient identifiers inside")
+
+
+def _my_region_masks(study, task: str) -> dict:
+    """The signed-in reviewer's saved regions of this case and page, one boolean mask per tag (image's shape)."""
+    from core.reviews import ReviewFilters
+    from core.reviews.regions import regions_by_tag
+
+    try:
+        mine = review_store().current_reviews(ReviewFilters(task=task, reviewer=current_reviewer(),
+                                                            case_hash_prefix=study.case_hash))
+    except ChestReviewError as error:
+        show_error(error)
+        return {}
+    return regions_by_tag([region for review in mine for region in review.regions], study.pixels.shape)
 
 
 def _slice_choice(slices: dict[str, int]) -> str | None:

@@ -19,6 +19,7 @@ from pages.app_frame import require_app_frame
 from pages.common import (
     REAL_DEMO,
     RESEARCH_ONLY,
+    RegionSurface,
     analyse_once,
     case_report_button,
     case_sources,
@@ -137,7 +138,8 @@ with right:
             st.json(study.metadata)
 
 if result.probabilities:
-    review_form(study, result.cards["classifier"], result.probabilities, result.predicted_label, task="ct-slice")
+    review_form(study, result.cards["classifier"], result.probabilities, result.predicted_label, task="ct-slice",
+                surface=RegionSurface(dict(pictures), study.pixels.shape))
 else:
     st.info("No CT classifier is installed, so there is no prediction to review.")
 burden, scores = result.burden, result.faithfulness or {}
@@ -153,5 +155,6 @@ case_report_button(CaseReport(
     title="CT slice", case_hash=study.case_hash, images=pictures,
     probabilities={class_title(k): v for k, v in result.probabilities.items()},
     probability_note=probability_note(result.cards["classifier"]) if "classifier" in result.cards else "",
-    quantities=quantities, models=list(result.cards.values()), warnings=result.warnings), task="ct-slice")
+    quantities=quantities, models=list(result.cards.values()), warnings=result.warnings,
+    region_frames=[(study.pixels.shape, None, None)]), task="ct-slice")
 dicom_seg_button(study, result, task="ct-slice")

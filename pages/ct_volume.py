@@ -6,7 +6,7 @@ from core.classes import class_title
 from core.ct_volume_phantoms import DEMO_CASES
 from core.errors import ChestReviewError
 from core.imaging.infection_burden import BAND_TITLES
-from core.imaging.volume_views import ORIENTATION, VIEWS, Overlays, middle_slices, render_view, slice_count
+from core.imaging.volume_views import ORIENTATION, VIEWS, Overlays, middle_slices, render_view, slice_count, view_slice
 from core.imaging.windowing import LUNG, PRESETS, Window
 from core.io.series import MAX_SERIES_BYTES
 from core.model_card import card_markdown
@@ -16,6 +16,7 @@ from core.viz import probability_figure
 from pages.app_frame import require_app_frame
 from pages.common import (
     RESEARCH_ONLY,
+    RegionSurface,
     analyse_once,
     case_report_button,
     ct_volume_demo,
@@ -162,8 +163,14 @@ with right:
                  "spacing (mm, z y x)": list(volume.spacing_mm), **volume.metadata})
 
 if result.probabilities:
+    draw_view = st.selectbox("Draw regions on the", VIEWS, key="cv_draw_view",
+                             format_func=lambda view: f"{view} view, slice {positions[view]} (move its slider to change)",
+                             help="A review's regions lie on one slice: moving that slider starts a new drawing.")
+    surface = RegionSurface({pictures[VIEWS.index(draw_view)][0]: pictures[VIEWS.index(draw_view)][1]},
+                            view_slice(volume.hu, draw_view, positions[draw_view]).shape,
+                            slice_view=draw_view, slice_index=positions[draw_view])
     review_form(opened, reviewed_model(classifiers), result.probabilities, result.predicted_label, task="ct-volume",
-                slices=positions)
+                slices=positions, surface=surface)
 else:
     st.info("Without a classifier there is no prediction to review.")
 quantities = [("Right lung", f"{lungs['right']:.0f} ml"), ("Left lung", f"{lungs['left']:.0f} ml"),
@@ -175,5 +182,7 @@ case_report_button(CaseReport(
     probabilities={class_title(k): v for k, v in result.probabilities.items()},
     probability_note="; ".join(f"{MODEL_TITLES.get(s, s)}: {probability_note(result.cards[s])}"
                                for s in SAMPLINGS if s in result.model_probabilities),
-    quantities=quantities, models=list(result.cards.values()), warnings=result.warnings), task="ct-volume")
+    quantities=quantities, models=list(result.cards.values()), warnings=result.warnings,
+    region_frames=[(view_slice(volume.hu, view, positions[view]).shape, view, positions[view]) for view in VIEWS]),
+    task="ct-volume")
 dicom_seg_button(opened, result, task="ct-volume")

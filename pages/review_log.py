@@ -48,6 +48,7 @@ def _rows(reviews: list[Review]) -> pd.DataFrame:
                 "Confidence": r.confidence,
                 "Where wrong": r.where_wrong or "",
                 "Slice": f"{r.slice_view} {r.slice_index}" if r.slice_view else "",
+                "Regions": ", ".join(region.tag for region in r.regions),
                 "Note": r.note,
                 "Version": r.version,
                 "Review id": r.review_uid,

@@ -59,6 +59,8 @@ from sqlalchemy.sql import ColumnElement
 
 from core.classes import MANET_CLASSES
 from core.errors import ReviewLogError
+from core.reviews.region_schema import review_regions_table
+from core.reviews.regions import Region, regions_to_json, validate_regions
 from core.reviews.schema import (
     DEFAULT_TASK,
     EXTRA_LABELS,
@@ -150,6 +152,9 @@ class ReviewInput:
     the view (``"axial"``, ``"coronal"``, ``"sagittal"``) and the 0-based slice index along its axis
     in the canonical volume frame (``core.imaging.volume_views``) where the model went wrong. An
     amendment may change them.
+    ``regions``: what the reviewer drew (``core.reviews.regions.Region``, at most 50, in image
+    pixels), stored in the same transaction as the review; on a CT volume each names its slice,
+    elsewhere none does. An amendment carries its own regions (pass them again to keep them).
     """
 
     reviewer: str
@@ -167,6 +172,7 @@ class ReviewInput:
     task: str = DEFAULT_TASK
     slice_view: str | None = None
     slice_index: int | None = None
+    regions: tuple[Region, ...] = ()
 
     def validated(self) -> dict[str, Any]:
         """Normalised column values; raises ``ReviewValidationError`` naming the first bad field."""
@@ -230,6 +236,7 @@ class ReviewInput:
             "task": task,
             "slice_view": slice_view,
             "slice_index": slice_index,
+            "regions": validate_regions(self.regions, needs_slice=task in SLICE_TASKS),  # rows of review_regions
         }
 
 
@@ -257,6 +264,7 @@ class Review:
     task: str  # the page the review was made on: one of TASKS
     slice_index: int | None = None  # CT volume: 0-based index along slice_view's axis (canonical frame)
     slice_view: str | None = None  # CT volume: "axial" | "coronal" | "sagittal"
+    regions: tuple[Region, ...] = ()  # drawn with this version, in drawing order (core.reviews.regions)
 
     def to_input(self, **changes: Any) -> ReviewInput:
         """A ``ReviewInput`` carrying this review's values, e.g. as the starting point of an amendment."""
@@ -276,6 +284,7 @@ class Review:
             "task": self.task,
             "slice_view": self.slice_view,
             "slice_index": self.slice_index,
+            "regions": self.regions,
         }
         values.update(changes)
         return ReviewInput(**values)
@@ -795,6 +804,7 @@ CSV_COLUMNS = (
     "slice_view",
     "slice_index",
     "note",
+    "regions",  # JSON array of the review's regions (core.reviews.regions.regions_to_json), "[]" for none
 )
 
 
@@ -947,6 +957,8 @@ class ReviewStore:
         version: int,
         supersedes_id: int | None,
     ) -> Review:
+        values = dict(values)
+        regions = values.pop("regions", ())
         row = (
             conn.execute(
                 insert(reviews_table)
@@ -962,7 +974,8 @@ class ReviewStore:
             .mappings()
             .one()
         )
-        return _to_review(row)
+        _insert_regions(conn, row["id"], regions)
+        return _to_review(row, regions)
 
     # ---- reads
 
@@ -974,7 +987,8 @@ class ReviewStore:
         clauses = _filter_clauses(filters)
         with self._guard("read"), read_transaction(self._engine) as conn:
             rows = conn.execute(_current_select(clauses)).mappings().all()
-        return [_to_review(row) for row in rows]
+            regions = _regions_of(conn, _current_select(clauses).with_only_columns(reviews_table.c.id))
+        return [_to_review(row, regions.get(row["id"], ())) for row in rows]
 
     def history(self, review_uid: str) -> list[Review]:
         """All versions of one review, oldest first."""
@@ -986,9 +1000,10 @@ class ReviewStore:
                 .mappings()
                 .all()
             )
+            regions = _regions_of(conn, select(t.id).where(t.review_uid == uid))
         if not rows:
             raise ReviewNotFoundError(f"There is no review with id {uid}.")
-        return [_to_review(row) for row in rows]
+        return [_to_review(row, regions.get(row["id"], ())) for row in rows]
 
     def export_csv(self, filters: ReviewFilters | None = None, include_history: bool = False) -> str:
         """CSV text (header + one line per row) of the current reviews matching ``filters``.
@@ -1000,16 +1015,19 @@ class ReviewStore:
         """
         clauses = _filter_clauses(filters)
         with self._guard("read"), read_transaction(self._engine) as conn:
-            current = [_to_review(r) for r in conn.execute(_current_select(clauses)).mappings()]
+            t = reviews_table.c
+            uids = _current_select(clauses).with_only_columns(t.review_uid)
+            regions = _regions_of(conn, select(t.id).where(t.review_uid.in_(uids)))
+            current = [
+                _to_review(r, regions.get(r["id"], ())) for r in conn.execute(_current_select(clauses)).mappings()
+            ]
             if include_history:
-                t = reviews_table.c
-                uids = _current_select(clauses).with_only_columns(t.review_uid)
                 every = conn.execute(
                     select(reviews_table).where(t.review_uid.in_(uids)).order_by(t.review_uid, t.version)
                 ).mappings()
                 by_uid: dict[str, list[Review]] = {}
                 for row in every:
-                    by_uid.setdefault(row["review_uid"], []).append(_to_review(row))
+                    by_uid.setdefault(row["review_uid"], []).append(_to_review(row, regions.get(row["id"], ())))
                 rows = [version for review in current for version in by_uid.get(review.review_uid, [review])]
             else:
                 rows = current
@@ -1028,10 +1046,34 @@ def _current_select(clauses: list[ColumnElement[bool]]):
     return select(t).where(latest_only, *clauses).order_by(t.c.created_at.desc(), t.c.id.desc())
 
 
-def _to_review(row: Mapping[str, Any]) -> Review:
+def _to_review(row: Mapping[str, Any], regions: tuple[Region, ...] = ()) -> Review:
     values = dict(row)
     values["predicted_probabilities"] = dict(values["predicted_probabilities"])
-    return Review(**values)
+    return Review(**values, regions=regions)
+
+
+def _insert_regions(conn: Connection, review_id: int, regions: tuple[Region, ...]) -> None:
+    """The review row's regions, in the caller's transaction (so both are saved or neither)."""
+    if regions:
+        conn.execute(insert(review_regions_table), [
+            {"review_id": review_id, "ordinal": ordinal, "kind": region.kind, "tag": region.tag,
+             "points": [[x, y] for x, y in region.points], "slice_view": region.slice_view,
+             "slice_index": region.slice_index}
+            for ordinal, region in enumerate(regions)
+        ])
+
+
+def _regions_of(conn: Connection, review_ids) -> dict[int, tuple[Region, ...]]:
+    """Regions of the review rows whose ids ``review_ids`` (a SELECT of ids) yields, by review row id."""
+    r = review_regions_table.c
+    found: dict[int, list[Region]] = {}
+    for row in conn.execute(
+        select(review_regions_table).where(r.review_id.in_(review_ids)).order_by(r.review_id, r.ordinal)
+    ).mappings():
+        found.setdefault(row["review_id"], []).append(Region(
+            kind=row["kind"], tag=row["tag"], points=tuple((float(x), float(y)) for x, y in row["points"]),
+            slice_view=row["slice_view"], slice_index=row["slice_index"]))
+    return {review_id: tuple(regions) for review_id, regions in found.items()}
 
 
 def _check_same_prediction(latest: Mapping[str, Any], values: dict[str, Any]) -> None:
@@ -1084,8 +1126,9 @@ def _to_csv(rows: list[Review], current_ids: set[int]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*CSV_COLUMNS, *(f"prob_{name}" for name in classes)])
     for review in rows:
-        base = {name: getattr(review, name) for name in CSV_COLUMNS if name != "is_current"}
+        base = {name: getattr(review, name) for name in CSV_COLUMNS if name not in ("is_current", "regions")}
         base["is_current"] = review.id in current_ids
+        base["regions"] = regions_to_json(review.regions)
         line = [_cell(base[name]) for name in CSV_COLUMNS]
         line += [
             repr(review.predicted_probabilities[name]) if name in review.predicted_probabilities else ""

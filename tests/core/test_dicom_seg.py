@@ -139,6 +139,24 @@ def test_the_cxr_result_exports_its_lung_mask_and_the_regions(xray_study):
     assert [item.SegmentAlgorithmType for item in seg.SegmentSequence] == ["AUTOMATIC", "MANUAL"]
 
 
+
+def test_saved_regions_become_one_manual_segment_per_tag(xray_study):
+    """What the page passes: a reviewer's saved ``Region``s, one mask per tag (``regions_by_tag``)."""
+    from core.reviews.regions import Region, regions_by_tag
+
+    regions = [Region("rectangle", "missed finding", ((10, 10), (30, 10), (30, 20), (10, 20))),
+               Region("polygon", "other", ((40, 40), (60, 40), (50, 60))),
+               Region("rectangle", "missed finding", ((70, 70), (80, 70), (80, 80), (70, 80)))]
+    masks = regions_by_tag(regions, xray_study.pixels.shape)
+    assert list(masks) == ["missed finding", "other"] and masks["missed finding"][15, 20] and masks["missed finding"][75, 75]
+    result = SimpleNamespace(segmenter=LUNG_CARD, lung_mask=blob(xray_study.pixels.shape, slice(10, 50), slice(10, 50)))
+    _, seg = read_seg(case_segmentation(xray_study, result, masks))
+    assert [item.SegmentLabel for item in seg.SegmentSequence][1:] == ["Reviewer region: missed finding", "Reviewer region: other"]
+    pixels = seg.get_pixels_by_source_instance([xray_study.dicom_reference.frames[0].sop_instance_uid],
+                                               segment_numbers=[2, 3])
+    assert np.array_equal(pixels[0, ..., 0].astype(bool), masks["missed finding"])
+    assert np.array_equal(pixels[0, ..., 1].astype(bool), masks["other"])
+
 # --------------------------------------------------------------------------------------------------
 # CT slice: patient coordinates, lung + infection split + a reviewer region
 # --------------------------------------------------------------------------------------------------
