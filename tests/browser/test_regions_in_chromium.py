@@ -17,7 +17,7 @@ from PIL import Image
 
 from core.phantoms import make_phantom
 from core.reviews import ReviewStore
-from tests.browser.conftest import running_app
+from tests.browser.conftest import BROWSER_REVIEWER, goto_signed_in, running_app
 
 pytestmark = pytest.mark.browser  # fixtures `browser`, `bundled_weights_dir`: tests/browser/conftest.py
 
@@ -53,7 +53,7 @@ def distance_to_path(point: np.ndarray, path: list[tuple[float, float]]) -> floa
 
 
 def open_case(page, url: str, image_path: Path) -> None:
-    page.goto(f"{url}/chest_xray")
+    goto_signed_in(page, f"{url}/chest_xray")  # a new tab or a reload is a new session: sign in
     page.get_by_text("Research use only").first.wait_for()
     page.locator("input[type=file]").set_input_files(str(image_path))
     page.get_by_text("Prediction:").wait_for()
@@ -97,12 +97,12 @@ def test_a_dragged_rectangle_is_stored_in_image_pixels(app_and_folder, browser, 
     page.mouse.up()
     page.get_by_text("Region 3 (freehand)").wait_for()
 
-    page.get_by_label("Reviewer name").fill("Dr Regions")
     page.get_by_role("button", name="Save review").click()
     page.get_by_text("Review saved with 3 region(s)").wait_for()
     assert "Traceback" not in page.content()
 
     (review,) = ReviewStore(f"sqlite:///{folder / 'reviews.sqlite'}").current_reviews()
+    assert review.reviewer == BROWSER_REVIEWER  # the login, not a typed name
     region, polygon, freehand = review.regions
     assert (region.kind, region.tag, region.slice_view) == ("rectangle", "false finding", None)
     assert [(r.kind, r.tag) for r in (polygon, freehand)] == [("polygon", "missed finding"), ("freehand", "missed finding")]
@@ -118,9 +118,9 @@ def test_a_dragged_rectangle_is_stored_in_image_pixels(app_and_folder, browser, 
     for point in np.array(freehand.points) / scale:
         assert distance_to_path(point, STROKE_PATH) < 2, point  # measured: at most 0.92
 
-    page.reload()  # the case reopened: the earlier region is offered, hidden until asked for
     open_case(page, url, image_path)
     page.get_by_text("Draw regions (optional)").click()
+    # The case reopened (a new session): the earlier regions are offered, hidden until asked for.
     toggle = page.get_by_text("Show the regions of earlier reviews of this case (3)")
     toggle.wait_for()
     toggle.click()

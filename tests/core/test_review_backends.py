@@ -95,13 +95,14 @@ def assert_append_only(url: str) -> None:
     engine = sa.create_engine(url)
     try:
         for statement in statements:
-            with pytest.raises(sa.exc.DatabaseError, match="append-only"):
+            # TRUNCATE meets the foreign key of review_regions (migration 0004) before the trigger, when it exists
+            with pytest.raises(sa.exc.DatabaseError, match="append-only|cannot truncate a table referenced"):
                 with engine.begin() as conn:
                     conn.exec_driver_sql(statement)
     finally:
         engine.dispose()
     assert rows(url) == before
-    assert triggers(url) == APPEND_ONLY_TRIGGERS[backend(url)]
+    assert APPEND_ONLY_TRIGGERS[backend(url)] <= triggers(url)  # later tables (regions) add their own
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,7 +153,7 @@ def test_migrations_down_and_up_keep_rows_and_append_only(review_db_url: str) ->
     assert revision(url) == []
     with ReviewStore(url) as store:
         assert store.current_reviews() == []
-    assert revision(url) == head and triggers(url) == APPEND_ONLY_TRIGGERS[backend(url)]
+    assert revision(url) == head and APPEND_ONLY_TRIGGERS[backend(url)] <= triggers(url)
 
 
 def test_a_0001_database_with_rows_is_upgraded_on_open(review_db_url: str) -> None:
