@@ -38,3 +38,7 @@ class UntrustedWeightsError(ModelError):
 
 class ReviewLogError(ChestReviewError):
     """A review could not be stored or read."""
+
+
+class ArchiveError(ChestReviewError):
+    """Archive scoring (``core.archive``) cannot start or resume: no Ray, a damaged resume state, other columns."""
