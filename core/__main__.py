@@ -35,6 +35,8 @@ def main(argv=None) -> int:
                          help="local: this process (default); ray: Ray Data actors, resumable (docs/ARCHIVE_SCORING.md)")
     predict.add_argument("--address", help="ray: the cluster to join (HOST:PORT); default: start Ray on this machine")
     predict.add_argument("--workers", type=int, help="ray: actors (default: one per GPU, else one per CPU)")
+    predict.add_argument("--actors-per-gpu", type=int, default=1,
+                         help="ray: actors sharing one GPU (each decodes on its own CPU); default 1 (num_gpus=1)")
     predict.add_argument("--batch-size", type=int, default=8, help="ray: inputs per actor call")
     predict.add_argument("--chunk-rows", type=int, default=2000, help="ray: rows per committed chunk of the output")
     predict.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
@@ -148,7 +150,7 @@ def _predict_on_ray(args, folder: Path) -> int:
     try:
         counts = score_archive(args.task, args.inputs, Path(args.out), folder, address=args.address, backend=args.backend,
                                classifier=args.classifier, workers=args.workers, batch_size=args.batch_size,
-                               chunk_rows=args.chunk_rows)
+                               chunk_rows=args.chunk_rows, actors_per_gpu=args.actors_per_gpu)
     except ArchiveError as error:
         print(error, file=sys.stderr)
         return 2

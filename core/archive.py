@@ -11,7 +11,8 @@ columns in the same order; only the row order differs (the order in which inputs
 inputs is a listing: one path per line, streamed by Ray Data (``ray.data.read_text``) rather than held by the
 driver; relative paths are taken from the driver's working directory, like paths on the command line.
 
-Actors: one per GPU when the cluster has GPUs (``num_gpus=1``), else one per CPU; each loads the models once.
+Actors: one per GPU when the cluster has GPUs (``num_gpus=1``; ``actors_per_gpu`` > 1 shares a GPU between
+several actors so that decoding on their CPUs keeps it busy), else one per CPU; each loads the models once.
 A worker that dies is restarted and its batch retried (``max_restarts`` / ``max_task_retries``).
 
 Resume state, next to the output (``OUT`` = the ``--out`` path):
@@ -376,22 +377,27 @@ def _input_dataset(task: str, inputs: list[str]):
     return dataset, total
 
 
-def worker_layout(resources: dict, workers: int | None) -> tuple[int, dict]:
-    """(actor count, resources per actor): one actor per GPU when the cluster has GPUs, else one per CPU."""
+def worker_layout(resources: dict, workers: int | None, actors_per_gpu: int = 1) -> tuple[int, dict]:
+    """(actor count, resources per actor): ``actors_per_gpu`` actors per GPU when the cluster has GPUs (each with
+    ``num_gpus=1/actors_per_gpu`` and one CPU for decoding and guards), else one actor per CPU."""
     gpus = int(resources.get("GPU", 0))
     if gpus:
-        return workers or gpus, {"num_gpus": 1, "num_cpus": 1}
+        return workers or gpus * actors_per_gpu, {"num_gpus": 1 / actors_per_gpu, "num_cpus": 1}
     return workers or max(1, int(resources.get("CPU", 1))), {"num_cpus": 1}
 
 
 def score_archive(task: str, inputs: list[str], out: Path, weights: Path, *, address: str | None = None,
                   backend: str = "auto", classifier: str | None = None, workers: int | None = None,
                   batch_size: int = DEFAULT_BATCH_SIZE, chunk_rows: int = DEFAULT_CHUNK_ROWS, max_retries: int = 3,
-                  progress: bool = True) -> dict:
+                  actors_per_gpu: int = 1, progress: bool = True) -> dict:
     """Score ``inputs`` on Ray into ``out``; returns counts: ``written`` (this run), ``skipped``, ``rows`` (in ``out``)."""
     from .progress import progress_bar
     from .registry import Registry
 
+    for field, value in (("--workers", workers or 1), ("--batch-size", batch_size), ("--chunk-rows", chunk_rows),
+                         ("--actors-per-gpu", actors_per_gpu)):
+        if value < 1:
+            raise ArchiveError(f"{field} must be at least 1 (got {value}).")
     weights = weights.resolve()
     pipeline, _ = build_pipeline(task, Registry.open(weights), backend, classifier)  # fails here, not in every actor
     output = ArchiveOutput(out, task, columns_for(task, pipeline))
@@ -404,7 +410,7 @@ def score_archive(task: str, inputs: list[str], out: Path, weights: Path, *, add
         ray.data.DataContext.get_current().enable_progress_bars = False  # one bar: ours, with the input count
         dataset, total = _input_dataset(task, inputs)
         done_ref = ray.put(done)  # held until the run ends: restarted actors read it again
-        count, per_actor = worker_layout(ray.cluster_resources(), workers)
+        count, per_actor = worker_layout(ray.cluster_resources(), workers, actors_per_gpu)
         with warnings.catch_warnings():
             # Ray 2.60 deprecates passing max_restarts / max_task_retries this way but names no replacement; its
             # default (-1: retry for ever) would loop on an input that crashes the worker process every time.

