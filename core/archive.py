@@ -421,7 +421,12 @@ def score_archive(task: str, inputs: list[str], out: Path, weights: Path, *, add
                 fn_constructor_kwargs={"task": task, "weights": str(weights), "backend": backend,
                                        "classifier": classifier, "done": done_ref, "workdir": os.getcwd()},
                 max_restarts=max_retries, max_task_retries=max_retries, **per_actor)
-        written, skipped = _drain(scored, output, total, chunk_rows, progress_bar, progress)
+        try:
+            written, skipped = _drain(scored, output, total, chunk_rows, progress_bar, progress)
+        except Exception as error:  # Ray's errors (a worker failing past its retries, a lost cluster): say how to go on
+            # The error's text is left to Ray's logs: it may quote an input's path.
+            raise ArchiveError(f"The run stopped ({type(error).__name__}; details in Ray's logs). {len(output.committed)} "
+                               "chunks are committed: run the same command again to resume.") from error
     finally:
         ray.shutdown()
     rows = output.finish()

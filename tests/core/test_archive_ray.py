@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -64,9 +65,14 @@ def ray_cluster():
     yield address
     os.killpg(process.pid, signal.SIGTERM)  # ray start --block stops the node's processes when it is signalled
     try:
-        process.wait(timeout=60)
+        process.wait(timeout=15)
     except subprocess.TimeoutExpired:
+        pass
+    try:  # the node's processes share the group started above: nothing else is signalled
         os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
