@@ -145,12 +145,13 @@ def _predict_on_ray(args, folder: Path) -> int:
     from .errors import ArchiveError
 
     if args.masks:
-        print("--masks is for the local engine (workers on other machines cannot write to this folder)", file=sys.stderr)
+        print("--masks is for the local engine (workers on other machines cannot write to this folder)",
+              file=sys.stderr)
         return 2
     try:
-        counts = score_archive(args.task, args.inputs, Path(args.out), folder, address=args.address, backend=args.backend,
-                               classifier=args.classifier, workers=args.workers, batch_size=args.batch_size,
-                               chunk_rows=args.chunk_rows, actors_per_gpu=args.actors_per_gpu)
+        counts = score_archive(args.task, args.inputs, Path(args.out), folder, address=args.address,
+                               backend=args.backend, classifier=args.classifier, workers=args.workers,
+                               batch_size=args.batch_size, chunk_rows=args.chunk_rows, actors_per_gpu=args.actors_per_gpu)
     except ArchiveError as error:
         print(error, file=sys.stderr)
         return 2

@@ -93,7 +93,8 @@ def content_sha256(path: Path) -> str:
 
 def resume_key(file: str, content_hash: str) -> str:
     """The resume index's key of one input: path and content together (a copy elsewhere still gets its row)."""
-    return hashlib.sha256(file.encode("utf-8", "surrogateescape") + b"\0" + content_hash.encode()).hexdigest()[: 2 * KEY_BYTES]
+    digest = hashlib.sha256(file.encode("utf-8", "surrogateescape") + b"\0" + content_hash.encode())
+    return digest.hexdigest()[: 2 * KEY_BYTES]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -390,7 +391,8 @@ def score_archive(task: str, inputs: list[str], out: Path, weights: Path, *, add
                   backend: str = "auto", classifier: str | None = None, workers: int | None = None,
                   batch_size: int = DEFAULT_BATCH_SIZE, chunk_rows: int = DEFAULT_CHUNK_ROWS, max_retries: int = 3,
                   actors_per_gpu: int = 1, progress: bool = True) -> dict:
-    """Score ``inputs`` on Ray into ``out``; returns counts: ``written`` (this run), ``skipped``, ``rows`` (in ``out``)."""
+    """Score ``inputs`` on Ray into ``out``; returns the counts ``written`` (this run), ``skipped`` and ``rows``
+    (in ``out``), the number of ``workers`` and whether they are on GPUs (``gpu``)."""
     from .progress import progress_bar
     from .registry import Registry
 
@@ -425,8 +427,9 @@ def score_archive(task: str, inputs: list[str], out: Path, weights: Path, *, add
             written, skipped = _drain(scored, output, total, chunk_rows, progress_bar, progress)
         except Exception as error:  # Ray's errors (a worker failing past its retries, a lost cluster): say how to go on
             # The error's text is left to Ray's logs: it may quote an input's path.
-            raise ArchiveError(f"The run stopped ({type(error).__name__}; details in Ray's logs). {len(output.committed)} "
-                               "chunks are committed: run the same command again to resume.") from error
+            message = (f"The run stopped ({type(error).__name__}; details in Ray's logs). "
+                       f"{len(output.committed)} chunks are committed: run the same command again to resume.")
+            raise ArchiveError(message) from error
     finally:
         ray.shutdown()
     rows = output.finish()

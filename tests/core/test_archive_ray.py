@@ -1,7 +1,8 @@
-"""``python -m core predict --engine ray``: same rows as the local engine, a killed worker retried, a killed driver resumed.
+"""``python -m core predict --engine ray``: the local engine's rows, a killed worker retried, a killed driver resumed.
 
-A real Ray cluster is started on this machine (``ray start --head --block``; drivers join it at 127.0.0.1:PORT) for the module and stopped by signalling
-the process group this module started. The drivers run as subprocesses (one is killed with SIGKILL).
+A real Ray cluster is started on this machine (``ray start --head --block``; drivers join it at 127.0.0.1:PORT)
+for the module and stopped by signalling the process group this module started. The drivers run as subprocesses
+(one is killed with SIGKILL).
 """
 
 from __future__ import annotations
@@ -166,7 +167,8 @@ def test_a_killed_worker_is_retried(ray_cluster, archive, local_rows, tiny_regis
         _same_values(row, by_file[row["file"]])
 
 
-def test_a_rerun_after_the_driver_is_killed_finishes_without_duplicates(ray_cluster, archive, tiny_registry_dir, tmp_path):
+def test_a_rerun_after_the_driver_is_killed_finishes_without_duplicates(ray_cluster, archive, tiny_registry_dir,
+                                                                         tmp_path):
     out = tmp_path / "results.csv"
     done = out.with_name("results.csv.done")
     slow = _driver(tiny_registry_dir, ray_cluster, [str(archive)], out, "--batch-size", "1", "--chunk-rows", "2",
