@@ -87,26 +87,34 @@ def predict_rows(task: str, pipeline, files: list[Path], gate: ImageKindGate | N
     if task == "ct-volume":
         yield from _volume_rows(pipeline, files, masks_dir, progress)
         return
-    card = pipeline.cls_card if task == "cxr" else pipeline.cards.get("classifier", pipeline.cards["infection"])
     written: set[str] = set()
     for path in progress_bar(files, desc="chest X-rays" if task == "cxr" else "CT slices", unit="image", disable=not progress):
-        started = time.perf_counter()
-        row = {"file": str(path), "model": card.name, "model_version": card.version}
-        try:
-            study = load_image(path.read_bytes(), path.name)
-            if task == "cxr":
-                study = check_image_kind(check_chest_xray(study), "chest-xray", gate) if gate else check_chest_xray(study)
-                row.update(_cxr_row(pipeline.analyse(study, explain=False)))
-            else:
-                study = check_image_kind(check_ct_slice(study), "chest-ct", gate) if gate else check_ct_slice(study)
-                result = pipeline.analyse(study)
-                row.update(_ct_slice_row(result))
-                if masks_dir is not None:
-                    row["message"] = " ".join(filter(None, [row["message"], _write_masks(result, path, masks_dir, written)]))
-        except (ChestReviewError, OSError) as error:
-            row.update(status="refused", message=str(error))
-        row["seconds"] = round(time.perf_counter() - started, 4)
-        yield row
+        yield image_row(task, pipeline, path, gate, masks_dir, written)
+
+
+def image_row(task: str, pipeline, path: Path, gate: ImageKindGate | None = None, masks_dir: Path | None = None,
+              written: set[str] | None = None) -> dict:
+    """The row ``predict_rows`` gives one X-ray or CT slice file (``task`` ``cxr`` or ``ct-slice``); a file the guards
+    refuse gives ``status=refused``. ``written``: mask stems already written by this run (CT slices with ``masks_dir``)."""
+    card = pipeline.cls_card if task == "cxr" else pipeline.cards.get("classifier", pipeline.cards["infection"])
+    started = time.perf_counter()
+    row = {"file": str(path), "model": card.name, "model_version": card.version}
+    try:
+        study = load_image(path.read_bytes(), path.name)
+        if task == "cxr":
+            study = check_image_kind(check_chest_xray(study), "chest-xray", gate) if gate else check_chest_xray(study)
+            row.update(_cxr_row(pipeline.analyse(study, explain=False)))
+        else:
+            study = check_image_kind(check_ct_slice(study), "chest-ct", gate) if gate else check_ct_slice(study)
+            result = pipeline.analyse(study)
+            row.update(_ct_slice_row(result))
+            if masks_dir is not None:
+                written = set() if written is None else written
+                row["message"] = " ".join(filter(None, [row["message"], _write_masks(result, path, masks_dir, written)]))
+    except (ChestReviewError, OSError) as error:
+        row.update(status="refused", message=str(error))
+    row["seconds"] = round(time.perf_counter() - started, 4)
+    return row
 
 
 def _cxr_row(result) -> dict:
@@ -144,25 +152,31 @@ def _write_masks(result, path: Path, masks_dir: Path, written: set[str]) -> str:
 
 
 def _volume_rows(pipeline, cases: list[Path], masks_dir: Path | None, progress: bool) -> Iterator[dict]:
+    written: set[str] = set()
+    for path in progress_bar(cases, desc="CT volumes", unit="volume", disable=not progress):
+        yield volume_row(pipeline, path, masks_dir, written)
+
+
+def volume_row(pipeline, path: Path, masks_dir: Path | None = None, written: set[str] | None = None) -> dict:
+    """The row ``predict_rows`` gives one CT volume case (a NIfTI file or a folder holding one DICOM series)."""
     from .guard.ct_volume import check_ct_volume
     from .io import load_volume_path
 
     model, version = volume_model_id(pipeline.cards)
-    written: set[str] = set()
-    for path in progress_bar(cases, desc="CT volumes", unit="volume", disable=not progress):
-        started = time.perf_counter()
-        row = {"file": str(path), "model": model, "model_version": version}
-        try:
-            result = pipeline.analyse(check_ct_volume(load_volume_path(path)))
-            row.update(_ct_volume_row(result))
-            if masks_dir is not None:
-                row["message"] = " ".join(filter(None, [row["message"], _write_volume_masks(result, path, masks_dir, written)]))
-        except (ChestReviewError, OSError) as error:
-            row.update(status="refused", message=str(error))
-        except MemoryError:
-            row.update(status="refused", message="The volume is too large for this computer's memory.")
-        row["seconds"] = round(time.perf_counter() - started, 4)
-        yield row
+    started = time.perf_counter()
+    row = {"file": str(path), "model": model, "model_version": version}
+    try:
+        result = pipeline.analyse(check_ct_volume(load_volume_path(path)))
+        row.update(_ct_volume_row(result))
+        if masks_dir is not None:
+            written = set() if written is None else written
+            row["message"] = " ".join(filter(None, [row["message"], _write_volume_masks(result, path, masks_dir, written)]))
+    except (ChestReviewError, OSError) as error:
+        row.update(status="refused", message=str(error))
+    except MemoryError:
+        row.update(status="refused", message="The volume is too large for this computer's memory.")
+    row["seconds"] = round(time.perf_counter() - started, 4)
+    return row
 
 
 def volume_model_id(cards: dict) -> tuple[str, str]:

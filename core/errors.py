@@ -43,5 +43,10 @@ class ReviewLogError(ChestReviewError):
 class SegmentationExportError(ChestReviewError):
     """A DICOM Segmentation cannot be made for this case (not uploaded as DICOM, or its header lacks what SEG needs)."""
 
+
 class AuthError(ChestReviewError):
     """Signing in, a session or a user account failed (``core.auth``); the message never says whether a name exists."""
+
+
+class ArchiveError(ChestReviewError):
+    """Archive scoring (``core.archive``) cannot start or resume: no Ray, a damaged resume state, other columns."""
