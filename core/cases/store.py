@@ -192,7 +192,8 @@ def case_payload(image: Study | Volume) -> tuple[dict[str, np.ndarray], dict[str
     """(arrays, metadata) of a ``Study`` or a ``Volume``: the shown pixels and ``ALLOWED_METADATA`` only.
 
     Built field by field from the allow-list (never by copying ``metadata`` dicts), so nothing a
-    loader kept for display, let alone an identifier, can slip into the store.
+    loader kept for display, let alone an identifier, can slip into the store. An image whose DICOM
+    header flags burned-in annotation (text in the pixels) is refused with ``CaseStoreError``.
     """
     modality = (image.modality or "").strip().upper()
     metadata: dict[str, Any] = {"modality": modality if _MODALITY.match(modality) else None,
@@ -201,6 +202,9 @@ def case_payload(image: Study | Volume) -> tuple[dict[str, np.ndarray], dict[str
         arrays = {"hu": np.asarray(image.hu, dtype=np.float32)}
         metadata |= {"kind": "volume", "spacing_mm": [float(s) for s in image.spacing_mm]}
     elif isinstance(image, Study):
+        if image.burned_in_annotation:  # the pixels themselves may carry a name or an ID
+            raise CaseStoreError("This image's DICOM header says identifying text may be burned into its pixels, "
+                                 "so it is not kept in the case store (the review itself is saved).")
         arrays = {"pixels": np.asarray(image.pixels, dtype=np.float32)}
         if image.hu is not None:
             arrays["hu"] = np.asarray(image.hu, dtype=np.float32)

@@ -155,6 +155,14 @@ def test_only_allow_listed_metadata_and_shown_pixels_are_stored(cases: CaseStore
                         "predicted_probabilities", "confidence", "pixel_sha256", "created_at", "expires_at", "purged_at"}
 
 
+def test_pixels_with_burned_in_text_are_not_kept(cases: CaseStore) -> None:
+    study = make_phantom("covid", seed=0, size=96).to_study()
+    study.burned_in_annotation = True
+    with pytest.raises(CaseStoreError, match="burned into its pixels"):
+        cases.save_case(study, prediction())
+    assert cases.list_cases() == [] and stored_files(cases) == []
+
+
 def test_a_damaged_file_is_refused(cases: CaseStore) -> None:
     record = cases.save_case(make_phantom("viral", seed=0, size=96).to_study(), prediction())
     path = cases.path_of(record.pixel_sha256)
