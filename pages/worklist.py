@@ -78,7 +78,7 @@ if not rows:
     st.info("No case matches these filters.")
     st.stop()
 
-WIDTHS = [2, 2, 3, 3, 3, 2, 1]
+WIDTHS = [2.2, 1.5, 2.5, 2.5, 2.3, 2, 1.5]
 for column, title in zip(st.columns(WIDTHS), ["Case", "Task", "Model", "Model says", "Readers", "Flags", ""]):
     column.caption(title)
 for row in rows[:MAX_ROWS]:
