@@ -100,7 +100,10 @@ def seed_demo(url: str, store_dir: str | Path, *, registry=None, seed: int = 0, 
         written = 0
         for index, case in enumerate(chosen):
             image = case.load()
-            prediction = analyse(case.task, image) if analyse else scripted_prediction(case.task, case.truth, index, rng)
+            if analyse is not None:
+                prediction = analyse(case.task, image)
+            else:
+                prediction = scripted_prediction(case.task, case.truth, index, rng)
             clock.advance(step)
             store.save_case(image, prediction)
             for reader, share, slip in zip(DEMO_READERS, READ_SHARE, SLIP_RATE):
@@ -184,7 +187,8 @@ def _reader_label(case: DemoCase, prediction: CasePrediction, slip: float, rng: 
     return str(rng.choice([c for c in classes if c != truth]))
 
 
-def _review(reader: str, case_hash: str, prediction: CasePrediction, label: str, rng: np.random.Generator) -> ReviewInput:
+def _review(reader: str, case_hash: str, prediction: CasePrediction, label: str,
+            rng: np.random.Generator) -> ReviewInput:
     agree = label == prediction.predicted_label
     return ReviewInput(
         reviewer=reader, case_hash=case_hash, task=prediction.task, model_name=prediction.model_name,

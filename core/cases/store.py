@@ -106,7 +106,8 @@ class CasePrediction:
         predicted = _label("predicted_label", self.predicted_label)
         if predicted not in probabilities:
             raise ReviewValidationError(
-                "predicted_label", f"Predicted label {predicted!r} is not one of the model's classes ({', '.join(probabilities)})."
+                "predicted_label",
+                f"Predicted label {predicted!r} is not one of the model's classes ({', '.join(probabilities)}).",
             )
         return {
             "task": _task("task", self.task),
@@ -248,7 +249,8 @@ def decode_case(data: bytes) -> CaseImage:
         for name in archive.namelist():
             if name.endswith(".npy"):
                 with archive.open(name) as handle:
-                    arrays[name[:-4]] = np.lib.format.read_array(handle, allow_pickle=False).astype(np.float32, copy=False)
+                    array = np.lib.format.read_array(handle, allow_pickle=False)
+                arrays[name[:-4]] = array.astype(np.float32, copy=False)
     unexpected = set(metadata) - ALLOWED_METADATA
     allowed_arrays = VOLUME_ARRAYS if metadata.get("kind") == "volume" else IMAGE_ARRAYS
     if unexpected or not set(arrays) <= allowed_arrays:
@@ -289,7 +291,9 @@ class CaseStore:
 
     # ---- writes
 
-    def save_case(self, image: Study | Volume, prediction: CasePrediction, *, case_hash: str | None = None) -> CaseRecord:
+    def save_case(
+        self, image: Study | Volume, prediction: CasePrediction, *, case_hash: str | None = None
+    ) -> CaseRecord:
         """Keep ``image`` (de-identified) with the model's answer; idempotent per (case, task).
 
         ``case_hash``: the image's ``case_hash`` when the caller already has it (a volume's takes a second).
@@ -343,7 +347,8 @@ class CaseStore:
                 select(t.case_hash, t.task, t.pixel_sha256).where(t.purged_at.is_(None), t.expires_at <= now)
             ).all()
             if expired:
-                conn.execute(update(cases_table).where(t.purged_at.is_(None), t.expires_at <= now).values(purged_at=now))
+                ended = (t.purged_at.is_(None)) & (t.expires_at <= now)
+                conn.execute(update(cases_table).where(ended).values(purged_at=now))
             live = set(conn.execute(select(t.pixel_sha256).where(t.purged_at.is_(None))).scalars())
             named = set(conn.execute(select(t.pixel_sha256)).scalars())
             deleted = 0

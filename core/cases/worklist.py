@@ -75,7 +75,9 @@ def worklist_row(case: CaseRecord, reviews: Sequence, reviewer: str | None = Non
     )
 
 
-def worklist(cases: Sequence[CaseRecord], reviews: Sequence, filters: WorklistFilters | None = None) -> list[WorklistRow]:
+def worklist(
+    cases: Sequence[CaseRecord], reviews: Sequence, filters: WorklistFilters | None = None
+) -> list[WorklistRow]:
     """The cases matching ``filters``, each with its reviews and flags, newest case first."""
     filters = filters or WorklistFilters()
     if filters.not_reviewed_by_me and not filters.reviewer:

@@ -3,6 +3,7 @@ on its task's page with the stored result and the earlier reviews (others' hidde
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -128,3 +129,49 @@ def test_a_saved_review_keeps_its_case_and_the_page_lists_my_reviews(db: Path) -
     assert any(h.value == "Earlier reads of this case" for h in at.subheader)
     assert any("Your earlier reviews" in c.value for c in at.caption)
     assert at.toggle(key="cxr_show_others").label == "Show other readers' reviews (0)"
+
+
+def reopen_from_the_worklist(at: AppTest, task: str, source_key: str) -> None:
+    """What the worklist's Open button leaves in the session, then the task's page again (same session)."""
+    with ReviewStore(f"sqlite:///{os.environ['CHEST_REVIEW_DB']}") as store:
+        (review,) = store.current_reviews()
+    at.session_state["open_case"] = {"case_hash": review.case_hash, "task": task}
+    at.run()
+    assert not at.exception, at.exception
+    assert at.radio(key=source_key).value == "From the worklist"
+    assert any(h.value == "Earlier reads of this case" for h in at.subheader)
+    assert not any("The stored result came from" in w.value for w in at.warning)  # the same model as when saved
+    assert any("Stored result:" in c.value for c in at.caption)
+
+
+def save_a_review(at: AppTest, reviewer: str) -> None:
+    at.text_input[0].input(reviewer)
+    at.button[0].click().run()
+    assert not at.exception and any("Review saved" in s.value for s in at.success)
+
+
+def test_a_ct_slice_is_kept_and_reopened_with_its_hounsfield_units(db: Path) -> None:
+    at = AppTest.from_file(str(REPO / "pages" / "ct_slice.py"), default_timeout=180).run()
+    at.radio(key="ct_source").set_value("Synthetic demo case").run()
+    save_a_review(at, "dr-ct")
+    reopen_from_the_worklist(at, "ct-slice", "ct_source")
+    assert at.selectbox(key="ct_window").options  # windowing works: the HU came back with the pixels
+
+
+@pytest.fixture
+def volume_classifiers(monkeypatch, tmp_path: Path, tmp_path_factory, bundled_weights_dir, db: Path) -> Path:
+    from tests.ct_volume_registry import ct_volume_registry
+
+    monkeypatch.setenv("CHEST_WEIGHTS_DIR", str(ct_volume_registry(bundled_weights_dir, tmp_path_factory.mktemp("cv-reg"))))
+    st.cache_resource.clear()
+    return db
+
+
+def test_a_ct_volume_is_kept_and_reopened(volume_classifiers: Path) -> None:
+    at = AppTest.from_file(str(REPO / "pages" / "ct_volume.py"), default_timeout=300).run()
+    at.radio(key="cv_source").set_value("Synthetic demo volume").run()
+    save_a_review(at, "dr-volume")
+    with ReviewStore(f"sqlite:///{volume_classifiers}") as store:
+        (case,) = CaseStore(store, volume_classifiers.parent / "cases", retention_days=365).list_cases()
+    assert case.task == "ct-volume" and "+" in case.model_name
+    reopen_from_the_worklist(at, "ct-volume", "cv_source")  # same HU and spacing: same case hash, kept analysis
