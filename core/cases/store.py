@@ -252,8 +252,10 @@ def decode_case(data: bytes) -> CaseImage:
                     array = np.lib.format.read_array(handle, allow_pickle=False)
                 arrays[name[:-4]] = array.astype(np.float32, copy=False)
     unexpected = set(metadata) - ALLOWED_METADATA
-    allowed_arrays = VOLUME_ARRAYS if metadata.get("kind") == "volume" else IMAGE_ARRAYS
-    if unexpected or not set(arrays) <= allowed_arrays:
+    kind = metadata.get("kind")
+    allowed_arrays = VOLUME_ARRAYS if kind == "volume" else IMAGE_ARRAYS
+    needed = "hu" if kind == "volume" else "pixels"
+    if unexpected or kind not in ("image", "volume") or needed not in arrays or not set(arrays) <= allowed_arrays:
         raise CaseStoreError("A stored case file holds fields this app does not write; it was not opened.")
     return CaseImage(arrays, metadata)
 

@@ -24,6 +24,7 @@ from core.cases import (
     worklist,
 )
 from core.cases.__main__ import main as cases_main
+from core.cases.store import decode_case, encode_case
 from core.cases.demo import DEMO_READERS, DemoSeedError, seed_demo
 from core.ct_phantoms import make_ct_phantom
 from core.io import load_image
@@ -161,6 +162,16 @@ def test_pixels_with_burned_in_text_are_not_kept(cases: CaseStore) -> None:
     with pytest.raises(CaseStoreError, match="burned into its pixels"):
         cases.save_case(study, prediction())
     assert cases.list_cases() == [] and stored_files(cases) == []
+
+
+def test_a_file_with_fields_the_app_does_not_write_is_refused() -> None:
+    pixels = {"pixels": np.zeros((4, 4), np.float32)}
+    assert decode_case(encode_case(pixels, {"kind": "image", "synthetic": True})).kind == "image"
+    for arrays, metadata in [(pixels, {"kind": "image", "PatientName": "Doe^Jane"}),
+                             ({**pixels, "overlay": np.zeros((4, 4), np.float32)}, {"kind": "image"}),
+                             (pixels, {"kind": "volume"}), (pixels, {})]:
+        with pytest.raises(CaseStoreError, match="fields this app does not write"):
+            decode_case(encode_case(arrays, metadata))
 
 
 def test_a_damaged_file_is_refused(cases: CaseStore) -> None:
