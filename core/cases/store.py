@@ -73,6 +73,8 @@ IMAGE_ARRAYS = frozenset({"pixels", "hu"})  # a Study: display pixels in [0, 1],
 VOLUME_ARRAYS = frozenset({"hu"})  # a Volume: HU in the canonical [z, y, x] frame
 ORPHAN_GRACE = timedelta(hours=1)  # a file written by a save whose row is not committed yet is no orphan
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed entry date: same content, same bytes, same name
+# deflate level 1: on a 300 x 512 x 512 HU volume 3.6 s and 121 MB, against 9.8 s and 120 MB at level 6
+_ZIP_LEVEL = 1
 _MODALITY = re.compile(r"^[A-Z0-9]{1,16}$")  # a DICOM Modality code (CT, CR, DX...), nothing free-form
 _FILE_NAME = re.compile(r"^[0-9a-f]{64}\.npz$")
 
@@ -234,10 +236,10 @@ def encode_case(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, Any]) -
             entry = io.BytesIO()
             np.lib.format.write_array(entry, np.ascontiguousarray(_compact(arrays[name])), allow_pickle=False)
             archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE), entry.getvalue(),
-                             compress_type=zipfile.ZIP_DEFLATED, compresslevel=6)
+                             compress_type=zipfile.ZIP_DEFLATED, compresslevel=_ZIP_LEVEL)
         text = json.dumps(dict(metadata), sort_keys=True).encode()
         archive.writestr(zipfile.ZipInfo("metadata.json", date_time=_ZIP_DATE), text,
-                         compress_type=zipfile.ZIP_DEFLATED, compresslevel=6)
+                         compress_type=zipfile.ZIP_DEFLATED, compresslevel=_ZIP_LEVEL)
     return buffer.getvalue()
 
 
