@@ -23,6 +23,7 @@ navigation = st.navigation(
         st.Page("pages/ct_volume.py", title="CT volume"),
         st.Page("pages/review_log.py", title="Review log"),
         st.Page("pages/agreement.py", title="Agreement"),
+        st.Page("pages/worklist.py", title="Worklist"),
         st.Page("pages/model_cards.py", title="Model cards"),
         *([st.Page("pages/users.py", title="Users")] if shows_users_page else []),
     ],

@@ -71,3 +71,36 @@ def login_lockout() -> tuple[int, float, float]:
     ``$CHEST_LOGIN_WINDOW_MINUTES`` (15) lock the name for ``$CHEST_LOGIN_LOCK_MINUTES`` (15)."""
     return (int(_positive_number("CHEST_LOGIN_MAX_FAILURES", 5)), _positive_number("CHEST_LOGIN_WINDOW_MINUTES", 15),
             _positive_number("CHEST_LOGIN_LOCK_MINUTES", 15))
+
+
+DEFAULT_CASE_RETENTION_DAYS = 365
+
+
+def case_store_dir() -> Path:
+    """Folder of the de-identified case store's pixel files (``core.cases``): ``$CHEST_CASE_STORE``, else
+    ``cases/`` beside the review log's SQLite file (``var/cases`` when the review log is not a local file)."""
+    if os.environ.get("CHEST_CASE_STORE"):
+        return Path(os.environ["CHEST_CASE_STORE"])
+    url = os.environ.get("CHEST_REVIEW_DB_URL")
+    if url:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+            return Path(parsed.database).parent / "cases"
+        return REPO_ROOT / "var" / "cases"
+    return Path(os.environ.get("CHEST_REVIEW_DB", REPO_ROOT / "var" / "reviews.sqlite")).parent / "cases"
+
+
+def case_retention_days() -> int:
+    """Days a saved case's pixels are kept (``$CHEST_CASE_RETENTION_DAYS``, default 365); then ``purge`` removes them."""
+    text = os.environ.get("CHEST_CASE_RETENTION_DAYS", "").strip()
+    if not text:
+        return DEFAULT_CASE_RETENTION_DAYS
+    try:
+        days = int(text)
+    except ValueError:
+        days = 0
+    if days < 1:
+        raise ValueError(f"CHEST_CASE_RETENTION_DAYS must be a whole number of days, at least 1; got {text!r}.")
+    return days

@@ -12,6 +12,7 @@ from pages.common import (
     REAL_DEMO,
     RESEARCH_ONLY,
     RegionSurface,
+    WORKLIST_SOURCE,
     analyse_once,
     case_report_button,
     case_sources,
@@ -19,6 +20,8 @@ from pages.common import (
     cxr_pipeline,
     dicom_seg_button,
     guard_chest_xray,
+    prefer_stored_model,
+    preselect_worklist_source,
     registry,
     review_form,
     show_demo_truth,
@@ -26,6 +29,8 @@ from pages.common import (
     show_faithfulness,
     show_model_card,
     show_probability_note,
+    show_stored_case,
+    worklist_study,
 )
 
 require_app_frame()  # first statement of every page: its link works as a server's first request
@@ -35,6 +40,7 @@ UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "dcm", "dicom"]
 st.title("Chest X-ray")
 st.caption(RESEARCH_ONLY)
 
+preselect_worklist_source("cxr", "cxr_source")
 source = st.radio("Case", case_sources("cxr"), horizontal=True, key="cxr_source")
 study = demo = None
 try:
@@ -46,6 +52,8 @@ try:
     elif source == REAL_DEMO:
         demo = choose_real_demo_case("cxr", key="cxr_demo_case")
         study = guard_chest_xray(load_image(demo.read_bytes(), demo.file))
+    elif source == WORKLIST_SOURCE:  # de-identified, guarded when it was first reviewed
+        study = worklist_study("cxr")
     else:  # SYNTHETIC_DEMO: the fallback, out of distribution for the models
         st.caption("Synthetic fallback: a generated phantom; the models were not trained on such images, so their answers on it mean little.")
         label = st.selectbox("Synthetic phantom (generated, not a patient)", MANET_CLASSES, format_func=class_title, key="phantom_label")
@@ -62,6 +70,7 @@ try:
     classifiers = {card.name: card for card in registry().cards("cxr-classification")}
     classifier = None
     if len(classifiers) > 1:
+        prefer_stored_model("cxr", list(classifiers), key="classifier")
         classifier = st.selectbox("Classifier", list(classifiers), key="classifier",
                                   format_func=lambda name: f"{name} ({', '.join(map(class_title, classifiers[name].classes))})")
     result = analyse_once("cxr_results", (study.case_hash, classifier), lambda: cxr_pipeline(classifier).analyse(study, faithfulness=True),
@@ -110,6 +119,7 @@ with right:
         with st.expander("Image information (identifiers removed)"):
             st.json(study.metadata)
 
+show_stored_case("cxr", study.case_hash, result.classifier, result.probabilities)
 review_form(study, result.classifier, result.probabilities, result.predicted_label, task="cxr",
             surface=RegionSurface(dict(shown), study.pixels.shape))
 scores = result.faithfulness or {}

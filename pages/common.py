@@ -318,6 +318,7 @@ def review_form(study, card, probabilities: dict, predicted_label: str, task: st
     else:
         drawn = f" with {len(saved.regions)} region(s)" if saved.regions else ""
         st.success(f"Review saved{drawn} (review {saved.review_uid[:8]}, version {saved.version}). See the Review log.")
+        keep_case(study, card, probabilities, predicted_label, task)
 
 
 @dataclass(frozen=True)
@@ -501,10 +502,11 @@ SYNTHETIC_DEMO = "Synthetic demo case"
 
 
 def case_sources(task: str) -> list[str]:
-    """The page's case choices: upload, the bundled real demo cases of ``task`` (when bundled), the synthetic fallback."""
+    """The page's case choices: upload, the bundled real demo cases of ``task`` (when bundled), the synthetic fallback,
+    and the case the worklist opened (``WORKLIST_SOURCE``, while one is open for ``task``)."""
     from core.demo_cases import demo_cases
 
-    return ["Upload a file", *([REAL_DEMO] if demo_cases(task) else []), SYNTHETIC_DEMO]
+    return ["Upload a file", *([REAL_DEMO] if demo_cases(task) else []), SYNTHETIC_DEMO, *worklist_sources(task)]
 
 
 def choose_real_demo_case(task: str, key: str):
@@ -524,3 +526,160 @@ def show_demo_truth(case, predicted_label: str | None) -> None:
     answer = f" · model's answer: **{class_title(predicted_label)}**" if predicted_label else ""
     st.markdown(f"**True label: {class_title(case.label)}** (source: {case.source}, file {case.source_file}){answer}")
     st.caption(f"Real demo case, credit: {case.credit}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Case store and worklist (``core.cases``): a saved review keeps its case; the worklist reopens it here.
+
+WORKLIST_SOURCE = "From the worklist"
+TASK_PAGES = {"cxr": "pages/chest_xray.py", "ct-slice": "pages/ct_slice.py", "ct-volume": "pages/ct_volume.py"}
+
+
+@st.cache_resource(show_spinner=False)
+def _case_store(url: str, folder: str, retention_days: int):
+    from core.cases import CaseStore
+
+    return CaseStore(_review_store(url), folder, retention_days=retention_days)
+
+
+def case_store():
+    """The case store of ``core.settings`` (folder, retention) on the review log's database."""
+    from core.cases import CaseStoreError
+    from core.settings import case_retention_days, case_store_dir, review_db_url
+
+    try:
+        retention = case_retention_days()
+    except ValueError as error:
+        raise CaseStoreError(str(error)) from error
+    return _case_store(review_db_url(), str(case_store_dir()), retention)
+
+
+def keep_case(study, card, probabilities: dict, predicted_label: str, task: str) -> None:
+    """After a saved review: keep the case, de-identified, so any reviewer can reopen it from the worklist."""
+    from core.cases import CasePrediction
+
+    image = getattr(study, "volume", study)  # the CT volume page passes an OpenedVolume
+    try:
+        case_store().save_case(image, CasePrediction(
+            task=task, model_name=card.name, model_version=card.version, weights_sha256=card.weights_sha256,
+            predicted_label=predicted_label, predicted_probabilities=probabilities), case_hash=study.case_hash)
+    except ChestReviewError as error:
+        st.warning(f"The review is saved, but the case was not kept for the worklist: {error}")
+
+
+def open_case_request(task: str) -> dict | None:
+    """The case the worklist opened for ``task`` (``st.session_state["open_case"]``: case_hash, task), if any."""
+    request = st.session_state.get("open_case")
+    return request if isinstance(request, dict) and request.get("task") == task else None
+
+
+def worklist_sources(task: str) -> list[str]:
+    """``[WORKLIST_SOURCE]`` while the worklist has a case open for ``task``, else nothing."""
+    return [WORKLIST_SOURCE] if open_case_request(task) else []
+
+
+def preselect_worklist_source(task: str, key: str) -> None:
+    """Call before the page's case radio (``key``): a case the worklist just sent here is the one shown."""
+    request = open_case_request(task)
+    if request is not None and not request.get("preselected"):
+        st.session_state[key] = WORKLIST_SOURCE
+        request["preselected"] = True
+
+
+def _worklist_record(task: str):
+    from core.cases import CaseNotFoundError
+
+    request = open_case_request(task)
+    record = case_store().get_case(request["case_hash"], task) if request else None
+    if record is None:
+        raise CaseNotFoundError("The case the worklist opened is not in the case store any more; open the Worklist again.")
+    return record
+
+
+def worklist_study(task: str):
+    """The ``Study`` of the case the worklist opened (read from the case store once per session)."""
+    record = _worklist_record(task)
+    held = st.session_state.get("worklist_study")
+    if held is None or held[0] != (task, record.case_hash):
+        held = ((task, record.case_hash), case_store().load_image(record).to_study())
+        st.session_state["worklist_study"] = held
+    return held[1]
+
+
+def worklist_volume() -> OpenedVolume:
+    """The CT volume the worklist opened, read, guarded and hashed once per session like any other volume."""
+    record = _worklist_record("ct-volume")
+    return _open_volume_once(("stored", record.case_hash), lambda: case_store().load_image(record).to_volume())
+
+
+def prefer_stored_model(task: str, names: list[str], key: str) -> None:
+    """Call before a model selectbox (``key``): a case from the worklist opens on the model that made its stored result."""
+    request = open_case_request(task)
+    if request is None or request.get("model_chosen"):
+        return
+    request["model_chosen"] = True
+    try:
+        record = case_store().get_case(request["case_hash"], task)
+    except ChestReviewError:
+        return
+    if record is not None and record.model_name in names:
+        st.session_state[key] = record.model_name
+
+
+def show_stored_case(task: str, case_hash: str, card, probabilities: dict) -> bool:
+    """For a case the store or the log knows: its stored result beside this analysis, and the earlier reviews.
+
+    The reviewer's own reviews are listed; other readers' stay hidden until asked for (the toggle is off by
+    default, so a second read can be blind). Returns whether other readers' reviews are shown.
+    """
+    import pandas as pd
+
+    from core.classes import class_title
+    from core.reviews import ReviewFilters
+
+    try:
+        record = case_store().get_case(case_hash, task)
+        reviews = review_store().current_reviews(ReviewFilters(task=task, case_hash_prefix=case_hash))
+    except ChestReviewError as error:
+        show_error(error)
+        return False
+    if record is None and not reviews:
+        return False
+    st.subheader("Earlier reads of this case")
+    if record is not None:
+        st.caption(f"Stored result: {record.model_name} {record.model_version}, saved {record.created_at:%Y-%m-%d %H:%M} UTC "
+                   f"(kept until {record.expires_at:%Y-%m-%d}).")
+        if (record.model_name, record.model_version, record.weights_sha256) != (card.name, card.version, card.weights_sha256):
+            st.warning(f"The stored result came from {record.model_name} {record.model_version}; this analysis used "
+                       f"{card.name} {card.version}. Compare the two columns below.", icon="🔁")
+        classes = list(dict.fromkeys([*record.predicted_probabilities, *probabilities]))
+        stored, now = record.predicted_probabilities, probabilities
+        st.dataframe(pd.DataFrame({
+            "Class": [class_title(c) for c in classes],
+            f"Stored ({record.model_name} {record.model_version})": [f"{stored[c]:.1%}" if c in stored else "—" for c in classes],
+            f"Now ({card.name} {card.version})": [f"{now[c]:.1%}" if c in now else "—" for c in classes],
+        }), hide_index=True, key=f"{task}_stored_result")
+    me = current_reviewer()
+    mine = [review for review in reviews if me and review.reviewer == me]
+    others = [review for review in reviews if not (me and review.reviewer == me)]
+    if mine:
+        st.caption("Your earlier reviews of this case")
+        _reviews_table(mine, f"{task}_my_reviews")
+    show = st.toggle(f"Show other readers' reviews ({len(others)})", value=False, key=f"{task}_show_others",
+                     help="Off by default, so that a second read can be blind.")
+    if show and others:
+        _reviews_table(others, f"{task}_other_reviews")
+    return show
+
+
+def _reviews_table(reviews, key: str) -> None:
+    import pandas as pd
+
+    from core.classes import class_title
+    from core.reviews.agreement import reader_label
+
+    st.dataframe(pd.DataFrame([{
+        "Reader": r.reviewer, "When (UTC)": f"{r.created_at:%Y-%m-%d %H:%M}", "Verdict": r.verdict,
+        "Reader's label": class_title(reader_label(r)), "Confidence": r.confidence, "Where wrong": r.where_wrong or "",
+        "Slice": f"{r.slice_view} {r.slice_index}" if r.slice_view else "", "Note": r.note,
+    } for r in reviews]), hide_index=True, width="stretch", key=key)

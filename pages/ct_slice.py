@@ -20,6 +20,7 @@ from pages.common import (
     REAL_DEMO,
     RESEARCH_ONLY,
     RegionSurface,
+    WORKLIST_SOURCE,
     analyse_once,
     case_report_button,
     case_sources,
@@ -28,12 +29,15 @@ from pages.common import (
     ct_slice_pipeline,
     dicom_seg_button,
     guard_ct_slice,
+    preselect_worklist_source,
     review_form,
     show_demo_truth,
     show_error,
     show_faithfulness,
     show_model_card,
     show_probability_note,
+    show_stored_case,
+    worklist_study,
 )
 
 require_app_frame()  # first statement of every page: its link works as a server's first request
@@ -44,6 +48,7 @@ WINDOW_TITLES = {"lung": "Lung W1500/L-600 (the paper's [-1350, 150] HU)", "medi
 st.title("CT slice")
 st.caption(RESEARCH_ONLY)
 
+preselect_worklist_source("ct-slice", "ct_source")
 source = st.radio("Case", case_sources("ct-slice"), horizontal=True, key="ct_source")
 study = demo = None
 try:
@@ -56,6 +61,8 @@ try:
     elif source == REAL_DEMO:
         demo = choose_real_demo_case("ct-slice", key="ct_demo_case")
         study = guard_ct_slice(load_image(demo.read_bytes(), demo.file))
+    elif source == WORKLIST_SOURCE:  # de-identified, guarded when it was first reviewed
+        study = worklist_study("ct-slice")
     else:  # the synthetic fallback, out of distribution for the models
         st.caption("Synthetic fallback: a generated phantom; the models were not trained on such images, so their answers on it mean little.")
         label = st.selectbox("Synthetic phantom (generated, not a patient)", ["covid", "non-covid"], format_func=class_title, key="ct_phantom_label")
@@ -138,6 +145,7 @@ with right:
             st.json(study.metadata)
 
 if result.probabilities:
+    show_stored_case("ct-slice", study.case_hash, result.cards["classifier"], result.probabilities)
     review_form(study, result.cards["classifier"], result.probabilities, result.predicted_label, task="ct-slice",
                 surface=RegionSurface(dict(pictures), study.pixels.shape))
 else:

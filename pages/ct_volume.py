@@ -17,14 +17,19 @@ from pages.app_frame import require_app_frame
 from pages.common import (
     RESEARCH_ONLY,
     RegionSurface,
+    WORKLIST_SOURCE,
     analyse_once,
     case_report_button,
     ct_volume_demo,
     ct_volume_pipeline,
     dicom_seg_button,
+    preselect_worklist_source,
     review_form,
     show_error,
+    show_stored_case,
     uploaded_ct_volume,
+    worklist_sources,
+    worklist_volume,
 )
 
 require_app_frame()  # first statement of every page: its link works as a server's first request
@@ -37,7 +42,9 @@ DEMO_TITLES = {stem: f"{class_title(label)}-like, infection/lung {ratio:g} (seed
 st.title("CT volume")
 st.caption(RESEARCH_ONLY)
 
-source = st.radio("Case", ["Upload a volume", "Synthetic demo volume"], horizontal=True, key="cv_source")
+preselect_worklist_source("ct-volume", "cv_source")
+source = st.radio("Case", ["Upload a volume", "Synthetic demo volume", *worklist_sources("ct-volume")], horizontal=True,
+                  key="cv_source")
 opened = None
 try:
     if source == "Upload a volume":
@@ -47,6 +54,8 @@ try:
             max_upload_size=MAX_SERIES_BYTES // 2**20)  # a .nii.gz or zip of one series; the loader checks the total
         if uploads:
             opened = uploaded_ct_volume(uploads)
+    elif source == WORKLIST_SOURCE:
+        opened = worklist_volume()
     else:
         stem = st.selectbox("Synthetic volume (generated, not a patient)", list(DEMO_TITLES), format_func=DEMO_TITLES.get,
                             key="cv_demo")
@@ -169,6 +178,7 @@ if result.probabilities:
     surface = RegionSurface({pictures[VIEWS.index(draw_view)][0]: pictures[VIEWS.index(draw_view)][1]},
                             view_slice(volume.hu, draw_view, positions[draw_view]).shape,
                             slice_view=draw_view, slice_index=positions[draw_view])
+    show_stored_case("ct-volume", opened.case_hash, reviewed_model(classifiers), result.probabilities)
     review_form(opened, reviewed_model(classifiers), result.probabilities, result.predicted_label, task="ct-volume",
                 slices=positions, surface=surface)
 else:

@@ -31,6 +31,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -211,3 +212,43 @@ class LoginAttemptRow(Base):
 
 users_table = UserRow.__table__
 login_attempts_table = LoginAttemptRow.__table__
+
+
+# The case store (migration 0005): one row per (case, task) a reviewer saved, for the worklist.
+
+PIXEL_FILE_MAX = 64  # SHA-256 hex of the stored pixel file
+
+
+class CaseRow(Base):
+    """A de-identified case kept so any reviewer can reopen it (``core.cases``).
+
+    ``pixel_sha256`` names the compressed array file in the case store folder (content-addressed);
+    ``purged_at`` is set when retention removed that file (the row and every review stay).
+    ``predicted_*`` / ``confidence`` are the model's answer when the case was first saved.
+    """
+
+    __tablename__ = "cases"
+    __table_args__ = (
+        CheckConstraint(f"task IN ({_TASK_LIST})", name="ck_cases_task"),
+        CheckConstraint("length(case_hash) = 64", name="ck_cases_case_hash_length"),
+        CheckConstraint("confidence >= 0 AND confidence <= 1", name="ck_cases_confidence"),
+        Index("ix_cases_expires_at", "expires_at"),
+        Index("ix_cases_model", "model_name", "model_version"),
+        Index("ix_cases_pixel_sha256", "pixel_sha256"),
+    )
+
+    case_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    task: Mapped[str] = mapped_column(String(TASK_MAX), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(MODEL_FIELD_MAX), nullable=False)
+    model_version: Mapped[str] = mapped_column(String(MODEL_FIELD_MAX), nullable=False)
+    weights_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    predicted_label: Mapped[str] = mapped_column(String(LABEL_MAX), nullable=False)
+    predicted_probabilities: Mapped[dict[str, float]] = mapped_column(JSON, nullable=False)
+    confidence: Mapped[float] = mapped_column(Float, nullable=False)
+    pixel_sha256: Mapped[str] = mapped_column(String(PIXEL_FILE_MAX), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+cases_table = CaseRow.__table__
