@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 
-import pandas as pd
 import streamlit as st
 
+from core.classes import class_title
 from core.errors import ReviewLogError
 from core.reviews import TASK_TITLES, TASKS, ReviewFilters
 from core.reviews.agreement import (
@@ -19,9 +19,10 @@ from core.reviews.agreement import (
 )
 from core.viz import agreement_over_time_figure, confusion_figure
 from pages.app_frame import require_app_frame
-from pages.common import review_store
+from pages.common import case_store, follow_open_request, request_open, review_store
 
 require_app_frame()  # first statement of every page: its link works as a server's first request
+follow_open_request()  # an Open click of the last run: go to the case's page
 
 st.title("Agreement")
 st.caption("Current reviews only (an amended review counts once, as amended). A reader's label is the model's "
@@ -63,10 +64,12 @@ st.plotly_chart(agreement_over_time_figure(agreement_over_time(reviews)), width=
 st.subheader("Readers against each other")
 readers = reader_agreement(reviews)
 if readers:
-    st.dataframe(pd.DataFrame([{
-        "Method": "Cohen's kappa" if r.method == "cohen" else "Fleiss' kappa",
-        "Readers": ", ".join(r.readers), "Cases": r.kappa.n, "Kappa (95 % interval)": _interval(r.kappa),
-    } for r in readers]), hide_index=True, width="stretch")
+    for row_start in range(0, len(readers), 3):
+        for column, r in zip(st.columns(3), readers[row_start:row_start + 3]):
+            method = "Cohen's kappa" if r.method == "cohen" else "Fleiss' kappa"
+            column.metric(f"{method}: {', '.join(r.readers)}", _interval(r.kappa).split(" (")[0],
+                          help=f"{r.kappa.n} cases read by all of them")
+            column.caption(f"{r.kappa.n} cases · 95 % interval: {_interval(r.kappa)}")
 else:
     st.info("No case has been read by two readers yet.")
 
@@ -75,12 +78,25 @@ cases = disagreement_cases(reviews)
 by_case: dict[str, list] = {}
 for review in reviews:
     by_case.setdefault(review.case_hash, []).append(review)
-rows = [{"Case": case[:12], "Readers disagree": case in cases["readers"], "Reader vs model": case in cases["model"],
-         "Model says": ", ".join(sorted({r.predicted_label for r in by_case[case]})),
-         "Readers say": "; ".join(f"{r.reviewer}: {reader_label(r)}" for r in by_case[case])}
-        for case in sorted(set(cases["readers"]) | set(cases["model"]))]
-if rows:
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    st.caption("Open a case's reviews in the Review log (filter by the case prefix).")
-else:
+driving = sorted(set(cases["readers"]) | set(cases["model"]))
+if not driving:
     st.success("Every reader agrees with the model and with each other on this task.")
+    st.stop()
+try:
+    stored = {case.case_hash for case in case_store().list_cases(task) if case.available}
+except ReviewLogError as error:
+    st.error(str(error))
+    stored = set()
+WIDTHS = [2, 2, 2, 5, 1]
+for column, title in zip(st.columns(WIDTHS), ["Case", "Disagreement", "Model says", "Readers say", ""]):
+    column.caption(title)
+for case in driving:
+    cells = st.columns(WIDTHS, vertical_alignment="center")
+    cells[0].write(f"`{case[:12]}`")
+    cells[1].write(" · ".join(kind for kind, on in (("readers", case in cases["readers"]), ("vs model", case in cases["model"])) if on))
+    cells[2].write(", ".join(sorted({class_title(r.predicted_label) for r in by_case[case]})))
+    cells[3].write("; ".join(f"{r.reviewer}: {class_title(reader_label(r))}" for r in by_case[case]))
+    if case in stored:
+        cells[4].button("Open", key=f"ag_open_{case}", on_click=request_open, args=(case, task))
+    else:
+        cells[4].caption("not stored")

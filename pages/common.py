@@ -535,6 +535,19 @@ WORKLIST_SOURCE = "From the worklist"
 TASK_PAGES = {"cxr": "pages/chest_xray.py", "ct-slice": "pages/ct_slice.py", "ct-volume": "pages/ct_volume.py"}
 
 
+def request_open(case_hash: str, task: str) -> None:
+    """An "Open" button's callback (the worklist, the agreement page): callbacks run before the script, so a rerun
+    of the page cannot lose the click; ``follow_open_request`` then goes to the case's page."""
+    st.session_state["open_case"] = {"case_hash": case_hash, "task": task}
+    st.session_state["switch_to_task"] = task
+
+
+def follow_open_request() -> None:
+    """Early on a page with "Open" buttons: switch to the page of the case just opened (it reads ``open_case``)."""
+    if (task := st.session_state.pop("switch_to_task", None)) is not None:
+        st.switch_page(TASK_PAGES[task])
+
+
 @st.cache_resource(show_spinner=False)
 def _case_store(url: str, folder: str, retention_days: int):
     from core.cases import CaseStore

@@ -10,7 +10,7 @@ from core.classes import class_title
 from core.errors import ChestReviewError
 from core.reviews import TASK_TITLES, TASKS
 from pages.app_frame import require_app_frame
-from pages.common import TASK_PAGES, case_store, current_reviewer, review_store, show_error
+from pages.common import case_store, current_reviewer, follow_open_request, request_open, review_store, show_error
 
 require_app_frame()  # first statement of every page: its link works as a server's first request
 
@@ -18,14 +18,7 @@ ANY = "any"
 MAX_ROWS = 100  # more than anyone reads in one sitting; the filters narrow it
 
 
-def _open(case_hash: str, task: str) -> None:
-    """The Open button's callback: callbacks run before the script, so a rerun of the page cannot lose the click."""
-    st.session_state["open_case"] = {"case_hash": case_hash, "task": task}
-    st.session_state["worklist_switch"] = task
-
-
-if (task_to_open := st.session_state.pop("worklist_switch", None)) is not None:
-    st.switch_page(TASK_PAGES[task_to_open])  # the page reads st.session_state["open_case"]
+follow_open_request()  # an Open click of the last run: go to the case's page
 
 st.title("Worklist")
 st.caption("Cases reviewers saved, kept de-identified (the pixels shown and their spacing, no file names or "
@@ -86,4 +79,4 @@ for row in rows[:MAX_ROWS]:
     flags = [flag for flag, on in (("vs model", row.model_disagreement), ("readers differ", row.reader_disagreement),
                                    ("read by me", row.reviewed_by_me)) if on]
     cells[5].write(" · ".join(flags) or "—")
-    cells[6].button("Open", key=f"open_{case.task}_{case.case_hash}", on_click=_open, args=(case.case_hash, case.task))
+    cells[6].button("Open", key=f"open_{case.task}_{case.case_hash}", on_click=request_open, args=(case.case_hash, case.task))

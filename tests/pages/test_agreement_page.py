@@ -64,12 +64,17 @@ def test_model_agreement_kappa_and_the_cases_driving_disagreement(db_url: str) -
     assert at.selectbox(key="ag_task").options == ["Chest X-ray", "CT slice"]
     metric = at.metric[0]
     assert metric.label == "manet 1.0" and metric.value == "56% agreement"  # 5 of 9 reader labels are the model's
-    kappas = at.dataframe[0].value
-    assert list(kappas["Method"]) == ["Cohen's kappa"] * 3 + ["Fleiss' kappa"]
-    assert list(kappas["Cases"]) == [3, 3, 3, 3]
-    cases = at.dataframe[1].value
-    assert sorted(cases["Case"]) == sorted([sha("c2")[:12], sha("c3")[:12]])
-    assert all(cases["Readers disagree"]) and all(cases["Reader vs model"])
+    kappas = at.metric[1:]
+    assert [m.label.split(":")[0] for m in kappas] == ["Cohen's kappa"] * 3 + ["Fleiss' kappa"]
+    assert kappas[0].label == "Cohen's kappa: Ann, Bob" and kappas[3].label == "Fleiss' kappa: Ann, Bob, Cy"
+    # Ann and Bob read c1 covid/covid, c2 covid/viral, c3 normal/normal: p_o 2/3, p_e 2/3*1/3 + 1/3*1/3 = 1/3,
+    # kappa (2/3 - 1/3) / (1 - 1/3) = 0.5 (hand-computed)
+    assert kappas[0].value == "0.50"
+    assert all("3 cases" in caption.value for caption in at.caption if caption.value.endswith(")") and "cases ·" in caption.value)
+    shown = " ".join(block.value for block in at.markdown)
+    assert sha("c2")[:12] in shown and sha("c3")[:12] in shown and sha("c1")[:12] not in shown  # the cases driving it
+    assert "readers · vs model" in shown
+    assert "not stored" in " ".join(caption.value for caption in at.caption)  # no case store entry: no Open button
     at.selectbox(key="ag_task").select("ct-slice").run()
     assert at.metric[0].value == "100% agreement" and "No case has been read by two readers" in at.info[0].value
     assert "Every reader agrees" in at.success[0].value

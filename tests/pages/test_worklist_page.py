@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 from core.cases import CaseStore, WorklistFilters, worklist
 from core.cases.demo import DEMO_READERS, seed_demo
 from core.reviews import ReviewStore
+from tests.sign_in import sign_in
 
 REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "app.py")
@@ -59,10 +60,9 @@ def test_filters_narrow_the_seeded_worklist(seeded: Path) -> None:
     total = len(expected(seeded, WorklistFilters()))
     assert count_line(at).startswith(f"**{total}** of {total}")
     assert len([b for b in at.button if b.label == "Open"]) == total
-    assert at.toggle(key="wl_not_mine").disabled  # nobody signed in / named yet
 
     me = DEMO_READERS[2]
-    at.text_input(key="worklist_reviewer").input(me).run()
+    sign_in(at, me, role="reviewer")  # "me" is the signed-in reader
     at.toggle(key="wl_not_mine").set_value(True).run()
     todo = expected(seeded, WorklistFilters(reviewer=me, not_reviewed_by_me=True))
     assert 0 < len(todo) < total and count_line(at).startswith(f"**{len(todo)}**")
@@ -113,10 +113,10 @@ def test_opening_a_case_shows_it_with_the_stored_result_and_blind_reviews(seeded
 def test_a_saved_review_keeps_its_case_and_the_page_lists_my_reviews(db: Path) -> None:
     at = AppTest.from_file(str(REPO / "pages" / "chest_xray.py"), default_timeout=180).run()
     at.radio(key="cxr_source").set_value("Synthetic demo case").run()
-    at.text_input[0].input("dr-zoe")
+    sign_in(at, "dr-zoe", role="reviewer")
     at.radio[1].set_value("disagree")
     at.selectbox(key="corrected_label").set_value("normal")
-    at.button[0].click().run()
+    save_button(at).click().run()
     assert not at.exception and any("Review saved" in s.value for s in at.success)
     assert not at.warning or all("not kept" not in w.value for w in at.warning)
     with ReviewStore(f"sqlite:///{db}") as store:
@@ -144,9 +144,13 @@ def reopen_from_the_worklist(at: AppTest, task: str, source_key: str) -> None:
     assert any("Stored result:" in c.value for c in at.caption)
 
 
+def save_button(at: AppTest):
+    return next(button for button in at.button if button.label == "Save review")
+
+
 def save_a_review(at: AppTest, reviewer: str) -> None:
-    at.text_input[0].input(reviewer)
-    at.button[0].click().run()
+    sign_in(at, reviewer, role="reviewer")  # the review is saved under the signed-in name
+    save_button(at).click().run()
     assert not at.exception and any("Review saved" in s.value for s in at.success)
 
 
