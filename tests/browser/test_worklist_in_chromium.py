@@ -8,12 +8,12 @@ import re
 from datetime import datetime, timezone
 
 import pytest
-from playwright.sync_api import expect
 
 from core.cases import CaseStore, WorklistFilters, worklist
 from core.cases.demo import DEMO_READERS, seed_demo
 from core.reviews import ReviewStore
-from tests.browser.conftest import running_app
+from tests.browser.conftest import goto_signed_in, running_app
+from tests.sign_in import ensure_user
 
 pytestmark = pytest.mark.browser  # fixture `browser`: tests/browser/conftest.py
 
@@ -44,14 +44,12 @@ def test_find_open_and_read_a_case_from_the_worklist(browser, tmp_path, bundled_
     todo_all = expected_count(tmp_path, reviewer=me, not_reviewed_by_me=True)
     todo_cxr = expected_count(tmp_path, reviewer=me, not_reviewed_by_me=True, task="cxr")
     assert total > todo_all > todo_cxr > 0
+    ensure_user(f"sqlite:///{tmp_path / 'reviews.sqlite'}", me)  # the third reader signs in
     with running_app(tmp_path, bundled_weights_dir) as server:
         page = browser.new_page()
         page.set_default_timeout(120_000)
-        page.goto(f"{server}/worklist")
+        goto_signed_in(page, f"{server}/worklist", me)
         wait_for_count(page, total, total)
-        page.get_by_label("Your reviewer name (for 'not yet reviewed by me')").fill(me)
-        page.keyboard.press("Enter")
-        expect(page.get_by_label("Not yet reviewed by me", exact=True)).to_be_enabled()  # once the name is in
         choose_chest_xray_cases_not_read_by_me(page, todo_all, todo_cxr, total)
 
         # the rows' buttons (a selectbox's arrow is an "Open" button too)
@@ -66,11 +64,11 @@ def test_find_open_and_read_a_case_from_the_worklist(browser, tmp_path, bundled_
         tables.nth(1).wait_for()
         assert "Traceback" not in page.content()
 
-        assert page.get_by_label("Reviewer name").input_value() == me
+        page.get_by_text(f"Saved under your sign-in: {me}").wait_for()
         page.get_by_role("button", name="Save review").click()
         page.get_by_text("Review saved").wait_for()
 
-        page.get_by_role("link", name="Worklist").click()  # same session: the app knows who "me" is now
+        page.get_by_role("link", name="Worklist").click()  # same session
         wait_for_count(page, total, total)
         choose_chest_xray_cases_not_read_by_me(page, todo_all - 1, todo_cxr - 1, total)
         page.close()
