@@ -189,8 +189,9 @@ def test_an_unknown_name_is_locked_like_a_real_one(store: UserStore) -> None:
         store.authenticate("nobody", "wrong password")
 
 
-def test_the_lockout_holds_across_stores_and_an_admin_reset_lifts_it(url: str, clock: Clock) -> None:
-    stores = [UserStore(url, hasher=FAST_HASHER, clock=clock) for _ in range(2)]  # two server processes
+def test_the_lockout_holds_across_stores_and_an_admin_reset_lifts_it(review_db_url: str, clock: Clock) -> None:
+    """On SQLite and on PostgreSQL: accounts, sign-in, lockout and reset through two stores (two server processes)."""
+    stores = [UserStore(review_db_url, hasher=FAST_HASHER, clock=clock) for _ in range(2)]
     stores[0].create_user("ann", PASSWORD)
     for attempt in range(5):
         with pytest.raises(AuthenticationError):

@@ -55,8 +55,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def reviews(tmp_path: Path, clock: Clock):
-    with ReviewStore(f"sqlite:///{tmp_path / 'reviews.sqlite'}", clock=clock) as store:
+def reviews(review_db_url: str, clock: Clock):
+    """The review log on SQLite, then on PostgreSQL (``tests/core/conftest.py``): the store tests run on both."""
+    with ReviewStore(review_db_url, clock=clock) as store:
         yield store
 
 
