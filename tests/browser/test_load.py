@@ -2,6 +2,7 @@
 nobody sees an error, and the ones queued are told they wait for a free slot (``tests/browser/load.py``)."""
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -14,7 +15,9 @@ pytestmark = pytest.mark.browser
 def test_concurrent_sessions_get_a_lone_sessions_results(tmp_path, bundled_weights_dir):
     images = write_uploads(tmp_path, 3, size=512)
     with app_process(tmp_path, bundled_weights_dir, env={"CHEST_INFERENCE_SLOTS": "1"}) as (url, process):
-        report = asyncio.run(run_load(url, images, process.pid))
+        # a thread of its own: the session's sync Playwright (other browser tests) keeps an event loop on this one
+        with ThreadPoolExecutor(1) as pool:
+            report = pool.submit(asyncio.run, run_load(url, images, process.pid)).result()
     assert not report.errors, report.errors
     assert not report.mismatches, report.mismatches
     assert len(report.seconds) == 3
