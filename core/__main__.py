@@ -84,8 +84,7 @@ def _benchmark(args, registry) -> None:
 
 
 def _predict(args, registry, folder: Path) -> int:
-    from .archive import expand_listings
-    from .archive import write_rows
+    from .archive import expand_listings, write_rows
     from .batch import CT_SLICE_COLUMNS, cxr_columns, expand_inputs, predict_rows
     from .guard.image_kind import open_gate
 

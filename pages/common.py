@@ -236,7 +236,6 @@ def analyse_once(state_key: str, case_key, analyse, progress: str, stages: dict[
     is kept like a result, so a refused volume is not analysed again on every rerun.
     """
     from core.errors import UnsupportedInputError
-
     from core.runtime import inference_slots
 
     results = st.session_state.setdefault(state_key, {})

@@ -19,8 +19,8 @@ from pages.app_frame import require_app_frame
 from pages.common import (
     REAL_DEMO,
     RESEARCH_ONLY,
-    RegionSurface,
     WORKLIST_SOURCE,
+    RegionSurface,
     analyse_once,
     case_report_button,
     case_sources,

@@ -16,8 +16,8 @@ from core.viz import probability_figure
 from pages.app_frame import require_app_frame
 from pages.common import (
     RESEARCH_ONLY,
-    RegionSurface,
     WORKLIST_SOURCE,
+    RegionSurface,
     analyse_once,
     case_report_button,
     ct_volume_demo,

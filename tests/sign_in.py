@@ -31,12 +31,10 @@ def ensure_user(url: str, username: str, role: str = "reviewer", password: str =
 
 def sign_in(at, username: str = DEFAULT_USER, role: str = "admin", url: str | None = None):
     """Sign ``at`` (a Streamlit AppTest, before its run) in as ``username``, created in the app's database."""
-    from core.auth import start_session
+    from core.auth import User, start_session
+    from core.errors import ChestReviewError
     from core.settings import review_db_url
     from pages.common import SESSION_KEY
-
-    from core.auth import User
-    from core.errors import ChestReviewError
 
     try:
         user = ensure_user(url or review_db_url(), username, role)

@@ -46,8 +46,8 @@ from typing import IO, Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, insert, select, update
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import func, insert, select, update
 
 from core.errors import AuthError, ChestReviewError
 from core.reviews.schema import ROLES, USERNAME_MAX, login_attempts_table, users_table

@@ -24,8 +24,8 @@ from core.cases import (
     worklist,
 )
 from core.cases.__main__ import main as cases_main
-from core.cases.store import decode_case, encode_case
 from core.cases.demo import DEMO_READERS, DemoSeedError, seed_demo
+from core.cases.store import decode_case, encode_case
 from core.ct_phantoms import make_ct_phantom
 from core.io import load_image
 from core.io.volume import volume_from_canonical

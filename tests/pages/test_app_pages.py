@@ -1,8 +1,8 @@
 """Streamlit AppTest: the pages run headless, in process, against the bundled models and a real DB file."""
 
-import pytest
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.reviews import ReviewStore

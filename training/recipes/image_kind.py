@@ -43,7 +43,12 @@ from models import create_model
 from training import reports
 from training.augment import AffineAugment
 from training.classification import ArraySet, fit_classifier, predict
-from training.ct_data import CT_INFECTION_SPLIT_NOTES, CT_SLICE_SPLIT_NOTES, read_ct_infection_records, read_ct_slice_records
+from training.ct_data import (
+    CT_INFECTION_SPLIT_NOTES,
+    CT_SLICE_SPLIT_NOTES,
+    read_ct_infection_records,
+    read_ct_slice_records,
+)
 from training.data import cache_dir, read_cxr_records, save_cache, stack_resized
 from training.engine import FitConfig, RunSettings, is_main_process, pick_device
 from training.metrics import classification_report
