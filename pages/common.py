@@ -450,9 +450,8 @@ def case_report_button(report, task: str) -> None:
 def dicom_seg_button(source, result, task: str) -> None:
     """Beside the PDF report: the masks as a DICOM SEG (``core.dicom_seg``), only for a case uploaded as DICOM.
 
-    ``source``: the page's Study, or its OpenedVolume. On the X-ray and CT slice pages the signed-in reviewer's
-    saved regions of this case go in too, one MANUAL segment per tag (a CT volume's regions lie on one slice of a
-    view and are not placed into the series). What can fail is checked now (``check_exportable``, shown as a
+    ``source``: the page's Study, or its OpenedVolume. The signed-in reviewer's saved regions of this case go in
+    too, one MANUAL segment per tag (a CT volume's on the slices they were drawn on). What can fail is checked now (``check_exportable``, shown as a
     caption); the SEG itself is built when the button is clicked (a volume's takes seconds), so moving
     a slider does not rebuild it.
     """
@@ -465,25 +464,29 @@ def dicom_seg_button(source, result, task: str) -> None:
     except ChestReviewError as error:
         st.caption(str(error))
         return
-    regions = _my_region_masks(source, task) if task != "ct-volume" else None
+    regions = _my_region_masks(source, task)
     st.download_button("Download DICOM SEG", lambda: case_segmentation(source, result, regions), file_name=f"case-{source.case_hash[:12]}-seg.dcm",
                        mime="application/dicom", key=f"seg_{task}", on_click="ignore",
                        help="The masks (and your regions) as a DICOM Segmentation that a PACS viewer shows on the "
                             "uploaded images; research use only, no patient identifiers inside")
 
 
-def _my_region_masks(study, task: str) -> dict:
-    """The signed-in reviewer's saved regions of this case and page, one boolean mask per tag (image's shape)."""
+def _my_region_masks(source, task: str) -> dict:
+    """The signed-in reviewer's saved regions of this case and page, one boolean mask per tag: the image's shape,
+    or for a CT volume (regions on slices of its views) the canonical volume's."""
     from core.reviews import ReviewFilters
-    from core.reviews.regions import regions_by_tag
+    from core.reviews.regions import regions_by_tag, regions_in_volume
 
     try:
         mine = review_store().current_reviews(ReviewFilters(task=task, reviewer=current_reviewer(),
-                                                            case_hash_prefix=study.case_hash))
+                                                            case_hash_prefix=source.case_hash))
     except ChestReviewError as error:
         show_error(error)
         return {}
-    return regions_by_tag([region for review in mine for region in review.regions], study.pixels.shape)
+    regions = [region for review in mine for region in review.regions]
+    if task == "ct-volume":
+        return regions_in_volume(regions, source.volume.hu.shape)
+    return regions_by_tag(regions, source.pixels.shape)
 
 
 def _slice_choice(slices: dict[str, int]) -> str | None:

@@ -222,6 +222,21 @@ def regions_by_tag(regions: Iterable[Region], shape: tuple[int, ...]) -> dict[st
             for tag in REGION_TAGS if any(r.tag == tag for r in regions)}
 
 
+def regions_in_volume(regions: Iterable[Region], volume_shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """A CT volume review's regions, each drawn on one slice of one view, as one boolean (z, y, x) mask per tag in the
+    canonical volume frame (``core.imaging.volume_views``): the DICOM SEG of a series takes them so."""
+    from core.imaging.volume_views import view_slice
+
+    masks: dict[str, np.ndarray] = {}
+    for region in regions:
+        if region.slice_view is None:
+            continue
+        mask = masks.setdefault(region.tag, np.zeros(volume_shape, dtype=bool))
+        plane = view_slice(mask, region.slice_view, region.slice_index)  # a view into ``mask``: writing fills it
+        plane |= regions_mask([region], plane.shape, binary=True) > 0
+    return {tag: masks[tag] for tag in REGION_TAGS if tag in masks}
+
+
 def mask_png(mask: np.ndarray) -> bytes:
     """The mask as an 8-bit greyscale PNG holding the label values themselves (0-4, or 0-1)."""
     from PIL import Image

@@ -503,3 +503,26 @@ def test_the_case_report_outlines_the_reviews_regions_on_the_first_image():
     assert "2 region(s): missed finding, other (axial 3)" in text
     magenta = np.abs(page - TAG_COLOURS["missed finding"]).sum(axis=2) < 60
     assert magenta.sum() > 100  # the outline is on the page
+
+
+def test_volume_regions_land_on_their_slice_of_their_view_per_tag():
+    """Each region fills its own slice of its own view in the canonical (z, y, x) volume (the SEG's input)."""
+    from core.imaging.volume_views import view_slice
+    from core.reviews.regions import regions_in_volume
+
+    shape = (10, 12, 14)
+    box = ((2, 3), (6, 3), (6, 5), (2, 5))  # x 2..6, y 3..5 on the slice
+    regions = [Region("rectangle", "missed finding", box, slice_view="axial", slice_index=4),
+               Region("rectangle", "missed finding", box, slice_view="coronal", slice_index=7),
+               Region("rectangle", "other", box, slice_view="sagittal", slice_index=1),
+               Region("rectangle", "other", box)]  # no slice: not a volume region, left out
+    masks = regions_in_volume(regions, shape)
+    assert list(masks) == ["missed finding", "other"] and all(m.shape == shape for m in masks.values())
+    flat = regions_mask(regions[:1], (12, 14), binary=True) > 0
+    assert np.array_equal(masks["missed finding"][4], flat)  # axial slice 4 is volume[4]
+    coronal = view_slice(masks["missed finding"], "coronal", 7)  # shown feet-down: rows are z reversed
+    assert np.array_equal(coronal, regions_mask(regions[1:2], coronal.shape, binary=True) > 0)
+    assert masks["missed finding"].sum() == flat.sum() + coronal.sum()  # apart: the axial box spans y 3..5, not 7
+    sagittal = view_slice(masks["other"], "sagittal", 1)
+    assert np.array_equal(sagittal, regions_mask(regions[2:3], sagittal.shape, binary=True) > 0)
+    assert masks["other"].sum() == sagittal.sum()
