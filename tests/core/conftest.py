@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -203,3 +204,14 @@ def review_db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'reviews.sqlite'}"
     return request.getfixturevalue("postgresql_url")
+
+
+@pytest.fixture
+def db_path(tmp_path) -> Path:
+    """The review log's SQLite file of one test (``url`` is its SQLAlchemy URL)."""
+    return tmp_path / "reviews.sqlite"
+
+
+@pytest.fixture
+def url(db_path: Path) -> str:
+    return f"sqlite:///{db_path}"

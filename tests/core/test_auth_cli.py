@@ -17,11 +17,6 @@ REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "a fine long password"
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'reviews.sqlite'}"
-
-
 def cli(monkeypatch, capsys, *args: str, stdin: str = "") -> tuple[int, str, str]:
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
     code = main(list(args))

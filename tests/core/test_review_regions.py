@@ -301,16 +301,6 @@ def test_unreadable_shapes_are_refused_naming_the_field(obj, words):
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "reviews.sqlite"
-
-
-@pytest.fixture
-def url(db_path: Path) -> str:
-    return f"sqlite:///{db_path}"
-
-
-@pytest.fixture
 def store(url: str):
     with ReviewStore(url) as opened:
         yield opened

@@ -88,16 +88,6 @@ class Clock:
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "reviews.sqlite"
-
-
-@pytest.fixture
-def url(db_path: Path) -> str:
-    return f"sqlite:///{db_path}"
-
-
-@pytest.fixture
 def store(url: str):
     with ReviewStore(url) as opened:
         yield opened
