@@ -43,6 +43,13 @@ def seed_two_shared_cases(url: str) -> None:
                     verdict="disagree" if correction else "agree", corrected_label=correction, confidence=3))
 
 
+def wait_until_idle(page) -> None:
+    """Until the app's script run has finished (Streamlit's running indicator is gone)."""
+    page.wait_for_timeout(500)
+    page.locator("[data-testid=stStatusWidgetRunningIcon]").wait_for(state="hidden")
+    page.wait_for_timeout(500)
+
+
 def kappa_shown(page) -> tuple[str, str]:
     """(kappa value, its caption) of the two readers on the Agreement page."""
     page.get_by_role("link", name="Agreement").click()
@@ -97,6 +104,7 @@ def test_two_readers_one_case_blind_second_read_kappa_and_pdf(browser, tmp_path,
         second.get_by_role("option", name="Uncertain").click()
         second.get_by_role("button", name="Save review").click()
         second.get_by_text("Review saved").wait_for()
+        wait_until_idle(second)  # the PDF button of this run, made after the save, not the one drawn before it
 
         pdf_button = second.get_by_role("button", name="Download PDF report")
         expect(pdf_button).to_have_count(1)  # the rerun after saving has finished (no stale copy left)

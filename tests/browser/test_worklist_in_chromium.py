@@ -59,6 +59,8 @@ def test_find_open_and_read_a_case_from_the_worklist(browser, tmp_path, bundled_
         page.get_by_text("Earlier reads of this case").wait_for()
         page.get_by_text("The stored result came from manet-demo-scripted").wait_for()  # scripted seed vs real model
         tables = page.locator("[data-testid=stDataFrame]")
+        tables.first.wait_for()
+        page.wait_for_timeout(1000)  # the run has drawn everything it draws
         assert tables.count() == 1  # the stored result beside the re-analysis; the others' reviews stay hidden
         page.get_by_text("Show other readers' reviews").click()
         tables.nth(1).wait_for()

@@ -1,4 +1,5 @@
 import csv
+import sys
 
 import torch
 
@@ -48,9 +49,14 @@ def _train_one_process(rank, out_dir, port):
     torch.distributed.destroy_process_group()
 
 
-def test_distributed_training_keeps_processes_in_step(tmp_path):
+def test_distributed_training_keeps_processes_in_step(tmp_path, monkeypatch):
     """Two CPU processes (gloo), as torchrun would start them: identical weights, one log."""
     import socket
+    import types
+
+    # Spawned children re-run the parent's __main__; after an AppTest (tests/pages) that is a page script, which
+    # must not run outside Streamlit. The children need only this module, imported by name.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
