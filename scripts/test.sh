@@ -9,7 +9,7 @@ SUDO=$([ "$(id -u)" -eq 0 ] && echo "" || echo sudo)
 apt_updated=""
 apt_install() {
   [ -n "$apt_updated" ] || { $SUDO apt-get update -qq; apt_updated=1; }
-  $SUDO apt-get install -y -qq "$@" >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 if ! command -v chromium >/dev/null 2>&1; then
   apt_install chromium
