@@ -451,9 +451,9 @@ def dicom_seg_button(source, result, task: str) -> None:
     """Beside the PDF report: the masks as a DICOM SEG (``core.dicom_seg``), only for a case uploaded as DICOM.
 
     ``source``: the page's Study, or its OpenedVolume. The signed-in reviewer's saved regions of this case go in
-    too, one MANUAL segment per tag (a CT volume's on the slices they were drawn on). What can fail is checked now (``check_exportable``, shown as a
-    caption); the SEG itself is built when the button is clicked (a volume's takes seconds), so moving
-    a slider does not rebuild it.
+    too, one MANUAL segment per tag (a CT volume's on the slices they were drawn on). What can fail is checked now
+    (``check_exportable``, shown as a caption); the SEG and the region masks are built when the button is clicked
+    (a volume's take seconds), so moving a slider does not rebuild them.
     """
     from core.dicom_seg import case_segmentation, check_exportable, is_dicom_case
 
@@ -464,27 +464,33 @@ def dicom_seg_button(source, result, task: str) -> None:
     except ChestReviewError as error:
         st.caption(str(error))
         return
-    regions = _my_region_masks(source, task)
-    st.download_button("Download DICOM SEG", lambda: case_segmentation(source, result, regions), file_name=f"case-{source.case_hash[:12]}-seg.dcm",
+    regions = _my_regions(source.case_hash, task)
+    st.download_button("Download DICOM SEG", lambda: case_segmentation(source, result, _region_masks(source, regions)),
+                       file_name=f"case-{source.case_hash[:12]}-seg.dcm",
                        mime="application/dicom", key=f"seg_{task}", on_click="ignore",
                        help="The masks (and your regions) as a DICOM Segmentation that a PACS viewer shows on the "
                             "uploaded images; research use only, no patient identifiers inside")
 
 
-def _my_region_masks(source, task: str) -> dict:
-    """The signed-in reviewer's saved regions of this case and page, one boolean mask per tag: the image's shape,
-    or for a CT volume (regions on slices of its views) the canonical volume's."""
+def _my_regions(case_hash: str, task: str) -> list:
+    """The signed-in reviewer's saved regions of this case and page (a quick query, on every run)."""
     from core.reviews import ReviewFilters
-    from core.reviews.regions import regions_by_tag, regions_in_volume
 
     try:
         mine = review_store().current_reviews(ReviewFilters(task=task, reviewer=current_reviewer(),
-                                                            case_hash_prefix=source.case_hash))
+                                                            case_hash_prefix=case_hash))
     except ChestReviewError as error:
         show_error(error)
-        return {}
-    regions = [region for review in mine for region in review.regions]
-    if task == "ct-volume":
+        return []
+    return [region for review in mine for region in review.regions]
+
+
+def _region_masks(source, regions: list) -> dict:
+    """One boolean mask per tag: the image's shape, or a CT volume's canonical one (regions on slices of its views).
+    Built only when the SEG is (a volume's masks are the volume's size)."""
+    from core.reviews.regions import regions_by_tag, regions_in_volume
+
+    if hasattr(source, "volume"):
         return regions_in_volume(regions, source.volume.hu.shape)
     return regions_by_tag(regions, source.pixels.shape)
 

@@ -215,3 +215,12 @@ def db_path(tmp_path) -> Path:
 @pytest.fixture
 def url(db_path: Path) -> str:
     return f"sqlite:///{db_path}"
+
+
+@pytest.fixture
+def store(url: str):
+    """The review log on ``url``, closed after the test (modules with another store define their own)."""
+    from core.reviews import ReviewStore
+
+    with ReviewStore(url) as opened:
+        yield opened

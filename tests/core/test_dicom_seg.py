@@ -31,20 +31,10 @@ from core.guard import check_ct_slice
 from core.io import dicom_series_bytes, load_dicom_series, load_image, load_nifti, nifti_bytes, volume_from_canonical
 from core.io.series import FAKE_IDENTITY
 from core.phantoms import make_phantom, write_demo_cases
+from tests.core.conftest import IDENTIFIERS as CT_IDENTIFIERS
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-IDENTIFIERS = {  # put into the CT slice's file; none may reach the SEG
-    "PatientName": "Doe^Jane^Q",
-    "PatientID": "PID-CT-998877",
-    "PatientBirthDate": "19610203",
-    "AccessionNumber": "ACC-CT-554433",
-    "InstitutionName": "Saint Example Hospital",
-    "ReferringPhysicianName": "Who^Doctor",
-    "StudyDate": "20200315",
-    "StudyID": "STUDY-4711",
-    "StudyDescription": "CT THORAX DOE JANE",
-    "OperatorsName": "Operator^Olga",
-}
+IDENTIFIERS = {**CT_IDENTIFIERS, "StudyID": "STUDY-4711", "OperatorsName": "Operator^Olga"}  # none may reach the SEG
 IDENTIFYING_KEYWORDS = set(IDENTIFIERS) | set(FAKE_IDENTITY) | {
     "PatientSex", "OtherPatientIDs", "PatientAddress", "InstitutionAddress", "StationName", "ContentCreatorName"}
 LUNG_CARD = SimpleNamespace(name="ct-lungs-resunet", version="2.0.0", weights_sha256="ab" * 32)

@@ -8,7 +8,6 @@ throw-away PostgreSQL server; the PostgreSQL cases are skipped only when the ser
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import os
 import signal
@@ -20,29 +19,13 @@ from alembic import command
 
 from core.reviews import (
     ReviewFilters,
-    ReviewInput,
     ReviewStorageError,
     ReviewStore,
     alembic_config,
 )
 from core.reviews.store import make_engine, write_transaction
 from core.reviews.stress import expected_amends, run_stress
-
-PROBS = {"normal": 0.1, "covid": 0.6, "tb": 0.05, "bacterial": 0.15, "viral": 0.1}
-WEIGHTS = hashlib.sha256(b"weights").hexdigest()
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def make_input(**changes) -> ReviewInput:
-    values = dict(
-        reviewer="Dr Ann", case_hash=sha("case-1"), model_name="manet", model_version="1.0", weights_sha256=WEIGHTS,
-        predicted_probabilities=dict(PROBS), predicted_label="covid", verdict="agree", confidence=4,
-    )
-    values.update(changes)
-    return ReviewInput(**values)
+from tests.core.test_reviews import WEIGHTS, make_input, sha  # the review log tests' own inputs
 
 
 def backend(url: str) -> str:

@@ -300,12 +300,6 @@ def test_unreadable_shapes_are_refused_naming_the_field(obj, words):
 # The store
 
 
-@pytest.fixture
-def store(url: str):
-    with ReviewStore(url) as opened:
-        yield opened
-
-
 def region_rows(db_path: Path) -> list[tuple]:
     with sqlite3.connect(db_path) as conn:
         return conn.execute("SELECT review_id, ordinal, kind, tag, points, slice_view, slice_index "

@@ -87,12 +87,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def store(url: str):
-    with ReviewStore(url) as opened:
-        yield opened
-
-
 def raw_rows(db_path: Path) -> list[tuple]:
     with sqlite3.connect(db_path) as conn:
         return conn.execute("SELECT * FROM reviews ORDER BY id").fetchall()
