@@ -108,6 +108,15 @@ def browser():
         browser.close()
 
 
+def wait_until_settled(page) -> None:
+    """Until the app's script run is over: during one, Streamlit shows the old elements (stale) beside the new ones,
+    and a click on an old one can be lost."""
+    page.wait_for_timeout(300)  # the rerun a click starts has begun
+    page.wait_for_function(
+        "() => !document.querySelector('[data-stale=\"true\"], [data-testid=stStatusWidgetRunningIcon],"
+        " [data-testid=stStatusWidgetRunningManIcon]')")
+
+
 def goto_signed_in(page, url: str, username: str = BROWSER_REVIEWER) -> None:
     """Open ``url``; sign in as ``username`` when the app asks (a new browser tab or a reload starts a new session)."""
     from tests.sign_in import sign_in_browser

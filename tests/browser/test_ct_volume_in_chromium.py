@@ -24,7 +24,7 @@ from core.ct_volume_phantoms import DEMO_SHAPE, DEMO_SPACING_MM, make_ct_volume
 from core.guard.ct_volume import check_ct_volume
 from core.io import load_volume
 from core.io.nifti import nifti_bytes
-from tests.browser.conftest import BROWSER_REVIEWER, goto_signed_in, running_app
+from tests.browser.conftest import BROWSER_REVIEWER, goto_signed_in, running_app, wait_until_settled
 from tests.ct_volume_registry import ct_volume_registry
 
 pytestmark = pytest.mark.browser  # fixtures `browser`, `bundled_weights_dir`: tests/browser/conftest.py
@@ -44,13 +44,6 @@ def volume_server(tmp_path_factory, bundled_weights_dir):
 def _no_trace(page) -> None:
     assert "Traceback" not in page.content()
     assert page.locator("[data-testid=stException]").count() == 0
-
-
-def _settle(page) -> None:
-    """Wait until the rerun is over: during one, Streamlit shows the old elements (stale) beside the new ones."""
-    page.wait_for_function(
-        "() => !document.querySelector('[data-stale=\"true\"], [data-testid=stStatusWidgetRunningIcon],"
-        " [data-testid=stStatusWidgetRunningManIcon]')")
 
 
 def _view_captions(page) -> list[str]:
@@ -84,7 +77,7 @@ def test_upload_a_nifti_volume_scroll_review_a_slice_and_find_it_in_the_log(volu
     alerts = page.locator("[data-testid=stAlert]")
     assert alerts.filter(has_text="SYNTHETIC DEMO VOLUME").count() == 0  # an upload, not a demo volume
     alerts.filter(has_text="trained on synthetic volumes only").wait_for()  # the classifiers' banner
-    _settle(page)
+    wait_until_settled(page)
     _no_trace(page)
 
     axial = page.get_by_role("slider", name="Axial slice (0 = feet)")
@@ -94,7 +87,7 @@ def test_upload_a_nifti_volume_scroll_review_a_slice_and_find_it_in_the_log(volu
         page.wait_for_function(
             "index => [...document.querySelectorAll('[data-testid=stImage]')]"
             ".some(e => e.innerText.startsWith(`Axial ${index} — `))", arg=index)
-        _settle(page)
+        wait_until_settled(page)
     assert _view_captions(page)[0].startswith("Axial 43 — top: anterior, left: patient's right")
     page.screenshot(path=str(tmp_path / "ct-volume-page.png"), full_page=True)
     _no_trace(page)

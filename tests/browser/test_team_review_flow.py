@@ -21,7 +21,7 @@ from playwright.sync_api import expect
 from core.classes import MANET_CLASSES
 from core.phantoms import make_phantom
 from core.reviews import ReviewInput, ReviewStore
-from tests.browser.conftest import BROWSER_REVIEWER, goto_signed_in, running_app
+from tests.browser.conftest import BROWSER_REVIEWER, goto_signed_in, running_app, wait_until_settled
 from tests.sign_in import ensure_user
 
 pytestmark = pytest.mark.browser  # fixtures `browser`, `bundled_weights_dir`: tests/browser/conftest.py
@@ -41,13 +41,6 @@ def seed_two_shared_cases(url: str) -> None:
                     reviewer=reader, case_hash=case_hash, model_name="manet-resnet34-ma", model_version="2.0.0",
                     weights_sha256="0" * 64, predicted_probabilities=probabilities, predicted_label="covid",
                     verdict="disagree" if correction else "agree", corrected_label=correction, confidence=3))
-
-
-def wait_until_idle(page) -> None:
-    """Until the app's script run has finished (Streamlit's running indicator is gone)."""
-    page.wait_for_timeout(500)
-    page.locator("[data-testid=stStatusWidgetRunningIcon]").wait_for(state="hidden")
-    page.wait_for_timeout(500)
 
 
 def kappa_shown(page) -> tuple[str, str]:
@@ -104,7 +97,7 @@ def test_two_readers_one_case_blind_second_read_kappa_and_pdf(browser, tmp_path,
         second.get_by_role("option", name="Uncertain").click()
         second.get_by_role("button", name="Save review").click()
         second.get_by_text("Review saved").wait_for()
-        wait_until_idle(second)  # the PDF button of this run, made after the save, not the one drawn before it
+        wait_until_settled(second)  # the PDF button of this run, made after the save, not the one drawn before it
 
         pdf_button = second.get_by_role("button", name="Download PDF report")
         expect(pdf_button).to_have_count(1)  # the rerun after saving has finished (no stale copy left)

@@ -12,7 +12,7 @@ import pytest
 from core.cases import CaseStore, WorklistFilters, worklist
 from core.cases.demo import DEMO_READERS, seed_demo
 from core.reviews import ReviewStore
-from tests.browser.conftest import goto_signed_in, running_app
+from tests.browser.conftest import goto_signed_in, running_app, wait_until_settled
 from tests.sign_in import ensure_user
 
 pytestmark = pytest.mark.browser  # fixture `browser`: tests/browser/conftest.py
@@ -21,6 +21,7 @@ pytestmark = pytest.mark.browser  # fixture `browser`: tests/browser/conftest.py
 def wait_for_count(page, shown: int, total: int) -> None:
     """Wait until the worklist says "shown of total stored cases" (the rerun after a click has finished)."""
     page.get_by_text(re.compile(rf"^{shown} of {total} stored cases")).wait_for()
+    wait_until_settled(page)  # the rows below the count are this run's, so a click on one is not lost
 
 
 def expected_count(tmp_path, **filters) -> int:
