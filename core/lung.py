@@ -33,7 +33,8 @@ def lung_probability(pixels: np.ndarray, segmenter: Segmenter, size: int) -> np.
 
 def probability_to_shape(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear, without anti-aliasing (``core.imaging.resample``: scikit-image's numbers), clipped to [0, 1]."""
-    return np.clip(bilinear(prob, shape), 0.0, 1.0).astype(np.float32)
+    out = bilinear(prob, shape)
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32)
 
 
 def lung_mask_from_probability(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:

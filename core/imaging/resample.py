@@ -4,8 +4,8 @@
 is how every map (lung probability, Grad-CAM, attention) is placed back on the image, and how the models'
 training caches were built. It interpolates each output pixel from four samples in float64 through
 ``scipy.ndimage.zoom``. Bilinear interpolation is separable: here one axis is interpolated, then the other,
-from two gathered rows (columns) per output row (column): the same samples, the same weights, in float64;
-only the order of the terms differs. Results agree with scikit-image to about 1e-15 and, for the float32
+each as a sparse matrix with two weights per output row (column): the same samples, the same weights, in
+float64; only the order of the terms differs. Results agree with scikit-image to about 1e-15 and, for the float32
 images the app works on, cast to float32 they are the same values save a rare last-bit rounding
 (``tests/core/test_resample.py``).
 
@@ -28,12 +28,23 @@ def resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim != 2 or image.size == 0:
         raise ValueError(f"resize takes a non-empty 2-D image, got shape {image.shape}")
-    (row_index, row_weight), (col_index, col_weight) = _axis_taps(image.shape[0], int(shape[0])), _axis_taps(image.shape[1], int(shape[1]))
-    rows = row_weight[:, :1] * image[row_index[:, 0]].astype(np.float64)
-    rows += row_weight[:, 1:] * image[row_index[:, 1]]
-    out = rows[:, col_index[:, 0]] * col_weight[:, 0]
-    out += rows[:, col_index[:, 1]] * col_weight[:, 1]
+    rows, columns = _axis_matrix(image.shape[0], int(shape[0])), _axis_matrix(image.shape[1], int(shape[1]))
+    if image.size < shape[0] * shape[1]:  # growing: transpose the small input, so the large output comes in C order
+        out = rows @ np.ascontiguousarray((columns @ image.T.astype(np.float64)).T)
+    else:  # shrinking: transpose the small output
+        out = np.ascontiguousarray((columns @ (rows @ image.astype(np.float64)).T).T)
     return np.clip(out, image.min(), image.max(), out=out)
+
+
+@lru_cache(maxsize=64)
+def _axis_matrix(n_in: int, n_out: int):
+    """(n_out, n_in) sparse matrix of one axis's interpolation: two weights per row (a megapixel output in a few
+    milliseconds, where gathering columns took four times as long)."""
+    from scipy import sparse
+
+    index, weight = _axis_taps(n_in, n_out)
+    rows = np.repeat(np.arange(n_out), 2)
+    return sparse.csr_matrix((weight.ravel(), (rows, index.ravel())), shape=(n_out, n_in))
 
 
 @lru_cache(maxsize=64)

@@ -8,6 +8,7 @@ attention maps (taken from Grad-CAM's forward pass instead of a second pass) and
 (the probabilities just served instead of a repeated classification).
 """
 
+from contextlib import nullcontext
 from dataclasses import astuple
 
 import numpy as np
@@ -24,6 +25,7 @@ import core.lung
 import core.pipelines.cxr
 import core.postprocess
 import core.preprocess
+import models
 from core import viz
 from core.imaging.resample import resize
 from core.phantoms import make_phantom
@@ -108,12 +110,68 @@ def test_lung_measurements_are_regionprops(seed):
     assert astuple(measure_lungs(mask)) == astuple(regionprops_measurements(mask))
 
 
+def full_graph_grad_cam(net, image, mask, class_index, single_logit=False):
+    """pytorch-grad-cam as it comes: the whole graph recorded, every weight differentiated."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget, ClassifierOutputTarget
+
+    target = BinaryClassifierOutputTarget(class_index) if single_logit else ClassifierOutputTarget(class_index)
+    wrapped = (core.explain.MaskBound(net, mask) if mask is not None else net).eval()
+    cam = GradCAM(model=wrapped, target_layers=[net.gradcam_layer])
+    try:
+        return cam(input_tensor=image, targets=[target])[0]
+    finally:
+        cam.activations_and_grads.release()
+
+
+GRAD_CAM_NETWORKS = {  # every kind of classifier the app explains (in-place ReLUs after the hooked layer in some)
+    "manet-resnet34-mask": (dict(name="resnet34", attention="mask", num_classes=5, width=8), (1, 64), True, False),
+    "vgg16-mask": (dict(name="vgg16", width=4, hidden=8), (1, 64), True, False),
+    "inception-mask": (dict(name="inception_v3", attention="mask", num_classes=3, width=8), (1, 160), True, False),
+    "cxnet-base": (dict(name="cxnet_base", in_chans=1, input_size=128, num_outputs=1), (1, 128), False, True),
+    "densenet121": (dict(name="timm_densenet121", num_classes=3), (1, 64), False, False),
+    "multisource-branch": (dict(name="multisource_branch", backbone="resnet50", width=0.125), (1, 64), False, True),
+}
+
+
+@pytest.mark.parametrize("network", sorted(GRAD_CAM_NETWORKS))
+def test_grad_cam_is_the_full_graph_grad_cam(network):
+    config, (channels, size), takes_mask, single_logit = GRAD_CAM_NETWORKS[network]
+    torch.manual_seed(0)
+    net = models.create_model(**config).eval()
+    image = torch.rand(1, channels, size, size)
+    mask = (torch.rand(1, 1, size, size) > 0.3).float() if takes_mask else None
+    maps = []
+    for class_index in (0, 1):
+        expected = full_graph_grad_cam(net, image, mask, class_index, single_logit)
+        net.zero_grad(set_to_none=True)
+        maps.append(core.explain.grad_cam(net, image, mask, class_index, single_logit))
+        np.testing.assert_allclose(maps[-1], expected, rtol=0, atol=1e-6)
+    assert max(m.max() for m in maps) > 0  # not only all-zero maps compared
+    assert all(p.requires_grad and p.grad is None for p in net.parameters())  # left as found, no gradients kept
+
+
+def test_grad_cam_of_a_class_the_network_lacks_raises():
+    net = models.create_model("resnet34", attention="mask", num_classes=2, width=8).eval()
+    with pytest.raises(IndexError):
+        core.explain.grad_cam(net, torch.rand(1, 1, 64, 64), torch.ones(1, 1, 64, 64), class_index=5)
+
+
+def test_grad_cam_of_a_volume_is_the_full_graph_grad_cam():
+    torch.manual_seed(0)
+    net = models.create_model("resnet3d34_attention", num_classes=2, width=4).eval()
+    volume = torch.rand(1, 1, 16, 32, 32)
+    np.testing.assert_allclose(core.explain.grad_cam(net, volume, None, 1), full_graph_grad_cam(net, volume, None, 1),
+                               rtol=0, atol=1e-6)
+
+
 def as_before(monkeypatch):
     """Patch the replaced pieces back in: scikit-image resizing, regionprops, a separate attention pass."""
     monkeypatch.setattr(core.lung, "bilinear", skimage_bilinear)
     monkeypatch.setattr(core.explain, "bilinear", skimage_bilinear)
     monkeypatch.setattr(core.preprocess, "bilinear", skimage_bilinear)
     monkeypatch.setattr(core.pipelines.cxr, "measure_lungs", regionprops_measurements)
+    monkeypatch.setattr(core.explain, "_backward_stops_at", lambda net, layer: nullcontext())
 
     def separate_passes(net, image, mask, class_index, single_logit=False):
         heat = core.explain.grad_cam(net, image, mask, class_index, single_logit)
