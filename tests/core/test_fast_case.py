@@ -1,8 +1,8 @@
 """The faster X-ray case gives the outputs it gave before (issue 12): each replaced piece against the library code
 it replaced, and whole analyses with the old pieces patched back in against the served path.
 
-Replaced: bilinear resizing without anti-aliasing (``core.imaging.resample`` for scikit-image's ``resize``),
-the overlays (look-up tables for matplotlib's colour map and the float blends, an erosion for
+Replaced: bilinear resizing with and without anti-aliasing (``core.imaging.resample`` for scikit-image's
+``resize``), the overlays (look-up tables for matplotlib's colour map and the float blends, an erosion for
 ``find_boundaries``), the lung measurements (``ndimage.label`` + ``bincount`` for ``regionprops``), the
 attention maps (taken from Grad-CAM's forward pass instead of a second pass) and the faithfulness base pass
 (the probabilities just served instead of a repeated classification).
@@ -27,10 +27,11 @@ import core.postprocess
 import core.preprocess
 import models
 from core import viz
-from core.imaging.resample import resize
+from core.imaging.resample import resize, resize_antialiased
 from core.phantoms import make_phantom
 from core.pipelines.cxr import CxrPipeline
 from core.postprocess import LungMeasurements, measure_lungs
+from core.preprocess import classifier_input, segmenter_input
 from core.registry import Registry
 
 SHAPES = [((1024, 1024), (256, 256)), ((256, 256), (1024, 1024)), ((128, 128), (1000, 1024)), ((700, 813), (128, 128)),
@@ -56,6 +57,74 @@ def test_resize_is_scikit_image_resize(source, target, dtype):
 def test_resize_refuses_what_it_cannot_do():
     with pytest.raises(ValueError):
         resize(np.zeros((2, 3, 3)), (4, 4))
+
+
+AA_SHAPES = [((1024, 1024), (256, 256)), ((1024, 1024), (224, 224)), ((700, 813), (128, 128)), ((2000, 1800), (224, 224)),
+             ((300, 200), (224, 224)), ((37, 50), (16, 16)), ((5, 9), (1, 2)), ((37, 50), (128, 128))]
+
+
+def skimage_antialiased(image, shape):
+    return skimage_resize(image, shape, order=1, preserve_range=True, anti_aliasing=True)
+
+
+def assert_antialiased_as_scikit_image(image, target):
+    ours, expected = resize_antialiased(image, target), skimage_antialiased(image, target)
+    assert ours.shape == tuple(target) and ours.dtype == np.float64 and ours.flags.c_contiguous
+    if expected.dtype == np.float64:  # the Gaussian's sums take the same terms in another order: the last bit
+        assert np.abs(ours - expected).max() <= 1e-15 * max(1.0, np.abs(expected).max())  # measured <= 4.5e-16
+    else:  # scikit-image rounds to float32 after each pass of its Gaussian and at the end: so does resize_antialiased
+        ours = ours.astype(np.float32)
+        np.testing.assert_array_max_ulp(ours, expected, maxulp=1)
+        assert np.mean(ours != expected) <= 1e-5  # measured: none differ, on all these (and 4M smoothed values)
+    return ours, expected
+
+
+@pytest.mark.parametrize(("source", "target"), AA_SHAPES)  # incl. one axis growing (300 -> 224), both growing
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_antialiased_resize_is_scikit_image_resize(source, target, dtype):
+    image = np.random.default_rng(sum(source) + sum(target)).random(source).astype(dtype)
+    assert_antialiased_as_scikit_image(image, target)
+
+
+@pytest.mark.parametrize("target", [(256, 256), (224, 224), (37, 300)])
+def test_antialiased_resize_of_phantoms_masks_and_constants(target):
+    phantom = make_phantom("covid", seed=3, size=1024)
+    assert_antialiased_as_scikit_image(phantom.pixels, target)
+    assert_antialiased_as_scikit_image(phantom.pixels.astype(np.float64) * 4095, target)
+    assert_antialiased_as_scikit_image((phantom.pixels * 4095).astype(np.uint16), target)  # as float64, like scikit-image
+    ours, expected = assert_antialiased_as_scikit_image(phantom.lung_mask.astype(np.float32), target)  # classifier_input's
+    assert np.array_equal(ours >= 0.5, expected >= 0.5)
+    constant = np.full((1024, 1024), 0.37, np.float32)
+    ours, _ = assert_antialiased_as_scikit_image(constant, target)
+    assert (ours == np.float32(0.37)).all()
+
+
+def test_antialiased_resize_refuses_what_scikit_image_refuses():
+    with pytest.raises(ValueError):
+        resize_antialiased(np.zeros((8, 8), bool), (4, 4))
+    with pytest.raises(ValueError):
+        resize_antialiased(np.zeros((2, 8, 8)), (4, 4))
+
+
+@pytest.mark.parametrize(("label", "seed", "size", "target"),
+                         [("covid", 3, 1024, 256), ("tb", 4, 1024, 224), ("normal", 5, 700, 224), ("covid", 6, 333, 256)])
+def test_model_inputs_are_as_before(label, seed, size, target, monkeypatch):
+    """The segmenter's and the classifier's inputs (image and the lung mask thresholded at 0.5) on phantoms."""
+    phantom = make_phantom(label, seed=seed, size=size)
+
+    def inputs():
+        return [segmenter_input(phantom.pixels, target)[0],
+                *classifier_input(phantom.pixels, phantom.lung_mask, target),
+                *classifier_input(phantom.pixels, phantom.lung_mask, target, equalise=True)]
+
+    after = inputs()
+    calls = []
+    monkeypatch.setattr(core.preprocess, "bilinear_antialiased", lambda *args: calls.append(1) or skimage_antialiased(*args))
+    before = inputs()
+    assert len(calls) == 5  # the old resizing did run: the segmenter's image, the classifier's image and mask twice
+    for new, old in zip(after, before):
+        assert new.dtype == old.dtype == np.float32
+        assert np.array_equal(new, old)
 
 
 def plain_heat_overlay(gray, heat, opacity=0.45, cmap="jet"):  # the blend as it was
@@ -166,10 +235,12 @@ def test_grad_cam_of_a_volume_is_the_full_graph_grad_cam():
 
 
 def as_before(monkeypatch):
-    """Patch the replaced pieces back in: scikit-image resizing, regionprops, a separate attention pass."""
+    """Patch the replaced pieces back in: scikit-image resizing (anti-aliased too), regionprops, a separate
+    attention pass."""
     monkeypatch.setattr(core.lung, "bilinear", skimage_bilinear)
     monkeypatch.setattr(core.explain, "bilinear", skimage_bilinear)
     monkeypatch.setattr(core.preprocess, "bilinear", skimage_bilinear)
+    monkeypatch.setattr(core.preprocess, "bilinear_antialiased", skimage_antialiased)
     monkeypatch.setattr(core.pipelines.cxr, "measure_lungs", regionprops_measurements)
     monkeypatch.setattr(core.explain, "_backward_stops_at", lambda net, layer: nullcontext())
 
