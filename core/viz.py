@@ -7,9 +7,9 @@ from functools import lru_cache
 import numpy as np
 import plotly.graph_objects as go
 from matplotlib import colormaps
-from scipy import ndimage
 
 from .classes import class_title
+from .postprocess import padded_bounding_box
 
 LUNG_COLOUR = (0, 200, 255)
 GGO_COLOUR = (255, 200, 0)  # ground-glass opacity: amber
@@ -31,7 +31,8 @@ def heat_overlay(gray: np.ndarray, heat: np.ndarray, opacity: float = 0.45, cmap
     """
     table = _heat_blend_table(float(opacity), cmap)
     entries = table.shape[1]
-    flat = to_grey_levels(gray).astype(np.intp) * entries + _colour_index(heat, colormaps[cmap])
+    flat = np.multiply(to_grey_levels(gray), entries, dtype=np.int32 if 256 * entries < 1 << 31 else np.intp, order="C")
+    flat += _colour_index(heat, colormaps[cmap])
     return table.reshape(-1, 3).take(flat, axis=0)
 
 
@@ -41,14 +42,20 @@ def to_grey_levels(gray: np.ndarray) -> np.ndarray:
 
 
 def _colour_index(values: np.ndarray, colormap) -> np.ndarray:
-    """Matplotlib's own float -> look-up-table index (``Colormap.__call__``): ``int(x * N)``, 1.0 -> N - 1, NaN -> bad."""
-    scaled = np.clip(values, 0, 1) * colormap.N
-    scaled[scaled == colormap.N] = colormap.N - 1
-    bad = np.isnan(scaled)
-    with np.errstate(invalid="ignore"):
-        index = scaled.astype(np.intp)
-    index[bad] = colormap.N + 2  # matplotlib's "bad" entry
-    return index
+    """Matplotlib's own float -> look-up-table index (``Colormap.__call__``): ``int(x * N)``, 1.0 -> N - 1, NaN -> bad.
+
+    ``clip(x * N, 0, N - 1)`` truncated is ``clip(x, 0, 1) * N`` truncated with N taken to N - 1 (NaN stays NaN):
+    worked out in place on one float array, then cast once to a C-ordered index, as narrow as the table allows.
+    """
+    n = colormap.N
+    values = np.asarray(values)
+    if values.dtype.kind != "f":  # integers or booleans: the same indices from floats, without overflow
+        values = values.astype(np.float64)
+    with np.errstate(over="ignore"):  # a huge value's product is infinite, and capped like it
+        scaled = np.multiply(values, n)
+    np.clip(scaled, 0, n - 1, out=scaled)
+    np.copyto(scaled, n + 2, where=np.isnan(scaled))  # matplotlib's "bad" entry
+    return scaled.astype(np.uint16 if n + 3 <= 1 << 16 else np.intp, order="C")
 
 
 @lru_cache(maxsize=8)
@@ -66,15 +73,12 @@ def _heat_blend_table(opacity: float, cmap: str) -> np.ndarray:
 
 def mask_overlay(gray: np.ndarray, mask: np.ndarray, opacity: float = 0.35, colour=LUNG_COLOUR) -> np.ndarray:
     """Tint the mask and draw its outline at full strength so the edge stays visible at low opacity."""
-    return _tint(to_rgb(gray), mask.astype(bool), opacity, colour)
+    return _grey_tints(gray, [(np.asarray(mask, dtype=bool), colour)], opacity)
 
 
 def infection_overlay(gray: np.ndarray, labels: np.ndarray, opacity: float = 0.45) -> np.ndarray:
     """Ground glass (label 1) and consolidation (label 2) in two colours, each with its outline."""
-    rgb = to_rgb(gray)
-    for label, colour in ((1, GGO_COLOUR), (2, CONSOLIDATION_COLOUR)):
-        rgb = _tint(rgb, labels == label, opacity, colour)
-    return rgb
+    return _grey_tints(gray, [(labels == 1, GGO_COLOUR), (labels == 2, CONSOLIDATION_COLOUR)], opacity)
 
 
 def tint(rgb: np.ndarray, mask: np.ndarray, opacity: float, colour) -> np.ndarray:
@@ -103,25 +107,62 @@ def heat_tint(rgb: np.ndarray, heat: np.ndarray, opacity: float = 0.45, cmap: st
 
 def _tint(rgb: np.ndarray, mask: np.ndarray, opacity: float, colour) -> np.ndarray:
     """Inside ``mask``: (1 - opacity) * pixel + opacity * colour in float32, then truncated to uint8; the mask's inner
-    outline in ``colour``. Per channel the result depends only on the 8-bit value: 256-entry tables give it."""
+    outline in ``colour``. Per channel the result depends only on the 8-bit value and the pixel's state (outside,
+    inside, outline): one look-up per channel in a (3 x 256, 3) table, over the mask's bounding box only."""
+    out = np.array(rgb, dtype=np.uint8, copy=True)
+    box = padded_bounding_box(mask)
+    if box is None:
+        return out
+    mask = mask[box]  # grown by a pixel: the box's own edge is outside the mask unless it is the image's edge
+    table = np.concatenate([_GREY_TABLE, _tint_table(opacity, colour)])
+    state = np.multiply(mask.view(np.uint8) + inner_boundary(mask).view(np.uint8), 256, dtype=np.uint16)
+    region = out[box]
+    for c in range(3):
+        region[..., c] = table[:, c].take(state + region[..., c])
+    return out
+
+
+def _grey_tints(gray: np.ndarray, masks: list, opacity: float) -> np.ndarray:
+    """``_tint`` of ``to_rgb(gray)`` with each boolean (mask, colour) in turn, for masks that do not overlap.
+
+    A pixel's colour depends only on its 8-bit grey level and its state (outside every mask, inside or on the
+    outline of one of them): one (256 x states, 3) table of colours and one look-up, as ``heat_overlay`` does.
+    """
+    tables = [_GREY_TABLE]
+    state = np.zeros(np.shape(gray), np.uint16)
+    for number, (mask, colour) in enumerate(masks):
+        tables.append(_tint_table(opacity, colour))
+        state += mask.view(np.uint8) * np.uint16(2 * number + 1)  # inside mask k: 2k + 1, one state per pixel
+        state += inner_boundary(mask)  # its outline (inside it): 2k + 2
+    state *= 256
+    state += to_grey_levels(gray)
+    return np.concatenate(tables).take(state, axis=0)
+
+
+def _tint_table(opacity: float, colour) -> np.ndarray:
+    """uint8 (512, 3): rows 0-255, an 8-bit value tinted per channel (in float32, as the plain blend); 256-511, the
+    outline colour."""
     tint = np.array(colour, dtype=np.float32)
     levels = np.arange(256, dtype=np.uint8).astype(np.float32)
-    tables = ((1 - opacity) * levels[:, None] + opacity * tint[None]).astype(np.uint8)  # (256, 3)
-    out = np.array(rgb, dtype=np.uint8, copy=True)
-    inside = out[mask]
-    out[mask] = np.stack([tables[inside[:, c], c] for c in range(3)], axis=1)
-    out[inner_boundary(mask)] = tint.astype(np.uint8)
-    return out
+    tinted = ((1 - opacity) * levels[:, None] + opacity * tint[None]).astype(np.uint8)  # (256, 3)
+    return np.concatenate([tinted, np.repeat(tint.astype(np.uint8)[None], 256, axis=0)])
+
+
+_GREY_TABLE = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)  # an 8-bit value in each channel
+_GREY_TABLE.flags.writeable = False
 
 
 def inner_boundary(mask: np.ndarray) -> np.ndarray:
     """``skimage.segmentation.find_boundaries(mask, mode="inner")`` for a boolean mask: the mask's pixels with a
-    4-neighbour outside it (the image's edge is not a boundary); a binary erosion, several times faster."""
+    4-neighbour outside it (the image's edge is not a boundary), from the mask and its shifts along each axis."""
     mask = np.asarray(mask, dtype=bool)
-    return mask & ~ndimage.binary_erosion(mask, structure=_CROSS, border_value=1)
-
-
-_CROSS = ndimage.generate_binary_structure(2, 1)
+    boundary = np.zeros(mask.shape, bool)
+    for axis in range(mask.ndim):
+        before = tuple(slice(None, -1) if a == axis else slice(None) for a in range(mask.ndim))
+        after = tuple(slice(1, None) if a == axis else slice(None) for a in range(mask.ndim))
+        boundary[after] |= mask[after] > mask[before]  # inside, its neighbour before it outside
+        boundary[before] |= mask[before] > mask[after]  # inside, its neighbour after it outside
+    return boundary
 
 
 def draw_box(rgb: np.ndarray, box, colour, thickness: int = 2) -> np.ndarray:

@@ -2,10 +2,11 @@
 it replaced, and whole analyses with the old pieces patched back in against the served path.
 
 Replaced: bilinear resizing with and without anti-aliasing (``core.imaging.resample`` for scikit-image's
-``resize``), the overlays (look-up tables for matplotlib's colour map and the float blends, an erosion for
+``resize``), the overlays (look-up tables for matplotlib's colour map and the float blends, shifted comparisons for
 ``find_boundaries``), the lung measurements (``ndimage.label`` + ``bincount`` for ``regionprops``), the
-attention maps (taken from Grad-CAM's forward pass instead of a second pass) and the faithfulness base pass
-(the probabilities just served instead of a repeated classification).
+attention maps (taken from Grad-CAM's forward pass instead of a second pass), the faithfulness base pass
+(the probabilities just served instead of a repeated classification), and MANet's clean-up (one labelling each
+for ``ndimage.binary_fill_holes`` and ``morphology.remove_small_objects``).
 """
 
 from contextlib import nullcontext
@@ -15,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 from matplotlib import colormaps
-from skimage import measure
+from scipy import ndimage
+from skimage import measure, morphology
 from skimage.filters import gaussian
 from skimage.segmentation import find_boundaries
 from skimage.transform import resize as skimage_resize
@@ -30,7 +32,7 @@ from core import viz
 from core.imaging.resample import resize, resize_antialiased
 from core.phantoms import make_phantom
 from core.pipelines.cxr import CxrPipeline
-from core.postprocess import LungMeasurements, measure_lungs
+from core.postprocess import LungMeasurements, fill_holes, manet_postprocess, measure_lungs, remove_small_objects
 from core.preprocess import classifier_input, segmenter_input
 from core.registry import Registry
 
@@ -232,6 +234,221 @@ def test_grad_cam_of_a_volume_is_the_full_graph_grad_cam():
     volume = torch.rand(1, 1, 16, 32, 32)
     np.testing.assert_allclose(core.explain.grad_cam(net, volume, None, 1), full_graph_grad_cam(net, volume, None, 1),
                                rtol=0, atol=1e-6)
+
+
+def table_tint(rgb, mask, opacity, colour):  # the tint as it was before the state tables: per-channel tables, an erosion
+    tint = np.array(colour, dtype=np.float32)
+    levels = np.arange(256, dtype=np.uint8).astype(np.float32)
+    tables = ((1 - opacity) * levels[:, None] + opacity * tint[None]).astype(np.uint8)
+    out = np.array(rgb, dtype=np.uint8, copy=True)
+    inside = out[mask]
+    out[mask] = np.stack([tables[inside[:, c], c] for c in range(3)], axis=1)
+    eroded = ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(2, 1), border_value=1)
+    out[mask & ~eroded] = tint.astype(np.uint8)
+    return out
+
+
+def table_colour_index(values, colormap):  # matplotlib's index as it was worked out before (intp, values' layout)
+    scaled = np.clip(values, 0, 1) * colormap.N
+    scaled[scaled == colormap.N] = colormap.N - 1
+    bad = np.isnan(scaled)
+    with np.errstate(invalid="ignore"):
+        index = scaled.astype(np.intp)
+    index[bad] = colormap.N + 2
+    return index
+
+
+def blobby(rng, shape, sigma, density):
+    """Thresholded smoothed noise: a ``density`` share of the pixels, in blobs about ``sigma`` across."""
+    smooth = gaussian(rng.random(shape), sigma)
+    return smooth > np.quantile(smooth, 1 - density)
+
+
+def special_masks():
+    """Edges, corners, one-pixel shapes and holes that reach the edge (or only touch it diagonally)."""
+    masks = {"empty": np.zeros((40, 50), bool), "full": np.ones((40, 50), bool), "pixel": np.ones((1, 1), bool),
+             "no pixel": np.zeros((1, 1), bool), "row": np.array([[1, 0, 1, 1, 0, 1]], bool),
+             "column": np.array([[1], [1], [0], [1]], bool), "2x2": np.array([[1, 0], [0, 1]], bool)}
+    ring = np.zeros((30, 40), bool)
+    ring[5:20, 5:25] = True
+    ring[8:17, 8:22] = False  # a hole
+    ring[10:12, 30:36] = True  # a 12-pixel object
+    masks["ring"] = ring
+    open_ring = ring.copy()
+    open_ring[12:14, 5:8] = False  # the hole opened to the outside: not a hole any more
+    masks["open ring"] = open_ring
+    edge = np.zeros((30, 40), bool)
+    edge[:12, :15] = True
+    edge[:6, 4:9] = False  # a notch open at the top edge: not filled
+    edge[4:9, 10:13] = False  # a hole next to it
+    edge[-10:, -10:] = True
+    edge[-8:-2, -1] = False  # open at the right edge
+    edge[-6:-4, -6:-4] = False  # a hole in the corner block
+    masks["edges"] = edge
+    corner = np.ones((6, 6), bool)
+    corner[0, 0] = corner[1, 1] = False  # (1, 1) meets the background at the edge only diagonally: a hole
+    corner[3, 3] = False
+    masks["diagonal"] = corner
+    masks["checkerboard"] = (np.indices((21, 23)).sum(axis=0) % 2).astype(bool)  # single pixels everywhere
+    frame = np.ones((25, 25), bool)
+    frame[1:-1, 1:-1] = False  # one hole as large as the image, less its edge
+    masks["frame"] = frame
+    return masks
+
+
+def plain_manet_postprocess(mask, min_object_fraction=0.005):  # the recipe as it was
+    mask = ndimage.binary_fill_holes(mask.astype(bool))
+    min_size = max(int(min_object_fraction * mask.size), 1)
+    return morphology.remove_small_objects(mask, max_size=min_size - 1) if min_size > 1 else mask
+
+
+def sizes_of(mask):
+    labels = ndimage.label(mask)[0]
+    return np.unique(np.bincount(labels.ravel())[1:])
+
+
+def random_masks():
+    rng = np.random.default_rng(12)
+    for shape in [(1, 30), (9, 7), (64, 64), (100, 37), (257, 300)]:
+        for sigma in (0.7, 2, 5):
+            for density in (0.1, 0.3, 0.5, 0.7, 0.95):
+                yield f"{shape} sigma {sigma} density {density}", blobby(rng, shape, sigma, density)
+
+
+@pytest.mark.parametrize("name", list(special_masks()))
+def test_fill_and_removal_are_scipy_and_scikit_image_on_special_masks(name):
+    mask = special_masks()[name]
+    assert np.array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
+    assert not np.shares_memory(fill_holes(mask), mask)
+    for min_size in sorted({1, 2, 3, *sizes_of(mask), *(sizes_of(mask) + 1), mask.size, mask.size + 1}):
+        expected = morphology.remove_small_objects(mask, max_size=min_size - 1)
+        assert np.array_equal(remove_small_objects(mask, min_size), expected), min_size
+        assert not np.shares_memory(remove_small_objects(mask, min_size), mask)
+    for fraction in (0.0, 0.005, 0.02, 0.1, 0.5, 1.0):
+        assert np.array_equal(manet_postprocess(mask, fraction), plain_manet_postprocess(mask, fraction)), fraction
+
+
+def test_fill_and_removal_are_scipy_and_scikit_image_on_random_masks():
+    for name, mask in random_masks():
+        filled = ndimage.binary_fill_holes(mask)
+        assert np.array_equal(fill_holes(mask), filled), name
+        sizes = sizes_of(filled)  # a component exactly at the threshold stays, one pixel short goes
+        for min_size in {1, 2, *sizes[:: max(len(sizes) // 4, 1)], *sizes[-2:], *(sizes[-2:] + 1)}:
+            expected = morphology.remove_small_objects(filled, max_size=min_size - 1)
+            assert np.array_equal(remove_small_objects(filled, min_size), expected), (name, min_size)
+            fraction = min_size / mask.size  # the recipe at the same threshold, and just above and below it
+            for f in (fraction, np.nextafter(fraction, 0), np.nextafter(fraction, 1), 0.005):
+                assert np.array_equal(manet_postprocess(mask, f), plain_manet_postprocess(mask, f)), (name, f)
+
+
+def test_manet_postprocess_is_the_recipe_on_lung_like_masks_and_other_dtypes():
+    phantom = make_phantom("covid", seed=3, size=512)
+    rng = np.random.default_rng(3)
+    smooth = gaussian(phantom.lung_mask.astype(np.float32), 4)
+    for strength in (1.0, 3.0, 6.0):  # from a clean prediction to specks and holes all over the image
+        prob = smooth + strength * (gaussian(rng.random(smooth.shape), 2) - 0.5)
+        for mask in (prob >= 0.5, (prob >= 0.5).astype(np.uint8), np.where(prob >= 0.5, prob, 0.0)):
+            expected = plain_manet_postprocess(mask)
+            assert ndimage.label(mask)[1] > 1 or strength == 1.0
+            assert np.array_equal(manet_postprocess(mask), expected)
+            assert manet_postprocess(mask).dtype == bool
+
+
+def test_fill_and_removal_in_three_dimensions():
+    rng = np.random.default_rng(4)
+    for density in (0.2, 0.5, 0.8):
+        mask = blobby(rng, (12, 30, 25), 1.5, density)
+        assert np.array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
+        for min_size in (2, 10, 50):
+            expected = morphology.remove_small_objects(mask, max_size=min_size - 1)
+            assert np.array_equal(remove_small_objects(mask, min_size), expected)
+        assert np.array_equal(manet_postprocess(mask, 0.001), plain_manet_postprocess(mask, 0.001))
+
+
+def test_inner_boundary_is_find_boundaries():
+    masks = list(special_masks().values()) + [mask for _, mask in random_masks()]
+    rng = np.random.default_rng(5)
+    masks += [blobby(rng, (10, 15, 12), 1.5, density) for density in (0.3, 0.7)]  # any number of dimensions
+    for mask in masks:
+        assert np.array_equal(viz.inner_boundary(mask), find_boundaries(mask, mode="inner"))
+        assert np.array_equal(viz.inner_boundary(mask.astype(np.uint8)), find_boundaries(mask, mode="inner"))
+
+
+def overlay_cases():
+    rng = np.random.default_rng(6)
+    for name, mask in list(special_masks().items()) + [(n, m) for n, m in random_masks() if m.shape[0] > 1][::3]:
+        dtype = [np.float32, np.float64][len(name) % 2]
+        gray = (rng.random(mask.shape) * 1.2 - 0.1).astype(dtype)  # values outside [0, 1] too
+        yield name, gray, mask, float(rng.choice([0.0, 0.2, 0.35, 0.45, 1.0]))
+
+
+def test_mask_and_infection_overlays_are_the_table_tints():
+    rng = np.random.default_rng(7)
+    for name, gray, mask, opacity in overlay_cases():
+        rgb = viz.to_rgb(gray)
+        expected = table_tint(rgb, mask, opacity, viz.LUNG_COLOUR)
+        assert np.array_equal(expected, plain_tint(rgb, mask, opacity, viz.LUNG_COLOUR)), name  # the two references
+        assert np.array_equal(viz.mask_overlay(gray, mask, opacity), expected), name
+        assert np.array_equal(viz.mask_overlay(gray, mask.astype(np.uint8), opacity, (10, 20, 30)),
+                              table_tint(rgb, mask, opacity, (10, 20, 30))), name
+        colours = rng.integers(0, 256, (*mask.shape, 3), dtype=np.uint8)
+        for colour in ((230, 30, 60), (255, 200, 0), (0, 0, 0)):
+            expected = table_tint(colours, mask, opacity, colour)
+            assert np.array_equal(viz.tint(colours, mask, opacity, colour), expected), name
+        labels = np.where(mask, 1, 0) + 2 * (rng.random(mask.shape) < 0.3) * ~mask + 3 * (rng.random(mask.shape) < 0.05)
+        labels[labels > 3] = 3  # some pixels of label 3: neither colour
+        expected = rgb
+        for label, colour in ((1, viz.GGO_COLOUR), (2, viz.CONSOLIDATION_COLOUR)):
+            expected = table_tint(expected, labels == label, opacity, colour)
+        assert np.array_equal(viz.infection_overlay(gray, labels, opacity), expected), name
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("cmap", ["jet", "viridis"])
+def test_colour_index_is_matplotlib_s(order, cmap):
+    colormap = colormaps[cmap]
+    rng = np.random.default_rng(8)
+    special = [0.0, -0.0, 1.0, np.nextafter(1.0, 0), 1.5, -0.5, np.nan, np.inf, -np.inf, 0.5, 1 / 256, 255 / 256,
+               np.nextafter(255 / 256, 0), 1e-300]
+    for dtype in (np.float32, np.float64, np.float16):
+        values = np.asarray(rng.random((37, 41)) * 1.4 - 0.2, dtype=dtype, order=order)
+        values.flat[: len(special)] = special
+        values.flat[len(special): 2 * len(special)] = np.nextafter(np.array(special, dtype), dtype(1))
+        index = viz._colour_index(values, colormap)
+        assert index.flags.c_contiguous
+        assert np.array_equal(index, table_colour_index(values, colormap))
+        colours = colormap(np.clip(values, 0, 1))
+        assert np.array_equal(colormap._lut[index], colours)
+    for values in (np.array([[0, 1, 2, -1]]), np.array([[True, False]])):  # not floats
+        assert np.array_equal(viz._colour_index(values, colormap), table_colour_index(values.astype(float), colormap))
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_heat_overlay_is_the_plain_blend_in_either_memory_order(order):
+    rng = np.random.default_rng(9)
+    gray = (rng.random((150, 170)) * 1.2 - 0.1).astype(np.float32)
+    heat = np.asarray(rng.random(gray.shape) * 1.2 - 0.1, dtype=np.float32, order=order)
+    heat.flat[:3] = [np.nan, 1.0, 0.0]
+    for opacity, cmap in ((0.45, "jet"), (0.3, "viridis"), (1.0, "jet")):
+        expected = plain_heat_overlay(gray, heat, opacity, cmap)
+        assert np.array_equal(viz.heat_overlay(gray, heat, opacity, cmap), expected)
+    assert np.array_equal(viz.heat_overlay(np.asfortranarray(gray), heat), plain_heat_overlay(gray, heat))
+
+
+def test_lung_measurements_are_regionprops_on_special_masks():
+    masks = list(special_masks().values())
+    middle = np.zeros((20, 41), bool)
+    middle[5:15, 20] = True  # the centroid on the midline column: left, as regionprops' "<" says
+    even = np.zeros((20, 40), bool)
+    even[5:15, 19:21] = True  # centroid at 19.5 < 20: right
+    dots = np.zeros((12, 300), bool)
+    dots[::2, :200:2] = True  # many more components than rows: the per-column table would be larger than the image
+    specks = np.random.default_rng(10).random((12, 300)) < 0.1  # the same, not symmetric
+    masks += [middle, even, dots, dots[:, ::-1].copy(), specks, np.ones((3, 1000), bool)]
+    for mask in masks:
+        assert astuple(measure_lungs(mask)) == astuple(regionprops_measurements(mask))
+        assert all(type(value) is float for value in astuple(measure_lungs(mask))[:3])
+    assert measure_lungs(dots).components == 6 * 100 and measure_lungs(specks).components > 12 * 2
 
 
 def as_before(monkeypatch):
