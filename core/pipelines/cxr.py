@@ -182,10 +182,13 @@ class CxrPipeline:
         the Grad-CAM is zero everywhere. ``probabilities``: the case's, as just served (no pass to repeat)."""
         card, temperature = self.cls_card, temperature_of(self.cls_card)
 
-        def predict(arrays):
-            return to_probabilities(self.classifier(*(np.asarray(x)[None] for x in arrays))[0], card.output, temperature)
+        def predict_batch(batch):
+            return [to_probabilities(logits, card.output, temperature) for logits in self.classifier(*batch)]
 
-        return case_scores(predict, inputs.arrays, input_heat, class_index, heat, lung_mask, probabilities)
+        def predict(arrays):
+            return predict_batch([np.asarray(x)[None] for x in arrays])[0]
+
+        return case_scores(predict, inputs.arrays, input_heat, class_index, heat, lung_mask, probabilities, predict_batch)
 
 
 def _display_map(maps: list[np.ndarray], input_size: int) -> np.ndarray:

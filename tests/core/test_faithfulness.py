@@ -104,3 +104,17 @@ def test_the_pipeline_fills_the_scores_only_when_asked(tiny_registry_dir, classi
     assert scores["in_lung_share"] == pytest.approx(in_lung_share(result.gradcam, result.lung_mask), abs=1e-5)
     assert result.probabilities == plain.probabilities and "faithfulness" in result.timings_ms
     assert pipeline.analyse(study, explain=False, faithfulness=True).faithfulness is None
+
+
+def test_a_batched_predictor_gives_the_same_scores_in_one_call():
+    calls = []
+
+    def batched(arrays):
+        calls.append(arrays[0].shape)
+        return np.stack([quadrant_model([image, mask]) for image, mask in zip(*arrays)])
+
+    inputs = (*textured_case(), np.ones((1, S, S), np.float32))
+    for heat in (quadrant_heat(0, 0), quadrant_heat(1, 1)):
+        assert deletion_score(quadrant_model, inputs, heat, 1, predict_batch=batched) == \
+            deletion_score(quadrant_model, inputs, heat, 1)
+    assert calls == [(4, 1, S, S)] * 2  # the top pixels and 3 random masks, one call per score

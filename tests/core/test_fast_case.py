@@ -5,7 +5,7 @@ Replaced: bilinear resizing with and without anti-aliasing (``core.imaging.resam
 ``resize``), the overlays (look-up tables for matplotlib's colour map and the float blends, shifted comparisons for
 ``find_boundaries``), the lung measurements (``ndimage.label`` + ``bincount`` for ``regionprops``), the
 attention maps (taken from Grad-CAM's forward pass instead of a second pass), the faithfulness base pass
-(the probabilities just served instead of a repeated classification), and MANet's clean-up (one labelling each
+(the probabilities just served instead of a repeated classification; the perturbed copies in one batch), and MANet's clean-up (one labelling each
 for ``ndimage.binary_fill_holes`` and ``morphology.remove_small_objects``).
 """
 
@@ -467,8 +467,8 @@ def as_before(monkeypatch):
 
     monkeypatch.setattr(core.pipelines.cxr, "grad_cam_with_attention", separate_passes)
     plain_scores = core.pipelines.cxr.case_scores
-    monkeypatch.setattr(core.pipelines.cxr, "case_scores",
-                        lambda *args, **kwargs: plain_scores(*args[:6]))  # no probabilities: the base pass runs again
+    monkeypatch.setattr(core.pipelines.cxr, "case_scores",  # no probabilities (the base pass runs again), no batch
+                        lambda *args, **kwargs: plain_scores(*args[:6]))
 
 
 def analyses(pipeline, studies):
@@ -486,7 +486,9 @@ def assert_same(after, before):
             assert (ours is None) == (theirs is None)
             if ours is not None:
                 np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
-        assert new.faithfulness == pytest.approx(old.faithfulness, abs=1e-6)
+        # the perturbed copies now go through ONNX Runtime as one batch, whose float sums may end a bit
+        # otherwise than one at a time: a probability moves by ~1e-7, one unit of the scores' 6th decimal at most
+        assert new.faithfulness == pytest.approx(old.faithfulness, abs=1.1e-6)
 
 
 @pytest.mark.parametrize("classifier", ["tiny-cls", "tiny-cls-lung-crop", "tiny-lung-only", "tiny-cxnet-three"])
