@@ -45,10 +45,15 @@ def _png_bytes(size: int) -> bytes:
     return buffer.getvalue()
 
 
-def _time_runs(runs: int, decode, analyse, overlays, model_stages: tuple) -> dict[str, list[float]]:
-    """Stage timings of ``runs`` analyses after one warm-up: decode, the pipeline's own stages, overlays, total."""
-    samples: dict[str, list[float]] = {stage: [] for stage in ("decode", *model_stages, "overlays", "total")}
+def _time_runs(runs: int, decode, analyse, overlays, model_stages: tuple, between=None) -> dict[str, list[float]]:
+    """Stage timings of ``runs`` analyses after one warm-up: decode, the pipeline's own stages, overlays, total;
+    ``between()`` (the bare forward), when given, is timed after each analysis as "between"."""
+    samples: dict[str, list[float]] = {stage: [] for stage in ("decode", *model_stages, "overlays", "total", "between")}
     for index in range(runs + 1):  # the first run warms caches and is dropped
+        if between is not None and index:
+            started = time.perf_counter()
+            between()
+            samples["between"].append((time.perf_counter() - started) * 1000)
         started = time.perf_counter()
         study = decode()
         decoded = time.perf_counter()
@@ -66,13 +71,14 @@ def _time_runs(runs: int, decode, analyse, overlays, model_stages: tuple) -> dic
     return samples
 
 
-def time_pipeline(pipeline: CxrPipeline, data: bytes, runs: int) -> dict[str, list[float]]:
+def time_pipeline(pipeline: CxrPipeline, data: bytes, runs: int, between=None) -> dict[str, list[float]]:
     def overlays(study, result):
         heat_overlay(study.pixels, result.gradcam)
         mask_overlay(study.pixels, result.lung_mask)
 
     return _time_runs(runs, lambda: check_chest_xray(load_image(data, "benchmark.png")),
-                      lambda study: pipeline.analyse(study, explain=True, faithfulness=True), overlays, STAGES[1:5])
+                      lambda study: pipeline.analyse(study, explain=True, faithfulness=True), overlays, STAGES[1:5],
+                      between)
 
 
 def time_ct_slice(pipeline, data: bytes, runs: int) -> dict[str, list[float]]:
@@ -193,16 +199,17 @@ def run_benchmark(registry: Registry, runs: int = 20, size: int = 1024, classifi
     print(f"input: synthetic {size}x{size} PNG, {runs} runs after 1 warm-up; milliseconds; "
           f"classifier {classifier or registry.default('cxr-classification').name}")
     measured = []
-    for backend in ("torch", "onnx"):
+    bare_forward = bare_densenet121_forward(device)
+    for backend in ("torch", "onnx"):  # the bare forward runs between the cases: this machine's speed drifts
         pipeline = CxrPipeline(registry, backend=backend, classifier=classifier)
         label = f"{backend}/{device if backend == 'torch' else pipeline.classifier.provider.replace('ExecutionProvider', '').lower()}"
-        measured.append((label, time_pipeline(pipeline, data, runs)))
+        measured.append((label, time_pipeline(pipeline, data, runs, between=bare_forward)))
     rows = _print_rows("Chest X-ray", STAGES, measured)
-    bare = float(np.percentile(time_bare_densenet(runs, device), 50))
-    print(f"Bare DenseNet-121 forward ({BARE_MODEL}): p50 {bare:.1f} ms; whole case p50 / bare forward p50: "
-          + ", ".join(f"{row['backend']} {row['total'][0] / bare:.2f}" for row in rows))
-    for row in rows:
+    print(f"Bare DenseNet-121 forward ({BARE_MODEL}), timed between the cases; whole case p50 / bare forward p50:")
+    for row, (_, samples) in zip(rows, measured):
+        bare = float(np.percentile(samples["between"], 50))
         row["bare_densenet121_ms"], row["ratio_to_bare"] = bare, row["total"][0] / bare
+        print(f"  {row['backend']}: bare forward p50 {bare:.1f} ms, ratio {row['ratio_to_bare']:.2f}")
     return rows
 
 
@@ -219,17 +226,18 @@ def bare_densenet121() -> torch.nn.Module:
     return net.eval()
 
 
-def time_bare_densenet(runs: int, device: str = "cpu") -> list[float]:
-    """Milliseconds of ``runs`` forward passes (after one warm-up), same threads as the cases."""
+def bare_densenet121_forward(device: str = "cpu"):
+    """A callable running one bare forward pass (no grad, same threads as the cases), warmed up three times:
+    oneDNN builds its kernels in the first passes."""
     net = bare_densenet121().to(device)
     image = torch.rand(1, 1, 224, 224, device=device)
-    samples = []
-    with torch.no_grad():
-        for index in range(runs + 1):
-            started = time.perf_counter()
+
+    def forward() -> None:
+        with torch.no_grad():
             net(image)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            if index:
-                samples.append((time.perf_counter() - started) * 1000)
-    return samples
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(3):
+        forward()
+    return forward

@@ -84,8 +84,9 @@ def test_benchmark_prints_every_stage_for_both_backends(bundled_weights_dir, cap
         for stage in STAGES:
             p50, p90 = row[stage]
             assert 0 < p50 <= p90
+        assert row["ratio_to_bare"] == pytest.approx(row["total"][0] / row["bare_densenet121_ms"])
     out = capsys.readouterr().out
-    assert "lung_mask p50" in out and "total p50" in out
+    assert "lung_mask p50" in out and "total p50" in out and "bare forward p50" in out
 
 
 @pytest.mark.parametrize("classifier", ["tiny-cls", "tiny-cls-lung-crop", "tiny-lung-only", "tiny-cxnet-three"])
