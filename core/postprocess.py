@@ -119,17 +119,10 @@ def measure_lungs(mask: np.ndarray) -> LungMeasurements:
         return LungMeasurements(0.0, 0.0, 0.0, 0)
     cols = box[1]  # every component lies in the box: label only there
     labels, components = ndimage.label(mask[box], structure=np.ones((3, 3), bool))  # 8-connected: skimage's connectivity=2
-    width = labels.shape[1]
+    flat = labels.ravel()
+    areas = np.bincount(flat, minlength=components + 1)[1:]
     column_index = np.arange(cols.start, cols.stop, dtype=np.float64)  # the image's column numbers
-    if (components + 1) * width <= labels.size:  # pixels per component and column: (components, width) counts
-        per_column = np.bincount((labels * width + np.arange(width, dtype=labels.dtype)).ravel(),
-                                 minlength=(components + 1) * width).reshape(components + 1, width)[1:]
-        areas = per_column.sum(axis=1)
-        column_sums = per_column @ column_index  # integer sums, exact in float64 whatever their order
-    else:  # so many components that the table would outgrow the image
-        flat = labels.ravel()
-        areas = np.bincount(flat, minlength=components + 1)[1:]
-        column_sums = np.bincount(flat, weights=np.tile(column_index, labels.shape[0]), minlength=components + 1)[1:]
+    column_sums = np.bincount(flat, weights=np.tile(column_index, labels.shape[0]), minlength=components + 1)[1:]
     on_right = column_sums / np.maximum(areas, 1) < mask.shape[1] / 2.0  # the centroid's column (exact: integer sums)
     area = float(np.count_nonzero(mask) / total)  # mask.mean(), the same float: both divide the exact count once
     return LungMeasurements(area, float(areas[on_right].sum() / total), float(areas[~on_right].sum() / total),

@@ -117,6 +117,21 @@ def wait_until_settled(page) -> None:
         " [data-testid=stStatusWidgetRunningManIcon]')")
 
 
+def click_and_settle(page, locator) -> None:
+    """Click, then wait until the rerun the click started is over (what is clicked next is that run's element)."""
+    locator.click()
+    wait_until_settled(page)
+
+
+def choose(page, select_box, option: str) -> None:
+    """Pick ``option`` in ``select_box`` (a locator) between settled runs: a click during a rerun can land on an
+    element about to be replaced, and its list never opens."""
+    wait_until_settled(page)
+    select_box.first.click()
+    page.get_by_role("option", name=option).click()
+    wait_until_settled(page)
+
+
 def goto_signed_in(page, url: str, username: str = BROWSER_REVIEWER) -> None:
     """Open ``url``; sign in as ``username`` when the app asks (a new browser tab or a reload starts a new session)."""
     from tests.sign_in import sign_in_browser

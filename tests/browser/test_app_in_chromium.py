@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from core.phantoms import make_phantom
-from tests.browser.conftest import BROWSER_REVIEWER, goto_signed_in
+from tests.browser.conftest import BROWSER_REVIEWER, choose, click_and_settle, goto_signed_in
 
 pytestmark = pytest.mark.browser  # fixtures `server` and `browser`: tests/browser/conftest.py
 
@@ -35,9 +35,8 @@ def test_upload_review_and_find_it_in_the_log(server, browser, tmp_path):
     page.locator("[data-testid=stPlotlyChart]").first.wait_for()  # the probabilities chart
     assert "Traceback" not in page.content()
 
-    page.get_by_text("disagree", exact=True).click()
-    page.get_by_label("The label you believe is right").click()
-    page.get_by_role("option", name="Uncertain").click()
+    click_and_settle(page, page.get_by_text("disagree", exact=True))
+    choose(page, page.get_by_label("The label you believe is right"), "Uncertain")
     page.get_by_label("Where did the model go wrong? (optional)").fill("missed the left lower zone")
     page.get_by_role("button", name="Save review").click()
     page.get_by_text("Review saved").wait_for()
@@ -66,8 +65,7 @@ def test_switching_to_the_covid_cxnet_classifier(server, browser, tmp_path, bund
     goto_signed_in(page, f"{server}/chest_xray")
     page.locator("input[type=file]").set_input_files(str(image_path))
     page.get_by_text("Prediction:").wait_for()
-    page.get_by_label("Classifier").click()
-    page.get_by_role("option", name="covid-cxnet-binary (Normal, COVID-19)").click()
+    choose(page, page.get_by_label("Classifier"), "covid-cxnet-binary (Normal, COVID-19)")
     page.get_by_text(f"covid-cxnet-binary {version}").first.wait_for()  # the models caption under the result
     page.get_by_text("Grad-CAM:").wait_for()
     assert "Traceback" not in page.content()

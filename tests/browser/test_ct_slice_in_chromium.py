@@ -27,7 +27,7 @@ from core.ct_phantoms import ct_phantom_dicom_bytes, make_ct_phantom
 from core.imaging.windowing import LUNG, apply_window
 from core.io import load_image
 from core.registry import Registry
-from tests.browser.conftest import BROWSER_REVIEWER, goto_signed_in
+from tests.browser.conftest import BROWSER_REVIEWER, choose, click_and_settle, goto_signed_in
 from tests.core.conftest import build_dataset, gradient, to_bytes
 
 pytestmark = pytest.mark.browser  # fixtures `server`, `browser`, `bundled_weights_dir`: tests/browser/conftest.py
@@ -106,8 +106,7 @@ def test_upload_a_ct_dicom_review_it_and_find_it_in_the_log(server, browser, bun
     # old element beside the new one, hence .first
     window = page.get_by_label("Window", exact=True).first
     expect(window).to_have_value(re.compile(r"^Lung W1500/L-600"), timeout=60_000)
-    window.click()
-    page.get_by_role("option", name=MEDIASTINUM_OPTION).click()
+    choose(page, window, MEDIASTINUM_OPTION)
     expect(window).to_have_value(MEDIASTINUM_OPTION, timeout=60_000)
     page.wait_for_function(  # the slice panel shows new pixels: the HU went through the mediastinum window
         "src => [...document.querySelectorAll('[data-testid=stImage] img')].every(img => img.src !== src)"
@@ -118,9 +117,8 @@ def test_upload_a_ct_dicom_review_it_and_find_it_in_the_log(server, browser, bun
     heading.wait_for()  # the analysis is kept: no rerun of the models, same result
     _no_trace(page)
 
-    page.get_by_text("disagree", exact=True).click()
-    page.get_by_label("The label you believe is right").click()
-    page.get_by_role("option", name="Uncertain").click()
+    click_and_settle(page, page.get_by_text("disagree", exact=True))
+    choose(page, page.get_by_label("The label you believe is right"), "Uncertain")
     page.get_by_label("Where did the model go wrong? (optional)").fill(WHERE_WRONG)
     page.get_by_role("button", name="Save review").click()
     page.get_by_text("Review saved").wait_for()

@@ -24,7 +24,14 @@ from core.ct_volume_phantoms import DEMO_SHAPE, DEMO_SPACING_MM, make_ct_volume
 from core.guard.ct_volume import check_ct_volume
 from core.io import load_volume
 from core.io.nifti import nifti_bytes
-from tests.browser.conftest import BROWSER_REVIEWER, goto_signed_in, running_app, wait_until_settled
+from tests.browser.conftest import (
+    BROWSER_REVIEWER,
+    choose,
+    click_and_settle,
+    goto_signed_in,
+    running_app,
+    wait_until_settled,
+)
 from tests.ct_volume_registry import ct_volume_registry
 
 pytestmark = pytest.mark.browser  # fixtures `browser`, `bundled_weights_dir`: tests/browser/conftest.py
@@ -92,12 +99,10 @@ def test_upload_a_nifti_volume_scroll_review_a_slice_and_find_it_in_the_log(volu
     page.screenshot(path=str(tmp_path / "ct-volume-page.png"), full_page=True)
     _no_trace(page)
 
-    page.get_by_text("disagree", exact=True).click()
-    page.get_by_label("The label you believe is right").click()
-    page.get_by_role("option", name="Uncertain").click()
+    click_and_settle(page, page.get_by_text("disagree", exact=True))
+    choose(page, page.get_by_label("The label you believe is right"), "Uncertain")
     page.get_by_label("Where did the model go wrong? (optional)").fill(WHERE_WRONG)
-    page.get_by_label(re.compile("^Slice where the model went wrong")).click()
-    page.get_by_role("option", name="axial view, slice 43").click()
+    choose(page, page.get_by_label(re.compile("^Slice where the model went wrong")), "axial view, slice 43")
     page.get_by_role("button", name="Save review").click()
     page.get_by_text("Review saved").wait_for()
     _no_trace(page)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from core.phantoms import make_phantom
 from core.reviews import ReviewStore
-from tests.browser.conftest import BROWSER_REVIEWER, goto_signed_in, running_app
+from tests.browser.conftest import BROWSER_REVIEWER, choose, goto_signed_in, running_app
 
 pytestmark = pytest.mark.browser  # fixtures `browser`, `bundled_weights_dir`: tests/browser/conftest.py
 
@@ -38,8 +38,7 @@ STROKE_PATH = [(80, 330), (200, 380), (150, 480)]  # canvas pixels, dragged thro
 
 
 def choose_tool(page, title: str) -> None:
-    page.get_by_label("Drawing tool").click()
-    page.get_by_role("option", name=title).click()
+    choose(page, page.get_by_label("Drawing tool"), title)
     page.wait_for_timeout(1000)  # the rerun hands the canvas its new tool
 
 
@@ -80,8 +79,7 @@ def test_a_dragged_rectangle_is_stored_in_image_pixels(app_and_folder, browser, 
     page.mouse.move(frame["x"] + end[0], frame["y"] + end[1], steps=5)
     page.mouse.up()
     page.get_by_text("Region 1 (rectangle)").wait_for()  # the drawing came back to Python and was read
-    page.get_by_label("Region 1 (rectangle)").click()
-    page.get_by_role("option", name="false finding").click()
+    choose(page, page.get_by_label("Region 1 (rectangle)"), "false finding")
     page.get_by_role("button", name="Download the regions mask (PNG)").first.wait_for()
 
     choose_tool(page, "Polygon (click the corners, then the first one again)")

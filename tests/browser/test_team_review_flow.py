@@ -21,7 +21,14 @@ from playwright.sync_api import expect
 from core.classes import MANET_CLASSES
 from core.phantoms import make_phantom
 from core.reviews import ReviewInput, ReviewStore
-from tests.browser.conftest import BROWSER_REVIEWER, goto_signed_in, running_app, wait_until_settled
+from tests.browser.conftest import (
+    BROWSER_REVIEWER,
+    choose,
+    click_and_settle,
+    goto_signed_in,
+    running_app,
+    wait_until_settled,
+)
 from tests.sign_in import ensure_user
 
 pytestmark = pytest.mark.browser  # fixtures `browser`, `bundled_weights_dir`: tests/browser/conftest.py
@@ -92,9 +99,8 @@ def test_two_readers_one_case_blind_second_read_kappa_and_pdf(browser, tmp_path,
         blind_toggle.wait_for()
         text = second.locator("[data-testid=stMain]").inner_text()
         assert BROWSER_REVIEWER not in text  # blind: whose read, what they said and drew stay hidden
-        second.get_by_text("disagree", exact=True).click()
-        second.get_by_label("The label you believe is right").click()
-        second.get_by_role("option", name="Uncertain").click()
+        click_and_settle(second, second.get_by_text("disagree", exact=True))
+        choose(second, second.get_by_label("The label you believe is right"), "Uncertain")
         second.get_by_role("button", name="Save review").click()
         second.get_by_text("Review saved").wait_for()
         wait_until_settled(second)  # the PDF button of this run, made after the save, not the one drawn before it

@@ -12,7 +12,7 @@ import pytest
 from core.cases import CaseStore, WorklistFilters, worklist
 from core.cases.demo import DEMO_READERS, seed_demo
 from core.reviews import ReviewStore
-from tests.browser.conftest import goto_signed_in, running_app, wait_until_settled
+from tests.browser.conftest import choose, goto_signed_in, running_app, wait_until_settled
 from tests.sign_in import ensure_user
 
 pytestmark = pytest.mark.browser  # fixture `browser`: tests/browser/conftest.py
@@ -33,8 +33,7 @@ def expected_count(tmp_path, **filters) -> int:
 def choose_chest_xray_cases_not_read_by_me(page, todo_all: int, todo_cxr: int, total: int) -> None:
     page.get_by_text("Not yet reviewed by me", exact=True).click()
     wait_for_count(page, todo_all, total)
-    page.get_by_role("combobox", name="Task").click()
-    page.get_by_role("option", name="Chest X-ray").click()
+    choose(page, page.get_by_role("combobox", name="Task"), "Chest X-ray")
     wait_for_count(page, todo_cxr, total)
 
 

@@ -442,7 +442,7 @@ def test_lung_measurements_are_regionprops_on_special_masks():
     even = np.zeros((20, 40), bool)
     even[5:15, 19:21] = True  # centroid at 19.5 < 20: right
     dots = np.zeros((12, 300), bool)
-    dots[::2, :200:2] = True  # many more components than rows: the per-column table would be larger than the image
+    dots[::2, :200:2] = True  # many more components than rows
     specks = np.random.default_rng(10).random((12, 300)) < 0.1  # the same, not symmetric
     masks += [middle, even, dots, dots[:, ::-1].copy(), specks, np.ones((3, 1000), bool)]
     for mask in masks:
