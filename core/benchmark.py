@@ -205,11 +205,13 @@ def run_benchmark(registry: Registry, runs: int = 20, size: int = 1024, classifi
         label = f"{backend}/{device if backend == 'torch' else pipeline.classifier.provider.replace('ExecutionProvider', '').lower()}"
         measured.append((label, time_pipeline(pipeline, data, runs, between=bare_forward)))
     rows = _print_rows("Chest X-ray", STAGES, measured)
-    print(f"Bare DenseNet-121 forward ({BARE_MODEL}), timed between the cases; whole case p50 / bare forward p50:")
-    for row, (_, samples) in zip(rows, measured):
-        bare = float(np.percentile(samples["between"], 50))
+    bare = float(np.percentile([ms for _, samples in measured for ms in samples["between"]], 50))
+    print(f"Bare DenseNet-121 forward ({BARE_MODEL}), timed between the cases: p50 {bare:.1f} ms ("
+          + ", ".join(f"between the {label} cases {np.median(samples['between']):.1f}" for label, samples in measured)
+          + "); whole case p50 / bare forward p50: "
+          + ", ".join(f"{row['backend']} {row['total'][0] / bare:.2f}" for row in rows))
+    for row in rows:
         row["bare_densenet121_ms"], row["ratio_to_bare"] = bare, row["total"][0] / bare
-        print(f"  {row['backend']}: bare forward p50 {bare:.1f} ms, ratio {row['ratio_to_bare']:.2f}")
     return rows
 
 
