@@ -123,13 +123,24 @@ def click_and_settle(page, locator) -> None:
     wait_until_settled(page)
 
 
-def choose(page, select_box, option: str) -> None:
+def choose(page, select_box, option: str, attempts: int = 4) -> None:
     """Pick ``option`` in ``select_box`` (a locator) between settled runs: a click during a rerun can land on an
-    element about to be replaced, and its list never opens."""
-    wait_until_settled(page)
-    select_box.first.click()
-    page.get_by_role("option", name=option).click()
-    wait_until_settled(page)
+    element about to be replaced, and a rerun that a component starts by itself (the drawing canvas reporting its
+    state) closes an open list, as it would for a user, who then clicks again: so does this, a few times."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    wanted = page.get_by_role("option", name=option)
+    for _ in range(attempts):
+        wait_until_settled(page)
+        select_box.first.click()
+        try:
+            wanted.click(timeout=15_000)
+        except PlaywrightTimeoutError:
+            page.keyboard.press("Escape")  # a list left open, if any
+            continue
+        wait_until_settled(page)
+        return
+    raise AssertionError(f"{option!r} could not be chosen in {select_box} ({attempts} attempts)")
 
 
 def goto_signed_in(page, url: str, username: str = BROWSER_REVIEWER) -> None:
