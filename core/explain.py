@@ -47,8 +47,8 @@ def grad_cam(net: nn.Module, image: torch.Tensor, mask: torch.Tensor | None, cla
     """
     target = BinaryClassifierOutputTarget(class_index) if single_logit else ClassifierOutputTarget(class_index)
     with exclusive_use(net), _backward_stops_at(net, net.gradcam_layer):
-        wrapped = (MaskBound(net, mask) if mask is not None else net).eval()
-        cam = GradCAM(model=wrapped, target_layers=[net.gradcam_layer])
+        wrapped = MaskBound(net, mask) if mask is not None else net
+        cam = GradCAM(model=wrapped, target_layers=[net.gradcam_layer])  # which puts the network in eval mode
         try:  # not ``with GradCAM``: its exit swallows an IndexError (a class the network does not have)
             heat = cam(input_tensor=image, targets=[target])
         finally:
@@ -114,5 +114,5 @@ def _attention_hooks(net: nn.Module, maps: list[np.ndarray]):
 
 
 def to_image_shape(heat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    out = bilinear(heat, shape)
-    return np.clip(out, 0, 1, out=out).astype(np.float32)
+    """A [0, 1] map resized to ``shape`` (clipped while small: the interpolation stays within its input's range)."""
+    return bilinear(np.clip(heat, 0, 1), shape).astype(np.float32)

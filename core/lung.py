@@ -32,9 +32,9 @@ def lung_probability(pixels: np.ndarray, segmenter: Segmenter, size: int) -> np.
 
 
 def probability_to_shape(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear, without anti-aliasing (``core.imaging.resample``: scikit-image's numbers), clipped to [0, 1]."""
-    out = bilinear(prob, shape)
-    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32)
+    """Bilinear, without anti-aliasing (``core.imaging.resample``: scikit-image's numbers), within [0, 1] (clipped
+    while small: the interpolation stays within its input's range)."""
+    return bilinear(np.clip(prob, 0.0, 1.0), shape).astype(np.float32)
 
 
 def lung_mask_from_probability(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
