@@ -97,22 +97,35 @@ def image_row(task: str, pipeline, path: Path, gate: ImageKindGate | None = None
     """The row ``predict_rows`` gives one X-ray or CT slice file (``task`` ``cxr`` or ``ct-slice``); a file the guards
     refuse gives ``status=refused``. ``written``: mask stems already written by this run (CT slices with ``masks_dir``)."""
     card = pipeline.cls_card if task == "cxr" else pipeline.cards.get("classifier", pipeline.cards["infection"])
-    started = time.perf_counter()
-    row = {"file": str(path), "model": card.name, "model_version": card.version}
-    try:
+
+    def analyse(row: dict) -> None:
         study = load_image(path.read_bytes(), path.name)
         if task == "cxr":
             study = check_image_kind(check_chest_xray(study), "chest-xray", gate) if gate else check_chest_xray(study)
             row.update(_cxr_row(pipeline.analyse(study, explain=False)))
-        else:
-            study = check_image_kind(check_ct_slice(study), "chest-ct", gate) if gate else check_ct_slice(study)
-            result = pipeline.analyse(study)
-            row.update(_ct_slice_row(result))
-            if masks_dir is not None:
-                written = set() if written is None else written
-                row["message"] = " ".join(filter(None, [row["message"], _write_masks(result, path, masks_dir, written)]))
+            return
+        study = check_image_kind(check_ct_slice(study), "chest-ct", gate) if gate else check_ct_slice(study)
+        result = pipeline.analyse(study)
+        row.update(_ct_slice_row(result))
+        if masks_dir is not None:
+            row["message"] = " ".join(filter(None, [row["message"], _write_masks(
+                result, path, masks_dir, set() if written is None else written)]))
+
+    return _timed_row({"file": str(path), "model": card.name, "model_version": card.version}, analyse)
+
+
+def _timed_row(row: dict, analyse, memory_message: str | None = None) -> dict:
+    """``analyse(row)`` fills in one file's row; a refused input (a typed error, an unreadable file; too little memory
+    when ``memory_message`` says what to tell) gives ``status=refused`` with the reason instead; ``seconds`` either way."""
+    started = time.perf_counter()
+    try:
+        analyse(row)
     except (ChestReviewError, OSError) as error:
         row.update(status="refused", message=str(error))
+    except MemoryError:
+        if memory_message is None:
+            raise
+        row.update(status="refused", message=memory_message)
     row["seconds"] = round(time.perf_counter() - started, 4)
     return row
 
@@ -163,20 +176,16 @@ def volume_row(pipeline, path: Path, masks_dir: Path | None = None, written: set
     from .io import load_volume_path
 
     model, version = volume_model_id(pipeline.cards)
-    started = time.perf_counter()
-    row = {"file": str(path), "model": model, "model_version": version}
-    try:
+
+    def analyse(row: dict) -> None:
         result = pipeline.analyse(check_ct_volume(load_volume_path(path)))
         row.update(_ct_volume_row(result))
         if masks_dir is not None:
-            written = set() if written is None else written
-            row["message"] = " ".join(filter(None, [row["message"], _write_volume_masks(result, path, masks_dir, written)]))
-    except (ChestReviewError, OSError) as error:
-        row.update(status="refused", message=str(error))
-    except MemoryError:
-        row.update(status="refused", message="The volume is too large for this computer's memory.")
-    row["seconds"] = round(time.perf_counter() - started, 4)
-    return row
+            row["message"] = " ".join(filter(None, [row["message"], _write_volume_masks(
+                result, path, masks_dir, set() if written is None else written)]))
+
+    return _timed_row({"file": str(path), "model": model, "model_version": version}, analyse,
+                      memory_message="The volume is too large for this computer's memory.")
 
 
 def volume_model_id(cards: dict) -> tuple[str, str]:
