@@ -26,16 +26,29 @@ from .imaging.resample import resize as bilinear  # noqa: E402
 from .runtime import exclusive_use  # noqa: E402
 
 
-class MaskBound(nn.Module):
-    """Presents ``net(image, mask)`` as ``net(image)`` with the mask fixed, the form Grad-CAM expects."""
+class _Explained(nn.Module):
+    """The network as Grad-CAM calls it, ``net(image)``: for mask-taking networks ``net(image, mask)`` with the mask
+    fixed. Without the bookkeeping pytorch-grad-cam does on every call: ``eval()`` visits every submodule and
+    ``zero_grad()`` every parameter (about 3 ms of a case), though a served network is in eval mode already and,
+    inside ``_backward_stops_at``, no parameter takes a gradient."""
 
-    def __init__(self, net: nn.Module, mask: torch.Tensor):
+    def __init__(self, net: nn.Module, mask: torch.Tensor | None):
         super().__init__()
-        self.net = net
-        self.mask = mask
+        self.net, self.mask = net, mask
 
     def forward(self, image):
+        if self.mask is None:
+            return self.net(image)
         return self.net(image, self.mask.expand(image.shape[0], -1, -1, -1))
+
+    def train(self, mode: bool = True):
+        if self.net.training != mode:  # served networks never are; a network in training is switched as before
+            self.net.train(mode)
+        self.training = mode
+        return self
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        pass  # nothing to zero: _backward_stops_at turns every parameter's gradient off
 
 
 def grad_cam(net: nn.Module, image: torch.Tensor, mask: torch.Tensor | None, class_index: int,
@@ -47,8 +60,7 @@ def grad_cam(net: nn.Module, image: torch.Tensor, mask: torch.Tensor | None, cla
     """
     target = BinaryClassifierOutputTarget(class_index) if single_logit else ClassifierOutputTarget(class_index)
     with exclusive_use(net), _backward_stops_at(net, net.gradcam_layer):
-        wrapped = MaskBound(net, mask) if mask is not None else net
-        cam = GradCAM(model=wrapped, target_layers=[net.gradcam_layer])  # which puts the network in eval mode
+        cam = GradCAM(model=_Explained(net, mask), target_layers=[net.gradcam_layer])  # eval mode, as it asks
         try:  # not ``with GradCAM``: its exit swallows an IndexError (a class the network does not have)
             heat = cam(input_tensor=image, targets=[target])
         finally:

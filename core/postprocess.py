@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cc3d
 import numpy as np
 from scipy import ndimage
 
@@ -46,10 +47,21 @@ def padded_bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     return tuple(box)
 
 
+def label_components(mask: np.ndarray, face_neighbours_only: bool = True) -> tuple[np.ndarray, int]:
+    """Connected components of a 2-D or 3-D boolean mask: (labels 1..count, 0 outside; count), as ``ndimage.label``
+    with its default structure (neighbours across faces: connectivity 1), or across edges and corners too
+    (``face_neighbours_only=False``: 8 in 2-D, 26 in 3-D). cc3d finds the same components about five times as fast
+    (0.6 against 3.3 ms for a 660 x 900 lung box), the three labellings of an X-ray case a tenth of its time."""
+    connectivity = {2: (4, 8), 3: (6, 26)}[mask.ndim][0 if face_neighbours_only else 1]
+    # as uint8: cc3d 4.1.1 labels a few background pixels of some boolean masks at 8-connectivity (tests pin this)
+    return cc3d.connected_components(np.asarray(mask, dtype=bool).view(np.uint8), connectivity=connectivity,
+                                     return_N=True)
+
+
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """``ndimage.binary_fill_holes(mask)`` for a boolean mask: the background's components (connectivity 1, as the
     fill's default structure) that do not reach the array's edge become foreground. A new array."""
-    labels, count = ndimage.label(~mask, structure=ndimage.generate_binary_structure(mask.ndim, 1))
+    labels, count = label_components(~mask)
     if count == 0:  # no background
         return mask.copy()
     outside = np.zeros(count + 1, bool)  # background labels that reach the edge
@@ -67,7 +79,7 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
 def remove_small_objects(mask: np.ndarray, min_size: int) -> np.ndarray:
     """``morphology.remove_small_objects(mask, max_size=min_size - 1)`` for a boolean mask: drop the components
     (connectivity 1, scikit-image's default) of fewer than ``min_size`` pixels. A new array."""
-    labels, count = ndimage.label(mask, structure=ndimage.generate_binary_structure(mask.ndim, 1))
+    labels, count = label_components(mask)
     keep = np.bincount(labels.ravel(), minlength=count + 1) >= min_size
     keep[0] = False
     if keep[1:].all():
@@ -118,11 +130,15 @@ def measure_lungs(mask: np.ndarray) -> LungMeasurements:
     if box is None:
         return LungMeasurements(0.0, 0.0, 0.0, 0)
     cols = box[1]  # every component lies in the box: label only there
-    labels, components = ndimage.label(mask[box], structure=np.ones((3, 3), bool))  # 8-connected: skimage's connectivity=2
-    flat = labels.ravel()
-    areas = np.bincount(flat, minlength=components + 1)[1:]
+    labels, components = label_components(mask[box], face_neighbours_only=False)  # skimage's connectivity=2
     column_index = np.arange(cols.start, cols.stop, dtype=np.float64)  # the image's column numbers
-    column_sums = np.bincount(flat, weights=np.tile(column_index, labels.shape[0]), minlength=components + 1)[1:]
+    if components <= 8:  # the usual two lungs: one pass per component is faster than a weighted bincount
+        per_column = np.stack([np.count_nonzero(labels == k, axis=0) for k in range(1, components + 1)])
+        areas, column_sums = per_column.sum(axis=1), per_column @ column_index  # integer sums: exact in float64
+    else:
+        flat = labels.ravel()
+        areas = np.bincount(flat, minlength=components + 1)[1:]
+        column_sums = np.bincount(flat, weights=np.tile(column_index, labels.shape[0]), minlength=components + 1)[1:]
     on_right = column_sums / np.maximum(areas, 1) < mask.shape[1] / 2.0  # the centroid's column (exact: integer sums)
     area = float(np.count_nonzero(mask) / total)  # mask.mean(), the same float: both divide the exact count once
     return LungMeasurements(area, float(areas[on_right].sum() / total), float(areas[~on_right].sum() / total),

@@ -111,7 +111,10 @@ class CxrPipeline:
                           if "histogram_reference" in self.cls_card.files else None)
         # PyTorch copy of the classifier: Grad-CAM needs gradients, which ONNX Runtime does not give.
         # One pipeline serves every session's thread: each use of the module holds its lock (core.runtime).
-        self.classifier_torch = TorchModel(registry.load_torch(self.cls_card, self.device), self.device)
+        # Channels-last: oneDNN's convolutions in that layout make Grad-CAM's pass about a third faster on this CPU
+        # (11 against 16 ms for MANet at 128 px); its values differ from the default layout's by float32 rounding.
+        network = registry.load_torch(self.cls_card, self.device).to(memory_format=torch.channels_last)
+        self.classifier_torch = TorchModel(network, self.device)
         self.backend = "onnx" if backend in ("auto", "onnx") and _has_onnx(self.seg_card, self.cls_card) else "torch"
         if backend == "onnx" and self.backend != "onnx":
             raise ModelError("ONNX weights are not in the registry for these models.")
@@ -155,7 +158,8 @@ class CxrPipeline:
         probabilities = {name: float(p) for name, p in zip(self.classes, probs)}
         heat = attention = scores = None
         if explain:
-            tensors = [torch.from_numpy(x[None]).to(self.device) for x in inputs.arrays]
+            tensors = [torch.from_numpy(x[None]).to(self.device).contiguous(memory_format=torch.channels_last)
+                       for x in inputs.arrays]
             image_t, mask_t = tensors[0], (tensors[1] if len(tensors) > 1 else None)
             single_logit = card.output == "sigmoid"
             with self.classifier_torch.exclusive() as net, timed(timings, "gradcam"):  # explanations hook the shared module

@@ -187,7 +187,15 @@ def full_graph_grad_cam(net, image, mask, class_index, single_logit=False):
     from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget, ClassifierOutputTarget
 
     target = BinaryClassifierOutputTarget(class_index) if single_logit else ClassifierOutputTarget(class_index)
-    wrapped = (core.explain.MaskBound(net, mask) if mask is not None else net).eval()
+    class MaskBound(torch.nn.Module):  # net(image, mask) as net(image)
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, image):
+            return self.net(image, mask)
+
+    wrapped = (MaskBound() if mask is not None else net).eval()
     cam = GradCAM(model=wrapped, target_layers=[net.gradcam_layer])
     try:
         return cam(input_tensor=image, targets=[target])[0]
