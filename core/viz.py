@@ -129,14 +129,16 @@ def _grey_tints(gray: np.ndarray, masks: list, opacity: float) -> np.ndarray:
     outline of one of them): one (256 x states, 3) table of colours and one look-up, as ``heat_overlay`` does.
     """
     tables = [_GREY_TABLE]
-    state = np.zeros(np.shape(gray), np.uint16)
+    index = to_grey_levels(gray).astype(np.uint16)  # 256 * state + grey level; state 0 outside every mask
     for number, (mask, colour) in enumerate(masks):
         tables.append(_tint_table(opacity, colour))
-        state += mask.view(np.uint8) * np.uint16(2 * number + 1)  # inside mask k: 2k + 1, one state per pixel
-        state += inner_boundary(mask)  # its outline (inside it): 2k + 2
-    state *= 256
-    state += to_grey_levels(gray)
-    return np.concatenate(tables).take(state, axis=0)
+        box = padded_bounding_box(mask)  # its outline is the same within the box, grown by a pixel (see _tint)
+        if box is not None:
+            inside = mask[box]
+            state = inside.view(np.uint8) * np.uint16(2 * number + 1)  # inside mask k: 2k + 1, one state per pixel
+            state += inner_boundary(inside)  # its outline (inside it): 2k + 2
+            index[box] += state * np.uint16(256)
+    return np.concatenate(tables).take(index, axis=0)
 
 
 def _tint_table(opacity: float, colour) -> np.ndarray:

@@ -160,7 +160,7 @@ def _pillow_failure_message(label: str, exc: BaseException) -> str:
 
 
 def _pillow_to_grey(image: Image.Image) -> np.ndarray:
-    """Float grey levels in [0, 1]: colour -> luma, alpha dropped, 16-bit kept at full range."""
+    """Grey levels: floats in [0, 1] (colour -> luma, alpha dropped, 16-bit kept at full range), 8-bit as uint8."""
     mode = image.mode
     if mode.startswith("I;16"):
         values = np.asarray(image)
@@ -178,7 +178,7 @@ def _pillow_to_grey(image: Image.Image) -> np.ndarray:
             return values
         return _min_max(values)
     if mode in {"1", "L", "LA", "La"}:
-        return np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+        return np.asarray(image.convert("L"))  # 8-bit levels: _finalise divides them by 255
     # RGB, RGBA, P, PA, CMYK, YCbCr, LAB, HSV...: to RGB (alpha dropped, not composited), then luma.
     rgb = np.asarray(image.convert("RGB"), dtype=np.float64)
     return rgb @ _LUMA / 255.0
@@ -213,9 +213,13 @@ def _min_max(values: np.ndarray) -> np.ndarray:
 
 
 def _finalise(pixels: np.ndarray) -> np.ndarray:
-    pixels = np.asarray(pixels, dtype=np.float64)
+    """C-ordered float32 grey levels in [0, 1]: 8-bit levels (uint8) divided by 255, other values checked and clipped."""
+    pixels = np.asarray(pixels)
     if pixels.ndim != 2:
         raise UnreadableFileError(f"The image has an unexpected shape {pixels.shape} and cannot be shown.")
+    if pixels.dtype == np.uint8:  # divided in float32: for each of the 256 levels the float64 quotient's rounding
+        return np.divide(pixels, np.float32(255), dtype=np.float32)
+    pixels = pixels.astype(np.float64, copy=False)
     if not np.isfinite(pixels).all():
         if not np.isfinite(pixels).any():
             raise UnreadableFileError("The image holds no valid pixel values.")

@@ -126,6 +126,16 @@ def test_png_8bit_is_scaled_by_255():
     np.testing.assert_allclose(study.pixels, values / 255.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["L", "LA"])
+def test_every_8bit_level_is_the_float64_quotient_rounded(mode):
+    """8-bit levels are divided by 255 in float32 (the fast path): the same float32 values as dividing in float64."""
+    levels = np.repeat(np.arange(256, dtype=np.uint8)[None], 4, axis=0)
+    image = Image.fromarray(levels).convert(mode)
+    study = load_image(pil_bytes(image, "PNG"), "x.png")
+    assert study.pixels.dtype == np.float32 and study.pixels.flags.c_contiguous
+    assert np.array_equal(study.pixels, (levels / 255.0).astype(np.float32))
+
+
 @pytest.mark.parametrize("fmt, kind", [("PNG", "png"), ("TIFF", "tiff")])
 def test_16bit_keeps_full_range(fmt, kind):
     values = gradient(128, 128, 1000, 3000)  # not stretched to [0, 1]: scaled by 65535
