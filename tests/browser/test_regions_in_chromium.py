@@ -38,8 +38,10 @@ STROKE_PATH = [(80, 330), (200, 380), (150, 480)]  # canvas pixels, dragged thro
 
 
 def choose_tool(page, title: str) -> None:
-    choose(page, page.get_by_label("Drawing tool"), title)
-    page.wait_for_timeout(1000)  # the rerun hands the canvas its new tool
+    choose(page, page.get_by_label("Drawing tool"), title)  # which waits until the rerun is over
+    # The rerun hands the canvas its new tool, which the component takes up after the run (1 s was too short for a
+    # loaded 2-core machine: the polygon's first click was lost once).
+    page.wait_for_timeout(2500)
 
 
 def distance_to_path(point: np.ndarray, path: list[tuple[float, float]]) -> float:
@@ -85,7 +87,7 @@ def test_a_dragged_rectangle_is_stored_in_image_pixels(app_and_folder, browser, 
     choose_tool(page, "Polygon (click the corners, then the first one again)")
     for x, y in [*POLYGON, POLYGON[0]]:  # clicking the first corner's handle again closes the polygon
         page.mouse.click(frame["x"] + x, frame["y"] + y)
-        page.wait_for_timeout(300)
+        page.wait_for_timeout(500)
     page.get_by_text("Region 2 (polygon)").wait_for()
     choose_tool(page, "Freehand outline")
     page.mouse.move(frame["x"] + STROKE_PATH[0][0], frame["y"] + STROKE_PATH[0][1])
