@@ -72,13 +72,17 @@ async def sign_in(page, username: str) -> None:
     await page.get_by_text(f"Signed in as {username}").first.wait_for()
 
 
-async def analyse_upload(context, url: str, image: Path) -> tuple[float, str, bool]:
-    """One session: open the X-ray page, upload, wait for the result; (seconds to result, result text, waited)."""
+async def analyse_upload(context, url: str, image: Path, start: asyncio.Barrier | None = None) -> tuple[float, str, bool]:
+    """One session: open the X-ray page, upload, wait for the result; (seconds to result, result text, waited).
+    ``start``: upload only when every session has reached it (signed in and on the page), so that the uploads
+    arrive together, however long each sign-in took."""
     page = await context.new_page()
     page.set_default_timeout(RESULT_TIMEOUT_MS)
     await page.goto(f"{url}/chest_xray")
     await sign_in(page, BROWSER_REVIEWER)  # every new session signs in (not timed)
     await page.get_by_text("Research use only").first.wait_for()
+    if start is not None:  # bounded: a session that failed before it never arrives
+        await asyncio.wait_for(start.wait(), RESULT_TIMEOUT_MS / 1000)
     waited = False
     started = time.perf_counter()
     await page.locator("input[type=file]").set_input_files(str(image))
@@ -112,7 +116,8 @@ async def run_load(url: str, images: list[Path], server_pid: int) -> LoadReport:
         await context.close()
         report.server_rss_mb = (server_rss_mb(server_pid), 0.0)
         contexts = [await browser.new_context() for _ in images]
-        outcomes = await asyncio.gather(*(analyse_upload(c, url, image) for c, image in zip(contexts, images)),
+        start = asyncio.Barrier(len(images))
+        outcomes = await asyncio.gather(*(analyse_upload(c, url, image, start) for c, image in zip(contexts, images)),
                                         return_exceptions=True)
         report.server_rss_mb = (report.server_rss_mb[0], server_rss_mb(server_pid))
         for image, outcome in zip(images, outcomes):
