@@ -181,3 +181,15 @@ def test_export_gives_a_card_the_registry_and_the_ct_pipeline_serve(trained_run)
     selected = summary["selected"]
     recipe = np.load(run / selected["backbone"] / f"seed{selected['seed']}" / "outputs.npz")["prob_fusion"][index]
     assert result.prob_covid == pytest.approx(float(recipe), abs=0.01)
+
+
+def test_source_auc_is_the_mean_of_the_per_source_aucs():
+    """Two sources each ranked perfectly inside, but told apart by level: pooled AUC below 1, source AUC 1."""
+    from training.recipes.multisource_ct import val_scores
+
+    labels = np.array([0, 1, 0, 1])
+    probs = np.array([0.1, 0.2, 0.8, 0.9])
+    scores = val_scores(labels, probs, ["a", "a", "b", "b"])
+    assert scores["source_auc"] == 1.0
+    assert scores["auc"] == pytest.approx(0.75)
+    assert scores["accuracy"] == 0.5

@@ -94,7 +94,7 @@ class Profile(RunSettings):
     lr_drop_at: float = 0.6  # lr / 10 after this fraction of a branch's epochs (paper: after 30 of 50)
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    select_metric: str = "auc"  # validation metric choosing each branch's best epoch ("auc" or "accuracy")
+    select_metric: str = "auc"  # val metric choosing each branch's best epoch: "auc", "accuracy" or "source_auc"
     augment: bool = True
     zero_init_residual: bool = True  # random init: each ResNet bottleneck's last BN starts at 0 (see ``initialise``)
     max_train_per_group: int | None = None  # training slices kept per (source, label); None = all
@@ -370,6 +370,14 @@ def auc_or_half(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else 0.5
 
 
+def val_scores(labels: np.ndarray, probs: np.ndarray, sources: list) -> dict:
+    """AUC, accuracy and the mean of the per-source AUCs (a pooled AUC can rise by telling the sources apart)."""
+    sources = np.asarray(sources)
+    per_source = [auc_or_half(labels[sources == s], probs[sources == s]) for s in sorted(set(sources))]
+    return {"auc": auc_or_half(labels, probs), "accuracy": float(((probs >= 0.5) == labels).mean()),
+            "source_auc": float(np.mean(per_source))}
+
+
 def fit_branch(model, train: ArraySet, val: ArraySet, prepare, profile: Profile, epochs: int, out_dir: Path,
                seed: int) -> dict:
     """SGD + BCE on the single logit, lr / 10 after ``lr_drop_at`` of the epochs, best epoch on val.
@@ -390,9 +398,8 @@ def fit_branch(model, train: ArraySet, val: ArraySet, prepare, profile: Profile,
     def evaluate(net):
         started = time.perf_counter()
         probs = predict(net, val, prepare, engine.device)[:, 1]
-        labels = val.labels.numpy()
         counted["eval_seconds"] += time.perf_counter() - started
-        return {"auc": auc_or_half(labels, probs), "accuracy": float(((probs >= 0.5) == labels).mean())}
+        return val_scores(val.labels.numpy(), probs, val.sources)
 
     engine = Engine(model, optimizer, loss_step, evaluate, FitConfig.from_settings(profile, epochs, out_dir, profile.select_metric),
                     scheduler)
@@ -564,8 +571,7 @@ def trial_result(data: SliceData, logits: dict, positions: dict, backbone: str, 
     for name, value in logits.items():
         prob = sigmoid(value)
         val = positions["val"]
-        out["val"][name] = {"auc": auc_or_half(data.labels[val], prob[val]),
-                            "accuracy": float(((prob[val] >= 0.5) == data.labels[val]).mean())}
+        out["val"][name] = val_scores(data.labels[val], prob[val], [data.sources[i] for i in val])
         out["test"][name] = evaluation(data, prob, positions["test"])
     return out
 
@@ -583,9 +589,9 @@ def evaluation(data: SliceData, prob: np.ndarray, index: np.ndarray) -> dict:
 
 
 # ---------------------------------------------------------------- selection and the fp16 check
-def select_trial(trials: list[dict]) -> dict:
-    """The (backbone, seed) whose fusion has the best validation AUC (never test)."""
-    return max(trials, key=lambda t: (t["val"]["fusion"]["auc"], t["val"]["fusion"]["accuracy"]))
+def select_trial(trials: list[dict], metric: str = "auc") -> dict:
+    """The (backbone, seed) whose fusion has the best validation ``metric``, then accuracy (never test)."""
+    return max(trials, key=lambda t: (t["val"]["fusion"][metric], t["val"]["fusion"]["accuracy"]))
 
 
 def load_fusion(run_dir: Path, profile: Profile, backbone: str, seed: int):
@@ -648,7 +654,7 @@ def run(records, out_dir: Path, profile_name: str = "cpu-quick", data_root: Path
     regions, region_models = infected_regions(data, profile, pick_device(profile.device))
     trials = [run_trial(data, regions, profile, backbone, seed, trial_dir(out_dir, backbone, seed))
               for backbone, seeds in profile.backbone_seeds for seed in seeds]
-    selected = select_trial(trials)
+    selected = select_trial(trials, profile.select_metric)
     half = half_precision_check(out_dir, profile, selected, data, regions)
     summary = {
         "selected": {"backbone": selected["backbone"], "seed": selected["seed"], "val": selected["val"]["fusion"],
