@@ -150,12 +150,7 @@ def main(argv=None) -> int | None:
         print(f"winner: {summary['winner']} (report: {args.out}/report.md)")
         return
     if args.command == "served-accuracy":
-        from training.served import served_accuracy
-
-        result = served_accuracy(Path(args.weights), args.classifier, load_records(args.data), args.split)
-        print(f"{result['classifier']}: served accuracy {result['served_accuracy']:.4f} on {result['n']} {args.split} images "
-              f"({result['refused']} refused); model card's test accuracy: {result['card_accuracy']:.4f}")
-        return
+        return _served_accuracy(args)
     if args.command == "export":
         for card in export_run(Path(args.run), Path(args.weights), args.version):
             print(f"exported {card.name} {card.version} -> {args.weights}")
@@ -171,6 +166,30 @@ def main(argv=None) -> int | None:
     if args.export:
         for card in export_run(out, Path(args.export)):
             print(f"exported {card.name} {card.version} -> {args.export}")
+
+
+def _served_accuracy(args) -> int:
+    import sys
+
+    from core.errors import ChestReviewError
+    from core.registry import Registry
+    from training.served import served_accuracy, served_ct_slice_scores
+
+    try:
+        card = Registry.open(Path(args.weights)).card(args.classifier) if args.classifier else None
+        if card is not None and card.task == "ct-classification":
+            result = served_ct_slice_scores(Path(args.weights), card.name, args.data[0] if args.data else None, args.split)
+        else:
+            result = served_accuracy(Path(args.weights), args.classifier, load_records(args.data), args.split)
+    except (ChestReviewError, FileNotFoundError) as error:  # no such classifier or data pack, a broken registry
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{result['classifier']}: served accuracy {result['served_accuracy']:.4f} on {result['n']} {args.split} images "
+          f"({result['refused']} refused); model card's test accuracy: {result['card_accuracy']:.4f}")
+    if "auc" in result:
+        print(f"  AUC {result['auc']:.4f}; per source: " + ", ".join(
+            f"{source} n={v['n']} accuracy {v['accuracy']:.4f} AUC {v['auc']:.4f}" for source, v in result["per_source"].items()))
+    return 0
 
 
 def _external_eval(args) -> int:

@@ -2,6 +2,8 @@
 
 ``python -m training served-accuracy --weights weights --classifier covid-cxnet-binary`` checks that
 serving (decode -> lung model -> input building -> ONNX Runtime) reproduces the recipe's test figure.
+For the CT slice classifier (``--classifier ct-multisource-densenet169``) the slices go through the CT slice
+pipeline (lungs, infection, the four branches) and the AUC is given too, overall and per source.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
-from core.errors import ChestReviewError
+from core.errors import ChestReviewError, ModelError
 from core.pipelines.cxr import CxrPipeline
 from core.progress import progress_bar
 from core.registry import Registry
@@ -25,6 +28,42 @@ def task_for(classes: list[str]):
         if list(task.classes) == list(classes):
             return task
     raise ValueError(f"no training task has the classes {classes}")
+
+
+def served_ct_slice_scores(weights: Path, classifier: str, data: Path | None, split: str = "test") -> dict:
+    """Accuracy and AUC of the served CT slice classifier on one split of the pack's ``ct_slices``, overall and per
+    source; a refused slice counts as wrong and is left out of the AUC."""
+    from core.batch import predict_rows
+    from core.guard.image_kind import open_gate
+    from core.pipelines.ct_slice import CtSlicePipeline
+    from training.calibration import CT_SLICE_LABELS
+    from training.ct_data import read_ct_slice_records
+    from training.data import resolve_data_root
+
+    registry = Registry.open(weights)
+    pipeline = CtSlicePipeline(registry)
+    card = pipeline.cards.get("classifier")
+    if card is None or card.name != classifier:
+        raise ModelError(f"The CT slice page serves {card.name if card else 'no classifier'}, not {classifier}.")
+    chosen = [r for r in read_ct_slice_records(resolve_data_root(data, ("ct_slices",)))
+              if r.split == split and r.label in CT_SLICE_LABELS]
+    rows = list(predict_rows("ct-slice", pipeline, [r.image for r in chosen], open_gate(registry)))
+    analysed = [i for i, row in enumerate(rows) if row["status"] == "ok"]
+    targets = np.array([card.classes.index(CT_SLICE_LABELS[chosen[i].label]) for i in analysed], dtype=np.int64)
+    prob = np.array([float(rows[i]["prob_covid"]) for i in analysed])
+    sources = np.array([chosen[i].source for i in analysed])
+    positive = card.classes.index("covid")
+
+    def scores(pick: np.ndarray) -> dict:
+        covid = targets[pick] == positive
+        auc = float(roc_auc_score(covid, prob[pick])) if 0 < covid.sum() < pick.sum() else float("nan")
+        return {"n": int(pick.sum()), "accuracy": float(((prob[pick] >= 0.5) == covid).mean()), "auc": auc}
+
+    return {"classifier": card.name, "n": len(chosen), "refused": len(chosen) - len(analysed),
+            "served_accuracy": float(((prob >= 0.5) == (targets == positive)).sum() / len(chosen)) if chosen else float("nan"),
+            **{k: v for k, v in scores(np.ones(len(analysed), bool)).items() if k == "auc"},
+            "per_source": {source: scores(sources == source) for source in sorted(set(sources))},
+            "card_accuracy": card.metrics.get("test", {}).get("accuracy")}
 
 
 def served_accuracy(weights: Path, classifier: str | None, records, split: str = "test") -> dict:

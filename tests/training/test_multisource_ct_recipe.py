@@ -193,3 +193,16 @@ def test_source_auc_is_the_mean_of_the_per_source_aucs():
     assert scores["source_auc"] == 1.0
     assert scores["auc"] == pytest.approx(0.75)
     assert scores["accuracy"] == 0.5
+
+
+def test_served_accuracy_scores_the_ct_classifier_through_the_ct_pipeline(trained_run, capsys):
+    summary = json.loads((trained_run["run"] / "summary.json").read_text())
+    name = f"ct-multisource-{summary['selected']['backbone']}"
+    args = ["served-accuracy", "--weights", str(trained_run["weights"]), "--classifier", name,
+            "--data", str(trained_run["pack"]), "--split", "test"]
+    assert training_main(args) == 0
+    printed = capsys.readouterr().out
+    test = [s for s in json.loads((trained_run["run"] / "slices.json").read_text()) if s["split"] == "test"]
+    assert f"on {len(test)} test images" in printed and "AUC" in printed and "sarscov2-ct n=" in printed
+    # A classifier the CT page does not serve is a clear refusal, not a traceback.
+    assert training_main(args[:4] + ["tiny-lungs"] + args[5:]) == 2
