@@ -79,8 +79,9 @@ PROFILES = {
     # were 4-12 times slower. So: --threads 1, about 30-45 minutes.
     "cpu-quick": Profile(arch="infnet_slim", size=160, scales=(1.0,), epochs=12, batch=8, lr=3e-4, lr_decay_epochs=9,
                          semi_pool=300, semi_epochs=1, mc_width=16, mc_epochs=25, mc_batch=8, mc_lr=3e-4),
-    # cpu-quick five times longer (60 epochs, 600 unlabelled slices in 6 rounds): 85 minutes with --threads 1 on the
-    # 2-core CPU (other work on the other core), 7.6 training images/s; test Dice 0.501 (Inf-Net) against 0.300.
+    # cpu-quick five times longer (60 epochs, 600 unlabelled slices in 6 rounds): the bundled 2.0.0 models. 65-85
+    # minutes with --threads 1 on the 2-core CPU (other work on the other core), 7.6-9.4 training images/s; test Dice
+    # 0.501-0.505 (Inf-Net, chosen on val in both runs) against 0.300 for cpu-quick.
     "cpu-long": Profile(arch="infnet_slim", size=160, scales=(1.0,), epochs=60, batch=8, lr=3e-4, lr_decay_epochs=45,
                         semi_pool=600, semi_epochs=1, mc_width=16, mc_epochs=60, mc_batch=8, mc_lr=3e-4),
     "smoke": Profile(arch="infnet_slim", size=64, scales=(1.0,), epochs=1, batch=4, lr=1e-3, semi_k=4, semi_pool=8,
