@@ -61,7 +61,7 @@ def served_ct_slice_scores(weights: Path, classifier: str, data: Path | None, sp
 
     return {"classifier": card.name, "n": len(chosen), "refused": len(chosen) - len(analysed),
             "served_accuracy": float(((prob >= 0.5) == (targets == positive)).sum() / len(chosen)) if chosen else float("nan"),
-            **{k: v for k, v in scores(np.ones(len(analysed), bool)).items() if k == "auc"},
+            "auc": scores(np.ones(len(analysed), bool))["auc"],
             "per_source": {source: scores(sources == source) for source in sorted(set(sources))},
             "card_accuracy": card.metrics.get("test", {}).get("accuracy")}
 
