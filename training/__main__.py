@@ -173,10 +173,13 @@ def _served_accuracy(args) -> int:
 
     from core.errors import ChestReviewError
     from core.registry import Registry
-    from training.served import served_accuracy, served_ct_slice_scores
+    from training.served import served_accuracy, served_ct_slice_scores, served_infection_dice
 
     try:
         card = Registry.open(Path(args.weights)).card(args.classifier) if args.classifier else None
+        if card is not None and card.task == "ct-infection-segmentation":
+            return _print_infection_dice(served_infection_dice(Path(args.weights), card.name,
+                                                               args.data[0] if args.data else None, args.split), args.split)
         if card is not None and card.task == "ct-classification":
             result = served_ct_slice_scores(Path(args.weights), card.name, args.data[0] if args.data else None, args.split)
         else:
@@ -189,6 +192,14 @@ def _served_accuracy(args) -> int:
     if "auc" in result:
         print(f"  AUC {result['auc']:.4f}; per source: " + ", ".join(
             f"{source} n={v['n']} accuracy {v['accuracy']:.4f} AUC {v['auc']:.4f}" for source, v in result["per_source"].items()))
+    return 0
+
+
+def _print_infection_dice(result: dict, split: str) -> int:
+    print(f"{result['model']}: mean Dice of the app's infection mask (inside the lungs) {result['app']:.4f}, without the "
+          f"lung restriction {result['unrestricted']:.4f}, on {result['n']} {split} slices ({result['refused']} refused)")
+    for subset, values in result["per_subset"].items():
+        print(f"  {subset}: n={values['n']} app {values['app']:.4f}, unrestricted {values['unrestricted']:.4f}")
     return 0
 
 

@@ -3,7 +3,9 @@
 ``python -m training served-accuracy --weights weights --classifier covid-cxnet-binary`` checks that
 serving (decode -> lung model -> input building -> ONNX Runtime) reproduces the recipe's test figure.
 For the CT slice classifier (``--classifier ct-multisource-densenet169``) the slices go through the CT slice
-pipeline (lungs, infection, the four branches) and the AUC is given too, overall and per source.
+pipeline (lungs, infection, the four branches) and the AUC is given too, overall and per source. For the CT
+infection model (``--classifier ct-infection-infnet``) it gives the mean per-slice Dice of the infection mask the
+CT slice page shows (p >= 0.5 inside the served lung mask) on the pack's ``ct_infection`` slices with masks.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from core.errors import ChestReviewError, ModelError
+from core.errors import ChestReviewError, InputError, ModelError
 from core.pipelines.cxr import CxrPipeline
 from core.progress import progress_bar
 from core.registry import Registry
@@ -64,6 +66,43 @@ def served_ct_slice_scores(weights: Path, classifier: str, data: Path | None, sp
             "auc": scores(np.ones(len(analysed), bool))["auc"],
             "per_source": {source: scores(sources == source) for source in sorted(set(sources))},
             "card_accuracy": card.metrics.get("test", {}).get("accuracy")}
+
+
+def served_infection_dice(weights: Path, infection_model: str, data: Path | None, split: str = "test") -> dict:
+    """Mean per-slice Dice of the served infection mask (``app``: inside the lung mask, as shown; ``unrestricted``:
+    the probability threshold alone), overall and per subset; a slice the pipeline refuses (no lungs) scores as an
+    empty mask."""
+    from core.io import load_image
+    from core.pipelines.ct_slice import INFECTION_THRESHOLD, CtSlicePipeline
+    from training.ct_data import by_split, read_ct_infection_records
+    from training.data import resolve_data_root
+    from training.metrics import dice_iou
+
+    pipeline = CtSlicePipeline(Registry.open(weights))
+    if pipeline.cards["infection"].name != infection_model:
+        raise ModelError(f"The CT slice page serves the infection model {pipeline.cards['infection'].name}, "
+                         f"not {infection_model}.")
+    labelled = [r for r in read_ct_infection_records(resolve_data_root(data, ("ct_infection",))) if r.mask_kind == "binary"]
+    chosen = by_split(labelled).get(split, [])
+    if not chosen:
+        raise InputError(f"The data pack has no {split} CT slices with an infection mask.")
+    rows, refused = [], 0
+    for record in progress_bar(chosen, desc=f"serving {infection_model}", leave=False):
+        target = load_gray(record.mask) > 0.5
+        try:
+            result = pipeline.analyse(load_image(Path(record.image).read_bytes(), Path(record.image).name))
+            app, unrestricted = result.infection_labels > 0, result.infection_probability >= INFECTION_THRESHOLD
+        except ChestReviewError:
+            refused += 1
+            app = unrestricted = np.zeros_like(target)
+        rows.append((record.subset, dice_iou(app, target)[0], dice_iou(unrestricted, target)[0]))
+
+    def means(picked: list) -> dict:
+        return {"n": len(picked), "app": float(np.mean([r[1] for r in picked])),
+                "unrestricted": float(np.mean([r[2] for r in picked]))}
+
+    return {"model": infection_model, "n": len(chosen), "refused": refused, **means(rows),
+            "per_subset": {subset: means([r for r in rows if r[0] == subset]) for subset in sorted({r[0] for r in rows})}}
 
 
 def served_accuracy(weights: Path, classifier: str | None, records, split: str = "test") -> dict:

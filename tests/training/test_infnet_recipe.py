@@ -24,7 +24,7 @@ def test_infnet_smoke_run_trains_every_stage_and_reports(tmp_path):
     assert "Inf-Net Table II shape" in report and "Semi-Inf-Net rounds" in report
 
 
-def test_export_gives_binary_and_multiclass_cards_the_ct_pipeline_serves(tmp_path):
+def test_export_gives_binary_and_multiclass_cards_the_ct_pipeline_serves(tmp_path, capsys):
     from core.ct_phantoms import make_ct_phantom
     from core.pipelines.ct_slice import CtSlicePipeline
     from core.registry import Registry
@@ -54,3 +54,10 @@ def test_export_gives_binary_and_multiclass_cards_the_ct_pipeline_serves(tmp_pat
     assert pipeline.cards["infection"].name == "ct-infection-infnet"
     result = pipeline.analyse(make_ct_phantom("covid", seed=0, size=96).to_study())
     assert result.burden.ggo_fraction is not None
+
+    # The infection Dice of the mask the page shows, through the same pipeline, from the command line.
+    assert training_main(["served-accuracy", "--weights", str(tmp_path / "toy"), "--classifier", "ct-infection-infnet",
+                          "--data", str(pack), "--split", "test"]) == 0
+    printed = capsys.readouterr().out
+    assert "mean Dice of the app's infection mask" in printed and f"on {3 + 10} test slices" in printed
+    assert "doctor-label: n=10" in printed and "ma2020-slices: n=3" in printed
