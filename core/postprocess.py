@@ -58,6 +58,21 @@ def label_components(mask: np.ndarray, face_neighbours_only: bool = True) -> tup
                                      return_N=True)
 
 
+def components_touching(mask: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The 8-connected components of a 2-D ``mask`` (or of each slice of a (Z, Y, X) stack) that overlap
+    ``reference``, kept whole: infection that starts inside the lungs but reaches past the lung model's border."""
+    if mask.ndim == 3:
+        kept = np.zeros(mask.shape, dtype=bool)
+        for index, (plane, reference_plane) in enumerate(zip(mask, reference)):
+            kept[index] = components_touching(plane, reference_plane)
+        return kept
+    labels, count = label_components(mask, face_neighbours_only=False)
+    keep = np.zeros(count + 1, dtype=bool)
+    keep[labels[np.asarray(reference, dtype=bool)]] = True
+    keep[0] = False
+    return keep[labels]
+
+
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """``ndimage.binary_fill_holes(mask)`` for a boolean mask: the background's components (connectivity 1, as the
     fill's default structure) that do not reach the array's edge become foreground. A new array."""

@@ -379,7 +379,8 @@ def export_infnet(run_dir: Path, weights_dir: Path, version: str = "1.0.0") -> l
         "architecture": profile.arch, "architecture_config": {}, "classes": ["infection"], "input_size": size,
         "input_kind": "grey",
         "preprocessing": CT_INPUT + f"resized to {size}x{size}, min-max to [0, 1]; sigmoid of the final map "
-                         "(lateral_map_2), resized back; infection = p >= 0.5 inside the lung mask",
+                         "(lateral_map_2), resized back; infection = the regions of p >= 0.5 that touch the lung mask, "
+                         "kept whole (the lungs grow by them)",
         "training_data": data + (f", plus {results['sizes']['unlabelled']} unlabelled COVID-SemiSeg slices pseudo-labelled "
                                  "by Algorithm 1" if chosen == "Semi-Inf-Net" else "") + ".",
         "training_command": command,
@@ -390,8 +391,9 @@ def export_infnet(run_dir: Path, weights_dir: Path, version: str = "1.0.0") -> l
             f"{chosen} (chosen on val Dice) with the slim Res2Net backbone at {size} px, trained on a 2-core CPU: "
             "far fewer epochs and a thinner network than the paper's.",
             "Trained on COVID-19 slices only (two collections): infection of other causes, and other scanners, are untested.",
-            "Infection is counted inside the lung mask of the CT lung model: dense consolidation the lung model "
-            "misses is missed here too.",
+            "Infection is kept where a region of p >= 0.5 touches the CT lung model's lung mask, and the lungs grow "
+            "by it: an infected region the lung model misses entirely is dropped, one that reaches past the lungs "
+            "from inside them is kept whole.",
             f"Test Dice {results[chosen]['dice_at_threshold']:.3f} at the served threshold on "
             f"{results[chosen]['n']} held-out slices.",
         ],

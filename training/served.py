@@ -69,9 +69,9 @@ def served_ct_slice_scores(weights: Path, classifier: str, data: Path | None, sp
 
 
 def served_infection_dice(weights: Path, infection_model: str, data: Path | None, split: str = "test") -> dict:
-    """Mean per-slice Dice of the served infection mask (``app``: inside the lung mask, as shown; ``unrestricted``:
-    the probability threshold alone), overall and per subset; a slice the pipeline refuses (no lungs) scores as an
-    empty mask."""
+    """Mean per-slice Dice of the served infection mask (``app``: the regions touching the lung mask, as shown;
+    ``unrestricted``: the probability threshold alone), overall and per subset; a slice the pipeline refuses (no
+    lungs) scores as an empty mask."""
     from core.io import load_image
     from core.pipelines.ct_slice import INFECTION_THRESHOLD, CtSlicePipeline
     from training.ct_data import by_split, read_ct_infection_records

@@ -8,10 +8,11 @@ dual-sampling 3D classifiers (Ouyang et al., IEEE TMI 2020, doi:10.1109/TMI.2020
    single uploaded slice does (``core.imaging.ct_input``: lung window, 8-bit levels, then the square
    resize and min-max of ``core.preprocess.segmenter_input``, batched by ``core.imaging.slice_batch``);
 2. ``lungs_3d``: the stacked masks cleaned in 3D (``core.imaging.volume_masks``: holes, the two
-   lungs, left/right), measured in ml, and ``core.guard.ct_volume.check_lung_coverage`` refuses a
+   lungs, left/right), and ``core.guard.ct_volume.check_lung_coverage`` refuses a
    volume with too little lung in view;
 3. ``infection``: the binary Inf-Net and the ground glass / consolidation head (the maths of
-   ``core.pipelines.ct_slice``) on the slices that hold lung, kept inside the 3D lungs;
+   ``core.pipelines.ct_slice``) on the slices that hold lung: infected regions touching the 3D lungs,
+   kept whole, and the lungs grown by them (lungs including their infection, measured in ml after it);
 4. ``classification``: the two 3D classifiers (task ``ct-volume-classification``, one card per
    ``input_config["sampling"]``, "uniform" and "size-balanced") on ``core.imaging.volume_input``'s
    lung-masked input, their attention maps T(A) brought back to the volume's grid, and the
@@ -43,6 +44,7 @@ from ..runtime import TorchModel, torch_device
 from . import CovidCall, timed
 from .ct_slice import (
     INFECTION_THRESHOLD,
+    infection_and_lungs,
     label_infection,
     multiclass_input,
     segmentation_cards,
@@ -135,10 +137,12 @@ class CtVolumePipeline:
             with timed(timings, "lung_mask"):
                 raw_lungs = self._raw_lungs(volume.hu, inputs, report)
             with timed(timings, "lungs_3d"):
-                lung_mask, lung_ml, lung_slices = self._lungs_3d(volume, raw_lungs, report)
+                lung_mask, midline, lung_slices = self._lungs_3d(volume, raw_lungs, report)
             warnings += [w for w in [field_of_view_warning(lung_mask)] if w]
             with timed(timings, "infection"):
                 labels = self._infection(volume.hu, lung_mask, lung_slices, inputs, report)
+            lung_mask = lung_mask | (labels > 0)  # the lungs including their infection, as on the slice page
+            lung_ml = self._lung_ml(lung_mask, midline, volume.spacing_mm)
             infection_ml = self._infection_ml(labels, volume.spacing_mm)
             ratio = min(infection_ml["total"] / lung_ml["total"], 1.0) if lung_ml["total"] > 0 else 0.0
             if self.classifiers:
@@ -163,17 +167,20 @@ class CtVolumePipeline:
         return []
 
     def _lungs_3d(self, volume: Volume, raw_lungs: np.ndarray, report: Progress):
-        """(3D lung mask, {"right", "left", "total"} ml, indices of the slices holding lung); refuses too little lung."""
+        """(3D lung mask, the body's midline, indices of the slices holding lung); refuses too little lung."""
         report("lungs_3d", 0.0)
         midline = body_midline(volume.hu)
         lung_mask = clean_lung_mask(raw_lungs, midline)
-        right, left = split_lungs(lung_mask, midline)
-        lung_ml = {"right": volume_ml(right, volume.spacing_mm), "left": volume_ml(left, volume.spacing_mm),
-                   "total": volume_ml(lung_mask, volume.spacing_mm)}
         lung_slices = np.flatnonzero(lung_mask.any(axis=(1, 2)))
-        check_lung_coverage(lung_ml["total"], len(lung_slices))
+        check_lung_coverage(volume_ml(lung_mask, volume.spacing_mm), len(lung_slices))
         report("lungs_3d", 1.0)
-        return lung_mask, lung_ml, lung_slices
+        return lung_mask, midline, lung_slices
+
+    @staticmethod
+    def _lung_ml(lung_mask: np.ndarray, midline, spacing_mm) -> dict[str, float]:
+        right, left = split_lungs(lung_mask, midline)
+        return {"right": volume_ml(right, spacing_mm), "left": volume_ml(left, spacing_mm),
+                "total": volume_ml(lung_mask, spacing_mm)}
 
     def _infection_ml(self, labels: np.ndarray, spacing_mm) -> dict[str, float]:
         infection_ml = {"total": volume_ml(labels > 0, spacing_mm)}
@@ -212,7 +219,8 @@ class CtVolumePipeline:
 
     def _infection(self, hu: np.ndarray, lung_mask: np.ndarray, lung_slices: np.ndarray,
                    cache: dict[int, np.ndarray], report: Progress) -> np.ndarray:
-        """uint8 (Z, Y, X) 0 / 1 ground glass / 2 consolidation, inside the 3D lungs (slices without lung skipped)."""
+        """uint8 (Z, Y, X) 0 / 1 ground glass / 2 consolidation: infected regions touching the 3D lungs, kept whole (slices
+        without lung skipped)."""
         labels = np.zeros(hu.shape, dtype=np.uint8)
         size = self.cards["infection"].input_size
         done = 0
@@ -220,7 +228,7 @@ class CtVolumePipeline:
             small = sigmoid(self.infection(self._grey_inputs(hu, batch, size, cache))[:, 0])
             found = small.reshape(len(batch), -1).max(axis=1) >= INFECTION_THRESHOLD - 1e-5
             if found.any():
-                infected = (probabilities_to_shape(small[found], hu.shape[1:]) >= INFECTION_THRESHOLD) & lung_mask[batch[found]]
+                infected, _ = infection_and_lungs(probabilities_to_shape(small[found], hu.shape[1:]), lung_mask[batch[found]])
                 labels[batch[found]] = self._split(hu, batch[found], small[found], infected, cache)
             done += len(batch)
             report("infection", done / max(len(lung_slices), 1))

@@ -72,6 +72,39 @@ def test_burden_fractions_are_of_the_lung_area():
     assert (burden.ggo_fraction, burden.consolidation_fraction) == pytest.approx((10 / 50, 5 / 50))
 
 
+def test_infection_touching_the_lungs_is_kept_whole_and_counted_as_lung(tiny_ct_registry_dir):
+    """The lung model can cut dense infection out of the lungs: a region that touches them is kept whole and the
+    lungs grow by it; one that does not touch them is not infection."""
+    from core.study import Study
+
+    def logits(box_of_side):
+        def run(x):
+            out = np.full(x.shape, -20.0, dtype=np.float32)
+            out[(..., *box_of_side(x.shape[-1]))] = 20.0
+            return out
+        return run
+
+    pipeline = CtSlicePipeline(Registry.open(tiny_ct_registry_dir))
+    pipeline.multiclass = None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pipeline, "lungs", logits(lambda n: (slice(n // 8, 7 * n // 8), slice(n // 8, n // 2))))
+        patch.setattr(pipeline, "infection", logits(lambda n: (slice(n // 4, n // 2), slice(3 * n // 8, 5 * n // 8))))
+        result = pipeline.analyse(Study(pixels=np.random.default_rng(0).random((96, 96), dtype=np.float32),
+                                        file_format="png"))
+    infected = result.infection_labels > 0
+    assert infected[24:48, 36:60].all() and infected.sum() == 24 * 24  # the whole region, half of it past the lungs
+    assert result.lung_mask[12:84, 12:48].all() and result.lung_mask[24:48, 48:60].all()  # lungs + the infection
+    assert result.lung_mask.sum() == 72 * 36 + 24 * 12
+    assert result.burden.infection_fraction == pytest.approx(24 * 24 / (72 * 36 + 24 * 12))
+
+    with pytest.MonkeyPatch.context() as patch:  # the same region moved clear of the lungs: no infection
+        patch.setattr(pipeline, "lungs", logits(lambda n: (slice(n // 8, 7 * n // 8), slice(n // 8, n // 2))))
+        patch.setattr(pipeline, "infection", logits(lambda n: (slice(n // 4, n // 2), slice(5 * n // 8, 7 * n // 8))))
+        result = pipeline.analyse(Study(pixels=np.random.default_rng(0).random((96, 96), dtype=np.float32),
+                                        file_format="png"))
+    assert not result.infection_labels.any() and result.burden.infection_fraction == 0.0
+
+
 def test_a_slice_without_lungs_is_refused(tiny_ct_registry_dir):
     from core.study import Study
 

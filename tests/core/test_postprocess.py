@@ -3,8 +3,15 @@ import pytest
 from scipy import ndimage
 from skimage.filters import gaussian
 
-from core.postprocess import (HRNET_MIN_AREA_FRACTION, hrnet_postprocess, label_components, manet_postprocess,
-                              measure_lungs, passes_min_area)
+from core.postprocess import (
+    HRNET_MIN_AREA_FRACTION,
+    components_touching,
+    hrnet_postprocess,
+    label_components,
+    manet_postprocess,
+    measure_lungs,
+    passes_min_area,
+)
 
 
 def two_lungs(shape=(200, 200)):
@@ -66,3 +73,21 @@ def test_label_components_finds_ndimage_components(seed, face_neighbours_only):
     assert np.array_equal(labels > 0, mask) and (labels.max() if labels.size else 0) == count
     pairs = set(zip(labels.ravel().tolist(), expected.ravel().tolist()))
     assert len(pairs) == count + (not mask.all())  # one ndimage label for each of ours: the same partition
+
+
+def test_components_touching_keeps_whole_regions_that_overlap_the_reference():
+    lungs = np.zeros((20, 20), bool)
+    lungs[2:18, 2:10] = True
+    infected = np.zeros((20, 20), bool)
+    infected[5:8, 8:13] = True  # straddles the lung border: kept whole, outside part included
+    infected[8, 13] = True  # joined to it by a corner (8-connected): kept
+    infected[14:16, 15:18] = True  # outside the lungs: dropped
+    expected = infected.copy()
+    expected[14:16, 15:18] = False
+    assert np.array_equal(components_touching(infected, lungs), expected)
+    assert not components_touching(np.zeros_like(infected), lungs).any()
+    # a stack: each slice on its own, so a region touching the lungs on one slice keeps nothing on another
+    stack = np.stack([infected, infected])
+    reference = np.stack([lungs, np.zeros_like(lungs)])
+    assert np.array_equal(components_touching(stack, reference), np.stack([expected, np.zeros_like(expected)]))
+    assert components_touching(stack[:0], reference[:0]).shape == (0, 20, 20)

@@ -45,7 +45,7 @@ from sklearn.metrics import roc_auc_score
 
 from core.imaging.regions import crop_to_square, heatmap_crop_box, heatmap_from_features, infected_side_boxes
 from core.lung import lung_mask_from_probability, probability_to_shape, sigmoid
-from core.pipelines.ct_slice import INFECTION_THRESHOLD  # the served infection mask: regions are built as served
+from core.pipelines.ct_slice import INFECTION_THRESHOLD, infection_and_lungs  # regions are built as served
 from core.preprocess import segmenter_input
 from core.progress import progress_bar
 from models import create_model
@@ -258,7 +258,7 @@ def infected_regions(data: SliceData, profile: Profile, device) -> tuple[Infecte
     models = {"infection_model": profile.infection_model, "lung_model": profile.lung_model,
               "infection_sha256": infection_card.weights_sha256 if infection_card else None,
               "lung_sha256": lung_card.weights_sha256 if lung_card else None}
-    key = hashlib.sha256(json.dumps([models, profile.crop_size, INFECTION_THRESHOLD,
+    key = hashlib.sha256(json.dumps([models, profile.crop_size, INFECTION_THRESHOLD, "regions touching the lungs",
                                      [str(r.image) for r in data.records]]).encode()).hexdigest()[:20]
     cache = cache_dir() / f"multisource-infected-{key}.npz"
     started = time.perf_counter()
@@ -287,12 +287,13 @@ def _compute_regions(data: SliceData, profile: Profile, infection, lungs, device
         for j, i in enumerate(batch):
             shape = pixels[j].shape
             lung_mask = lung_mask_from_probability(probability_to_shape(lung_small[j], shape)) if lung_small else None
-            if infection_small is None:
+            infection_prob = probability_to_shape(infection_small[j], shape) if infection_small is not None else None
+            if infection_prob is None:
                 infected = np.zeros(shape, bool)
+            elif lung_mask is None:
+                infected = infection_prob >= INFECTION_THRESHOLD
             else:
-                infected = probability_to_shape(infection_small[j], shape) >= INFECTION_THRESHOLD
-                if lung_mask is not None:
-                    infected &= lung_mask
+                infected, lung_mask = infection_and_lungs(infection_prob, lung_mask)
             sides = infected_side_boxes(infected.astype(np.uint8), lung_mask)
             for k, side in enumerate(("right", "left")):
                 present[i, k] = sides[side] is not None
@@ -741,7 +742,7 @@ def _data_tables(report, summary: dict, regions: InfectedRegions, data: SliceDat
     report.table("Infected regions found by the infection model (all slices in use)",
                  ["source", "label", "n", "any side", "both sides", "median infected fraction of the slice"], rows,
                  f"Infection model `{models['infection_model']}`, lung model `{models['lung_model']}` "
-                 f"(served maths: probability >= {INFECTION_THRESHOLD} inside the lungs, boxes split at the lungs' midline).")
+                 f"(served maths: regions of probability >= {INFECTION_THRESHOLD} touching the lungs, boxes split at the lungs' midline).")
 
 
 def _table1(report, trials: list[dict]) -> None:
