@@ -374,6 +374,9 @@ def export_infnet(run_dir: Path, weights_dir: Path, version: str = "1.0.0") -> l
 
     data = ("Shared public data pack (../shared/data/ct_infection): MedSeg COVID-SemiSeg labelled slices (35 train) and "
             "the ma2020 slices of the train split (Ma et al., CC BY 4.0)")
+    if results.get("started_from"):
+        data += (", stage 1 started from {name} {version} (SHA-256 {sha256}; the commit that bundles it has its "
+                 "card and training command)").format(**results["started_from"])
     binary = export_model(run["binary"], (torch.zeros(1, 1, size, size),), weights_dir, {
         "name": "ct-infection-infnet", "version": version, "task": "ct-infection-segmentation",
         "architecture": profile.arch, "architecture_config": {}, "classes": ["infection"], "input_size": size,

@@ -61,3 +61,28 @@ def test_export_gives_binary_and_multiclass_cards_the_ct_pipeline_serves(tmp_pat
     printed = capsys.readouterr().out
     assert "mean Dice of the app's infection mask" in printed and f"on {3 + 10} test slices" in printed
     assert "doctor-label: n=10" in printed and "ma2020-slices: n=3" in printed
+
+    # Progressive resizing: a later run's stage 1 starts from the exported card's verified weights, at any size.
+    import dataclasses
+
+    import pytest
+    import torch
+
+    from core.errors import ModelError
+    from training.recipes import infnet
+
+    profile = dataclasses.replace(infnet.PROFILES["smoke"], size=96, init_model="ct-infection-infnet",
+                                  models_dir=str(weights))
+    model = infnet.build(profile, in_channels=1, num_classes=1)
+    assert infnet.warm_start(model, profile) == {"name": "ct-infection-infnet", "version": binary.version,
+                                                 "sha256": binary.weights_sha256}
+    served = registry.load_torch(binary).state_dict()
+    assert all(torch.equal(value, served[name].float()) for name, value in model.state_dict().items())
+    with pytest.raises(ModelError, match="same architecture"):
+        infnet.warm_start(infnet.build(profile, "infnet"), dataclasses.replace(profile, arch="infnet"))
+    training_main(["infnet", "--profile", "smoke", "--data", str(pack), "--out", str(tmp_path / "warm"),
+                   "--set", "semi_k=4", "--set", "size=96", "--set", "init_model=ct-infection-infnet",
+                   "--set", f"models_dir={weights}"])
+    results = json.loads((tmp_path / "warm" / "results.json").read_text())
+    assert results["started_from"]["sha256"] == binary.weights_sha256
+    assert binary.weights_sha256 in (tmp_path / "warm" / "report.md").read_text()

@@ -69,6 +69,10 @@ class Profile(RunSettings):
     mc_batch: int = 16
     mc_lr: float = 1e-4
     seed: int = 0
+    # Progressive resizing: start stage 1 from a registry card's binary network (same architecture), e.g. the
+    # 160 px model fine-tuned at 256 px. The card's version and SHA-256 go into results.json and the report.
+    init_model: str | None = None
+    models_dir: str = "weights"
 
 
 PROFILES = {
@@ -84,6 +88,12 @@ PROFILES = {
     # 0.501-0.505 (Inf-Net, chosen on val in both runs) against 0.300 for cpu-quick.
     "cpu-long": Profile(arch="infnet_slim", size=160, scales=(1.0,), epochs=60, batch=8, lr=3e-4, lr_decay_epochs=45,
                         semi_pool=600, semi_epochs=1, mc_width=16, mc_epochs=60, mc_batch=8, mc_lr=3e-4),
+    # cpu-long's network (ct-infection-infnet 2.0.0, 160 px) fine-tuned at 256 px, the ma2020 slices' own size, with
+    # the rate cpu-long ended at: 8 epochs, 2 rounds of Algorithm 1, then the multi-class head at 256 px. About 45
+    # minutes with --threads 1 (3.0-3.6 training images/s at 256 px, the other core busy).
+    "cpu-long-256": Profile(arch="infnet_slim", size=256, scales=(1.0,), epochs=8, batch=8, lr=1e-4, lr_decay_epochs=100,
+                            semi_pool=200, semi_epochs=1, mc_width=16, mc_epochs=40, mc_batch=8, mc_lr=3e-4,
+                            init_model="ct-infection-infnet"),
     "smoke": Profile(arch="infnet_slim", size=64, scales=(1.0,), epochs=1, batch=4, lr=1e-3, semi_k=4, semi_pool=8,
                      semi_epochs=1, mc_width=4, mc_epochs=1, mc_batch=4, max_steps_per_epoch=2, device="cpu"),
 }
@@ -153,6 +163,23 @@ def fit_binary(model, train: SegArrays, val: SegArrays, profile: Profile, epochs
 
 def build(profile: Profile, arch: str | None = None, **config):
     return create_model(arch or profile.arch, **config)
+
+
+def warm_start(model, profile: Profile) -> dict | None:
+    """Load ``profile.init_model``'s verified weights into ``model``; (name, version, SHA-256) of the card, or None."""
+    if profile.init_model is None:
+        return None
+    from core.errors import ModelError
+    from core.registry import Registry
+
+    registry = Registry.open(Path(profile.models_dir))
+    card = registry.card(profile.init_model)
+    if card.architecture != profile.arch:
+        raise ModelError(f"{card.name} {card.version} is a {card.architecture} network; this run trains {profile.arch}. "
+                         "Pass --set init_model=NAME of a card with the same architecture, or none.")
+    state = registry.load_torch(card).state_dict()
+    model.load_state_dict({name: value.float() for name, value in state.items()})
+    return {"name": card.name, "version": card.version, "sha256": card.weights_sha256}
 
 
 def pseudo_label(model, images: torch.Tensor, device) -> torch.Tensor:
@@ -266,10 +293,11 @@ def run(records, out_dir: Path, profile_name: str = "cpu-quick", data_root: Path
     splits = binary_splits(records)
     train, val = arrays(splits["train"], profile.size), arrays(splits["val"], profile.size)
 
-    supervised, speed = fit_binary(build(profile, in_channels=1, num_classes=1), train, val, profile, profile.epochs,
-                                   out_dir / "infnet", profile.seed)
+    model = build(profile, in_channels=1, num_classes=1)
+    started_from = warm_start(model, profile)
+    supervised, speed = fit_binary(model, train, val, profile, profile.epochs, out_dir / "infnet", profile.seed)
     results = {"Inf-Net": evaluate_binary(supervised, splits["test"], profile.size, device), "images_per_second": speed,
-               "val_dice": {"Inf-Net": val_dice(supervised.to(device), val, device)}}
+               "val_dice": {"Inf-Net": val_dice(supervised.to(device), val, device)}, "started_from": started_from}
 
     unlabelled_records = [r for r in records if r.mask_kind == "none"][: profile.semi_pool]
     unlabelled = torch.from_numpy(image_stack(unlabelled_records, profile.size))
@@ -293,7 +321,9 @@ def run(records, out_dir: Path, profile_name: str = "cpu-quick", data_root: Path
 
 def write_report(out_dir: Path, profile: Profile, results: dict) -> None:
     report = reports.Report(out_dir, "Inf-Net: CT infection segmentation",
-                            f"Run folder `{out_dir}`; settings in `config.json`; network `{profile.arch}` at {profile.size} px. "
+                            f"Run folder `{out_dir}`; settings in `config.json`; network `{profile.arch}` at {profile.size} px"
+                            + (" started from {name} {version} (SHA-256 {sha256}). ".format(**results["started_from"])
+                               if results.get("started_from") else ". ") +
                             f"Split sizes: {results['sizes']}. Training speed (stage 1): "
                             f"{results['images_per_second'] or float('nan'):.1f} images/s.")
     for source, note in CT_INFECTION_SPLIT_NOTES.items():
