@@ -88,9 +88,10 @@ PROFILES = {
     # 0.501-0.505 (Inf-Net, chosen on val in both runs) against 0.300 for cpu-quick.
     "cpu-long": Profile(arch="infnet_slim", size=160, scales=(1.0,), epochs=60, batch=8, lr=3e-4, lr_decay_epochs=45,
                         semi_pool=600, semi_epochs=1, mc_width=16, mc_epochs=60, mc_batch=8, mc_lr=3e-4),
-    # cpu-long's network (ct-infection-infnet 2.0.0, 160 px) fine-tuned at 256 px, the ma2020 slices' own size, with
-    # the rate cpu-long ended at: 8 epochs, 2 rounds of Algorithm 1, then the multi-class head at 256 px. About 45
-    # minutes with --threads 1 (3.0-3.6 training images/s at 256 px, the other core busy).
+    # cpu-long's network (ct-infection-infnet 2.0.0, 160 px) fine-tuned at 256 px, the ma2020 slices' own size: 8
+    # epochs, 2 rounds of Algorithm 1, the multi-class head at 256 px. 36 minutes with --threads 1 (3.3 training
+    # images/s, the other core busy): the bundled 3.0.0, test Dice 0.582 against 0.505. The same network trained
+    # from scratch at 256 px reached val Dice 0.545 in 22 epochs (55 min) against 0.576 for this warm start.
     "cpu-long-256": Profile(arch="infnet_slim", size=256, scales=(1.0,), epochs=8, batch=8, lr=1e-4, lr_decay_epochs=100,
                             semi_pool=200, semi_epochs=1, mc_width=16, mc_epochs=40, mc_batch=8, mc_lr=3e-4,
                             init_model="ct-infection-infnet"),
