@@ -1,8 +1,14 @@
 """The infnet recipe end to end on a generated CT pack: Inf-Net, the Semi-Inf-Net loop, the multi-class head."""
 
+import dataclasses
 import json
 
+import pytest
+import torch
+
+from core.errors import ModelError
 from training.__main__ import main as training_main
+from training.recipes import infnet
 from tests.training.ct_pack import write_ct_pack
 
 
@@ -63,14 +69,6 @@ def test_export_gives_binary_and_multiclass_cards_the_ct_pipeline_serves(tmp_pat
     assert "doctor-label: n=10" in printed and "ma2020-slices: n=3" in printed
 
     # Progressive resizing: a later run's stage 1 starts from the exported card's verified weights, at any size.
-    import dataclasses
-
-    import pytest
-    import torch
-
-    from core.errors import ModelError
-    from training.recipes import infnet
-
     profile = dataclasses.replace(infnet.PROFILES["smoke"], size=96, init_model="ct-infection-infnet",
                                   models_dir=str(weights))
     model = infnet.build(profile, in_channels=1, num_classes=1)
