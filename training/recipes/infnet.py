@@ -92,6 +92,8 @@ PROFILES = {
     # epochs, 2 rounds of Algorithm 1, the multi-class head at 256 px. 36 minutes with --threads 1 (3.3 training
     # images/s, the other core busy): the bundled 3.0.0, test Dice 0.582 against 0.505. The same network trained
     # from scratch at 256 px reached val Dice 0.545 in 22 epochs (55 min) against 0.576 for this warm start.
+    # It starts from whatever ct-infection-infnet the registry holds: to redo 3.0.0 exactly, pass
+    # --set models_dir=DIR with DIR = weights/ of commit 18d3bab (git worktree add), which bundles 2.0.0.
     "cpu-long-256": Profile(arch="infnet_slim", size=256, scales=(1.0,), epochs=8, batch=8, lr=1e-4, lr_decay_epochs=100,
                             semi_pool=200, semi_epochs=1, mc_width=16, mc_epochs=40, mc_batch=8, mc_lr=3e-4,
                             init_model="ct-infection-infnet"),
