@@ -196,8 +196,8 @@ def _served_accuracy(args) -> int:
 
 
 def _print_infection_dice(result: dict, split: str) -> int:
-    print(f"{result['model']}: mean Dice of the app's infection mask (regions touching the lungs) {result['app']:.4f}, without the "
-          f"lung restriction {result['unrestricted']:.4f}, on {result['n']} {split} slices ({result['refused']} refused)")
+    print(f"{result['model']}: mean Dice of the app's infection mask (regions touching the lungs) {result['app']:.4f}, "
+          f"without the lung rule {result['unrestricted']:.4f}, on {result['n']} {split} slices ({result['refused']} refused)")
     for subset, values in result["per_subset"].items():
         print(f"  {subset}: n={values['n']} app {values['app']:.4f}, unrestricted {values['unrestricted']:.4f}")
     return 0

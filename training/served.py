@@ -5,7 +5,8 @@ serving (decode -> lung model -> input building -> ONNX Runtime) reproduces the 
 For the CT slice classifier (``--classifier ct-multisource-densenet169``) the slices go through the CT slice
 pipeline (lungs, infection, the four branches) and the AUC is given too, overall and per source. For the CT
 infection model (``--classifier ct-infection-infnet``) it gives the mean per-slice Dice of the infection mask the
-CT slice page shows (p >= 0.5 inside the served lung mask) on the pack's ``ct_infection`` slices with masks.
+CT slice page shows (regions of p >= 0.5 touching the served lung mask) on the pack's ``ct_infection`` slices
+with masks.
 """
 
 from __future__ import annotations
