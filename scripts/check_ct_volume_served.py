@@ -67,8 +67,14 @@ def summary(rows: list[dict]) -> None:
                   if 0 < y[pick].sum() < pick.sum() else f"{name} -" for name in ("uniform", "size-balanced", "dual")]
         print(f"  {BAND_TITLES[band]:>13} ({int(y[pick].sum())} COVID-19, {int((~y[pick]).sum())} CAP): {', '.join(scores)}")
     print(f"infection ratio: mean |served - true| {np.mean(np.abs(served - true)):.4f}, Spearman "
-          f"{_spearman(true, served):.3f}; CAP-like volumes with served ratio > 0.005: "
-          f"{int(np.sum((served > 0.005) & ~y))} of {(~y).sum()}")
+          f"{_spearman(true, served):.3f}")
+    # CAP-like volumes carry lesions too (true ratio 0.0002-0.2), so a served ratio on them is not by itself a
+    # false positive: what the model marks on nearly clean lungs is its floor, what it finds of large lesions its reach.
+    nearly_clean, large = true < 0.001, true > 0.03
+    print(f"  nearly clean lungs (true < 0.001, {nearly_clean.sum()} volumes): served median "
+          f"{np.median(served[nearly_clean]):.4f}, max {np.max(served[nearly_clean]):.4f}")
+    print(f"  large lesions (true > 0.03, {large.sum()} volumes): served / true median "
+          f"{np.median(served[large] / true[large]):.3f}")
     lung_true, lung_served = (np.array([r[k] for r in rows]) for k in ("true_lung_ml", "served_lung_ml"))
     print(f"lung volume: served / true median {np.median(lung_served / lung_true):.3f} "
           f"(min {np.min(lung_served / lung_true):.3f}, max {np.max(lung_served / lung_true):.3f})")
