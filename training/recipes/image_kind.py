@@ -93,6 +93,9 @@ PROFILES = {
     # ~10 minutes on one CPU thread (most of it decoding and drawing phantoms, once: cached).
     "cpu-quick": Profile(size=96, epochs=16, batch=64, max_per_source={"train": 160, "val": 40, "test": 100},
                          photo_variants=(100, 12, 20), phantom_train_seeds=12, phantom_size=192),
+    # cpu-quick at 128 px, three times the images per source, 20 epochs: 15 minutes on one thread (the bundled 2.0.0).
+    "cpu-long": Profile(size=128, epochs=20, batch=64, max_per_source={"train": 500, "val": 60, "test": 100},
+                        photo_variants=(300, 12, 20), phantom_train_seeds=24, phantom_size=192),
     "smoke": Profile(size=64, epochs=1, batch=16, max_per_source={"train": 6, "val": 3, "test": 4},
                      photo_variants=(3, 2, 2), phantom_train_seeds=1, phantom_size=64, phantom_test_seeds=1,
                      max_steps_per_epoch=3, device="cpu"),
