@@ -99,7 +99,7 @@ PROFILES = {
                             init_model="ct-infection-infnet"),
     # One more step of progressive resizing: 3.0.0 (256 px) fine-tuned at 352 px, Inf-Net's own training size (the
     # decoder's 1/8-scale maps get finer: 44 x 44 instead of 32 x 32): 8 epochs, one round of Algorithm 1 over 100
-    # unlabelled slices, the multi-class head at 352 px. 70 minutes with --threads 1 (1.8 training images/s, the
+    # unlabelled slices, the multi-class head at 352 px. 67 minutes with --threads 1 (1.7 training images/s, the
     # other core busy): the bundled 4.0.0. To redo it exactly, pass --set models_dir=DIR with DIR = weights/ of
     # commit c75bb30, which bundles 3.0.0.
     "cpu-long-352": Profile(arch="infnet_slim", size=352, scales=(1.0,), epochs=8, batch=8, lr=1e-4, lr_decay_epochs=100,
