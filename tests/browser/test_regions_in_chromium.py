@@ -46,10 +46,23 @@ def choose_tool(page, title: str) -> None:
     page.wait_for_timeout(2500)
 
 
-def draw_polygon(page, frame) -> None:
+def canvas_frame(page) -> dict:
+    """The drawing canvas's box on the screen, read just before use: a rerun (a tag chosen, a tool changed) can
+    move the page under the canvas, and clicks at a box read earlier then land off by that much (seen in CI: a
+    polygon stored 49 canvas pixels above where it was meant to be clicked)."""
+    wait_until_settled(page)
+    canvas = page.locator("canvas.upper-canvas")  # fabric.js's event layer, inside the component
+    canvas.scroll_into_view_if_needed()
+    frame = canvas.bounding_box()
+    assert round(frame["width"]) == CANVAS_SIDE and round(frame["height"]) == CANVAS_SIDE
+    return frame
+
+
+def draw_polygon(page) -> None:
     """Click POLYGON's corners and its first one again (which closes it)."""
     choose_tool(page, "Polygon (click the corners, then the first one again)")
     for x, y in [*POLYGON, POLYGON[0]]:
+        frame = canvas_frame(page)
         page.mouse.click(frame["x"] + x, frame["y"] + y)
         wait_until_settled(page)  # a click may start a rerun
     page.get_by_text("Region 2 (polygon)").wait_for(timeout=30_000)
@@ -78,10 +91,7 @@ def draw_three_regions(page, url: str, image_path: Path) -> tuple:
     open_case(page, url, image_path)
     page.get_by_text("Draw regions (optional)").click()
 
-    canvas = page.locator("canvas.upper-canvas")  # fabric.js's event layer, inside the component
-    canvas.scroll_into_view_if_needed()
-    frame = canvas.bounding_box()
-    assert round(frame["width"]) == CANVAS_SIDE and round(frame["height"]) == CANVAS_SIDE
+    frame = canvas_frame(page)
     start, end = (100, 60), (300, 260)  # canvas pixels
     page.mouse.move(frame["x"] + start[0], frame["y"] + start[1])
     page.mouse.down()
@@ -92,8 +102,9 @@ def draw_three_regions(page, url: str, image_path: Path) -> tuple:
     choose(page, page.get_by_label("Region 1 (rectangle)"), "false finding")
     page.get_by_role("button", name="Download the regions mask (PNG)").first.wait_for()
 
-    draw_polygon(page, frame)
+    draw_polygon(page)
     choose_tool(page, "Freehand outline")
+    frame = canvas_frame(page)
     page.mouse.move(frame["x"] + STROKE_PATH[0][0], frame["y"] + STROKE_PATH[0][1])
     page.mouse.down()
     for x, y in STROKE_PATH[1:]:
