@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -97,17 +97,15 @@ PROFILES = {
     "cpu-long-256": Profile(arch="infnet_slim", size=256, scales=(1.0,), epochs=8, batch=8, lr=1e-4, lr_decay_epochs=100,
                             semi_pool=200, semi_epochs=1, mc_width=16, mc_epochs=40, mc_batch=8, mc_lr=3e-4,
                             init_model="ct-infection-infnet"),
-    # One more step of progressive resizing: 3.0.0 (256 px) fine-tuned at 352 px, Inf-Net's own training size (the
-    # decoder's 1/8-scale maps get finer: 44 x 44 instead of 32 x 32): 8 epochs, one round of Algorithm 1 over 100
-    # unlabelled slices, the multi-class head at 352 px. 67 minutes with --threads 1 (1.7 training images/s, the
-    # other core busy): the bundled 4.0.0. To redo it exactly, pass --set models_dir=DIR with DIR = weights/ of
-    # commit c75bb30, which bundles 3.0.0.
-    "cpu-long-352": Profile(arch="infnet_slim", size=352, scales=(1.0,), epochs=8, batch=8, lr=1e-4, lr_decay_epochs=100,
-                            semi_pool=100, semi_epochs=1, mc_width=16, mc_epochs=40, mc_batch=8, mc_lr=3e-4,
-                            init_model="ct-infection-infnet"),
     "smoke": Profile(arch="infnet_slim", size=64, scales=(1.0,), epochs=1, batch=4, lr=1e-3, semi_k=4, semi_pool=8,
                      semi_epochs=1, mc_width=4, mc_epochs=1, mc_batch=4, max_steps_per_epoch=2, device="cpu"),
 }
+
+# One more step of progressive resizing: 3.0.0 (256 px) fine-tuned at 352 px, Inf-Net's own training size (the
+# decoder's 1/8-scale maps get finer: 44 x 44 instead of 32 x 32): cpu-long-256 with one round of Algorithm 1 over
+# 100 unlabelled slices. 67 minutes with --threads 1 (1.7 training images/s, the other core busy): the bundled
+# 4.0.0. To redo it exactly, pass --set models_dir=DIR with DIR = weights/ of commit c75bb30, which bundles 3.0.0.
+PROFILES["cpu-long-352"] = replace(PROFILES["cpu-long-256"], size=352, semi_pool=100)
 
 
 # ---------------------------------------------------------------- data
