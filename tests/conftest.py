@@ -86,7 +86,7 @@ def build_tiny_ct_registry(folder: Path) -> Path:
     export_model(create_model("infnet_slim").eval(), (torch.zeros(1, 1, 64, 64),), folder, {
         **common, "name": "tiny-ct-infection", "task": "ct-infection-segmentation", "architecture": "infnet_slim",
         "architecture_config": {}, "classes": ["infection"], "input_size": 64,
-    })
+    }, any_size=True)
     multiclass_config = {"in_channels": 2, "num_classes": 3, "width": 4}
     export_model(create_model("infnet_multiclass", **multiclass_config).eval(), (torch.zeros(1, 2, 64, 64),), folder, {
         **common, "name": "tiny-ct-multiclass", "task": "ct-infection-segmentation", "architecture": "infnet_multiclass",

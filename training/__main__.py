@@ -127,6 +127,11 @@ def main(argv=None) -> int | None:
     faith.add_argument("--data", help="data pack root (cxr/ with labels.csv); default $CHEST_DATA or ../shared/data")
     faith.add_argument("--limit", type=int, help="at most this many test images per class")
     faith.add_argument("--dry-run", action="store_true", help="print the figures, leave the manifest as it is")
+    views = sub.add_parser("infection-views", help="choose the served CT infection model's test-time views (sizes, "
+                                                  "mirroring) on val through the app's maths; written on its model card")
+    views.add_argument("--weights", default="weights", help="registry folder (holds manifest.json; rewritten)")
+    views.add_argument("--data", help="data pack root (ct_infection/); default $CHEST_DATA or ../shared/data")
+    views.add_argument("--dry-run", action="store_true", help="print the figures, leave the manifest as it is")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -143,6 +148,8 @@ def main(argv=None) -> int | None:
         return _calibrate(args)
     if args.command == "faithfulness":
         return _faithfulness(args)
+    if args.command == "infection-views":
+        return _infection_views(args)
     if args.command == "source-holdout":
         from training.source_holdout import study
 
@@ -200,6 +207,12 @@ def _print_infection_dice(result: dict, split: str) -> int:
           f"without the lung rule {result['unrestricted']:.4f}, on {result['n']} {split} slices ({result['refused']} refused)")
     for subset, values in result["per_subset"].items():
         print(f"  {subset}: n={values['n']} app {values['app']:.4f}, unrestricted {values['unrestricted']:.4f}")
+    from training.metrics import INFNET_TABLE_COLUMNS
+
+    protocol = result["protocol"]
+    for name, values in [("all", protocol), *protocol.get("per_group", {}).items()]:
+        print(f"  Inf-Net protocol on the served probability, {name} (n={values['n']}): "
+              + ", ".join(f"{column} {values[column]:.4f}" for column in INFNET_TABLE_COLUMNS))
     return 0
 
 
@@ -218,6 +231,26 @@ def _external_eval(args) -> int:
     if args.out:
         write_per_image(result, Path(args.out))
         print(f"wrote {len(result.rows)} rows to {args.out}")
+    return 0
+
+
+def _infection_views(args) -> int:
+    import sys
+
+    from core.errors import ChestReviewError
+    from training.infection_views import chosen, score_views, write_views
+
+    try:
+        scores = score_views(Path(args.weights), args.data, "val")
+    except (ChestReviewError, FileNotFoundError) as error:  # no infection model or data pack, a broken registry
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for candidate in scores["candidates"]:
+        print(f"{scores['model']} {scores['version']}: views {candidate['views']}: val Dice {candidate['dice']:.4f} "
+              f"({scores['n']} slices)")
+    views = chosen(scores) if args.dry_run else write_views(Path(args.weights), scores)
+    print(f"chosen: {views.as_config()}" + (" (dry run: manifest unchanged)" if args.dry_run else
+                                           f", written on {scores['model']}'s card in {args.weights}/manifest.json"))
     return 0
 
 

@@ -20,10 +20,11 @@ INTENDED_USE = (
 
 
 def export_model(model: torch.nn.Module, example_inputs: tuple, weights_dir: Path, card_fields: dict,
-                 extra_files: dict | None = None) -> ModelCard:
+                 extra_files: dict | None = None, any_size: bool = False) -> ModelCard:
     """Write ``<name>.pt`` (state dict) and ``<name>.onnx`` and add the card to the manifest.
 
     ``extra_files`` (format -> a file already in ``weights_dir``) are listed and hashed with the weights.
+    ``any_size``: the ONNX graph takes any height and width (a fully convolutional network served at several sizes).
     """
     weights_dir = Path(weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
@@ -34,7 +35,8 @@ def export_model(model: torch.nn.Module, example_inputs: tuple, weights_dir: Pat
     input_names = ["image", "mask"][: len(example_inputs)]
     torch.onnx.export(
         model, example_inputs, onnx_path, input_names=input_names, output_names=["output"],
-        dynamic_axes={n: {0: "batch"} for n in input_names + ["output"]}, dynamo=False, opset_version=17,
+        dynamic_axes={n: {0: "batch"} | ({2: "height", 3: "width"} if any_size else {}) for n in input_names + ["output"]},
+        dynamo=False, opset_version=17,
     )
     files = {
         "pytorch": WeightFile(pt_path.name, sha256_of(pt_path)),
@@ -400,7 +402,7 @@ def export_infnet(run_dir: Path, weights_dir: Path, version: str = "1.0.0") -> l
             f"Test Dice {results[chosen]['dice_at_threshold']:.3f} at the served threshold on "
             f"{results[chosen]['n']} held-out slices.",
         ],
-    })
+    }, any_size=True)  # its test-time views (core.pipelines.ct_slice.InfectionViews) run it at several sizes
     mc = results["multiclass"]
     config = {"in_channels": 2, "num_classes": 3, "width": profile.mc_width}
     multiclass = export_model(run["multiclass"], (torch.zeros(1, 2, size, size),), weights_dir, {

@@ -72,12 +72,13 @@ def served_ct_slice_scores(weights: Path, classifier: str, data: Path | None, sp
 def served_infection_dice(weights: Path, infection_model: str, data: Path | None, split: str = "test") -> dict:
     """Mean per-slice Dice of the served infection mask (``app``: the regions touching the lung mask, as shown;
     ``unrestricted``: the probability threshold alone), overall and per subset; a slice the pipeline refuses (no
-    lungs) scores as an empty mask."""
+    lungs) scores as an empty mask. ``protocol``: Inf-Net's table of the served probability (its test-time views
+    included), refused slices left out."""
     from core.io import load_image
     from core.pipelines.ct_slice import INFECTION_THRESHOLD, CtSlicePipeline
     from training.ct_data import by_split, read_ct_infection_records
     from training.data import resolve_data_root
-    from training.metrics import dice_iou
+    from training.metrics import dice_iou, infection_metrics, infection_table
 
     pipeline = CtSlicePipeline(Registry.open(weights))
     if pipeline.cards["infection"].name != infection_model:
@@ -87,12 +88,14 @@ def served_infection_dice(weights: Path, infection_model: str, data: Path | None
     chosen = by_split(labelled).get(split, [])
     if not chosen:
         raise InputError(f"The data pack has no {split} CT slices with an infection mask.")
-    rows, refused = [], 0
+    rows, refused, protocol, subsets = [], 0, [], []
     for record in progress_bar(chosen, desc=f"serving {infection_model}", leave=False):
         target = load_gray(record.mask) > 0.5
         try:
             result = pipeline.analyse(load_image(Path(record.image).read_bytes(), Path(record.image).name))
             app, unrestricted = result.infection_labels > 0, result.infection_probability >= INFECTION_THRESHOLD
+            protocol.append(infection_metrics(result.infection_probability, target, INFECTION_THRESHOLD))
+            subsets.append(record.subset)
         except ChestReviewError:
             refused += 1
             app = unrestricted = np.zeros_like(target)
@@ -103,7 +106,8 @@ def served_infection_dice(weights: Path, infection_model: str, data: Path | None
                 "unrestricted": float(np.mean([r[2] for r in picked]))}
 
     return {"model": infection_model, "n": len(chosen), "refused": refused, **means(rows),
-            "per_subset": {subset: means([r for r in rows if r[0] == subset]) for subset in sorted({r[0] for r in rows})}}
+            "per_subset": {subset: means([r for r in rows if r[0] == subset]) for subset in sorted({r[0] for r in rows})},
+            "protocol": infection_table(protocol, subsets)}
 
 
 def served_accuracy(weights: Path, classifier: str | None, records, split: str = "test") -> dict:

@@ -17,6 +17,7 @@ rule, shared with training). Models come only from the registry:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +28,7 @@ from ..errors import ModelError, UnsupportedInputError
 from ..faithfulness import case_scores
 from ..imaging.ct_input import ct_model_pixels
 from ..imaging.regions import Box, branch_input, heatmap_crop_box, heatmap_from_features, infected_side_boxes
+from ..imaging.slice_batch import squares_to_size
 from ..lung import lung_mask_from_probability, lung_probability_small, probability_to_shape, sigmoid
 from ..postprocess import components_touching
 from ..preprocess import resize_square, segmenter_input
@@ -49,6 +51,47 @@ def infection_and_lungs(infection_probability: np.ndarray, lung_mask: np.ndarray
     burden is a share of the lungs including their infection."""
     infected = components_touching(infection_probability >= INFECTION_THRESHOLD, lung_mask)
     return infected, lung_mask | infected
+
+
+@dataclass(frozen=True)
+class InfectionViews:
+    """Test-time views of the infection model: the slice resized to each of ``sizes`` and, with ``flip``, also
+    mirrored left-right; their probabilities are averaged at the card's size. A card gets them from
+    ``python -m training infection-views``, which chooses them on val (``input_config["views"]``); without that
+    entry the one view the model was trained on. The CT volume page keeps that one view: six views on every slice
+    of a volume would take minutes on a CPU."""
+
+    sizes: tuple[int, ...]
+    flip: bool = False
+
+    @classmethod
+    def of(cls, card: ModelCard) -> InfectionViews:
+        views = card.input_config.get("views")
+        if not views:
+            return cls((card.input_size,))
+        return cls(tuple(int(size) for size in views["sizes"]), bool(views.get("flip", False)))
+
+    def as_config(self) -> dict:
+        return {"sizes": list(self.sizes), "flip": self.flip}
+
+
+def view_probabilities(run: Callable[[np.ndarray], np.ndarray], grey_at: Callable[[int], np.ndarray], size: int,
+                       views: InfectionViews) -> dict[tuple[int, bool], np.ndarray]:
+    """(view size, mirrored) -> the infection probability (N, size, size) of that view; ``grey_at(s)`` gives the
+    slices' grey input (N, 1, s, s) and ``run`` the model's logits for it."""
+    maps = {}
+    for view_size in views.sizes:
+        grey = grey_at(view_size)
+        for flip in (False, True)[: 1 + views.flip]:
+            logits = run(np.ascontiguousarray(grey[..., ::-1]) if flip else grey)[:, 0]
+            maps[(view_size, flip)] = squares_to_size(sigmoid(logits[..., ::-1] if flip else logits), size)
+    return maps
+
+
+def infection_probability_views(run: Callable[[np.ndarray], np.ndarray], grey_at: Callable[[int], np.ndarray],
+                                size: int, views: InfectionViews) -> np.ndarray:
+    """(N, size, size): the mean infection probability over ``views`` (arguments as ``view_probabilities``)."""
+    return np.mean(list(view_probabilities(run, grey_at, size, views).values()), axis=0)
 
 
 @dataclass(frozen=True)
@@ -205,9 +248,10 @@ class CtSlicePipeline:
         )
 
     def _infection_small(self, pixels: np.ndarray) -> np.ndarray:
-        """Infection probability at the infection model's own size."""
-        size = self.cards["infection"].input_size
-        return sigmoid(self.infection(segmenter_input(pixels, size)[None])[0, 0])
+        """Infection probability at the infection model's own size, averaged over the card's test-time views."""
+        card = self.cards["infection"]
+        return infection_probability_views(self.infection, lambda size: segmenter_input(pixels, size)[None],
+                                           card.input_size, InfectionViews.of(card))[0]
 
     def _labels(self, pixels: np.ndarray, infection_small: np.ndarray, infected: np.ndarray) -> np.ndarray:
         """0 / 1 ground glass / 2 consolidation inside ``infected``; 1 everywhere infected without the multi-class model."""

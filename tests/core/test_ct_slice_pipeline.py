@@ -123,3 +123,60 @@ def test_benchmark_prints_the_ct_slice_stages(tiny_ct_registry_dir, capsys):
     for row in rows:
         assert all(0 < row[stage][0] <= row[stage][1] for stage in CT_STAGES)
     assert "infection p50" in capsys.readouterr().out
+
+
+def _asymmetric_slice(size: int = 96) -> np.ndarray:
+    rows, cols = np.mgrid[0:size, 0:size] / size
+    return (0.3 * cols + 0.6 * np.exp(-((rows - 0.4) ** 2 + (cols - 0.25) ** 2) / 0.02)).astype(np.float32)
+
+
+def test_infection_views_undo_their_mirroring_and_resizing():
+    """A 'model' whose logits are its input sees the same picture in every view: the averaged answer is the one-view
+    answer, which it would not be if a mirrored view were not mirrored back."""
+    from core.pipelines.ct_slice import InfectionViews, infection_probability_views
+    from core.preprocess import segmenter_input
+
+    pixels = _asymmetric_slice()
+    calls = []
+
+    def run(grey):
+        calls.append(grey.shape[-1])
+        return grey * 8 - 4
+
+    def grey_at(size):
+        return segmenter_input(pixels, size)[None]
+
+    one = infection_probability_views(run, grey_at, 64, InfectionViews((64,)))
+    assert one.shape == (1, 64, 64) and calls == [64]
+    mirrored = infection_probability_views(run, grey_at, 64, InfectionViews((64,), flip=True))
+    np.testing.assert_allclose(mirrored, one, atol=1e-6)
+    several = infection_probability_views(run, grey_at, 64, InfectionViews((32, 64, 96), flip=True))
+    assert several.shape == (1, 64, 64) and calls[-6:] == [32, 32, 64, 64, 96, 96]
+    np.testing.assert_allclose(several, one, atol=0.06)  # resizing blurs a little, nothing moves
+
+
+def test_the_pipeline_serves_the_views_on_the_infection_card(tiny_ct_registry_dir, tmp_path):
+    import dataclasses
+    import shutil
+
+    from core.imaging.ct_input import ct_model_pixels
+    from core.lung import probability_to_shape
+    from core.pipelines.ct_slice import InfectionViews, infection_probability_views
+    from core.preprocess import segmenter_input
+
+    shutil.copytree(tiny_ct_registry_dir, tmp_path / "registry")
+    registry = Registry.open(tmp_path / "registry")
+    card = registry.card("tiny-ct-infection")
+    assert InfectionViews.of(card) == InfectionViews((64,))  # no views on the card: the model's own size, once
+    views = InfectionViews((32, 64), flip=True)
+    registry.write_card(dataclasses.replace(card, input_config={"views": views.as_config()}))
+    viewed = CtSlicePipeline(Registry.open(tmp_path / "registry"))
+    assert InfectionViews.of(viewed.cards["infection"]) == views
+
+    study = make_ct_phantom("covid", seed=3, size=96).to_study()
+    result = viewed.analyse(study)
+    plain = CtSlicePipeline(Registry.open(tiny_ct_registry_dir))
+    pixels = ct_model_pixels(study)
+    expected = infection_probability_views(plain.infection, lambda s: segmenter_input(pixels, s)[None], 64, views)[0]
+    np.testing.assert_allclose(result.infection_probability, probability_to_shape(expected, pixels.shape), atol=1e-5)
+    assert not np.allclose(result.infection_probability, plain.analyse(study).infection_probability, atol=1e-4)

@@ -67,6 +67,20 @@ def test_export_gives_binary_and_multiclass_cards_the_ct_pipeline_serves(tmp_pat
     printed = capsys.readouterr().out
     assert "mean Dice of the app's infection mask" in printed and f"on {3 + 10} test slices" in printed
     assert "doctor-label: n=10" in printed and "ma2020-slices: n=3" in printed
+    assert "Inf-Net protocol on the served probability, all" in printed
+
+    # Test-time views chosen on val, written on the card, then served (the ONNX graph takes any size).
+    assert training_main(["infection-views", "--weights", str(tmp_path / "toy"), "--data", str(pack)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("val Dice") == 4 and "chosen:" in printed  # 64 px: the set reaching down to 0 px is left out
+    card = Registry.open(tmp_path / "toy").card("ct-infection-infnet")
+    candidates = card.metrics["views_chosen_on"]["candidates"]
+    best = max(candidates, key=lambda c: round(c["dice"], 3))
+    assert round(best["dice"], 3) == round(max(c["dice"] for c in candidates), 3)
+    assert card.input_config["views"] in [c["views"] for c in candidates]
+    assert sum(line.startswith("Test-time views") for line in card.limitations) == 1
+    assert training_main(["served-accuracy", "--weights", str(tmp_path / "toy"), "--classifier", "ct-infection-infnet",
+                          "--data", str(pack), "--split", "test"]) == 0
 
     # Progressive resizing: a later run's stage 1 starts from the exported card's verified weights, at any size.
     profile = dataclasses.replace(infnet.PROFILES["smoke"], size=96, init_model="ct-infection-infnet",

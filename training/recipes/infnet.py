@@ -106,6 +106,9 @@ PROFILES = {
 # 100 unlabelled slices. 67 minutes with --threads 1 (1.7 training images/s, the other core busy): the bundled
 # 4.0.0. To redo it exactly, pass --set models_dir=DIR with DIR = weights/ of commit c75bb30, which bundles 3.0.0.
 PROFILES["cpu-long-352"] = replace(PROFILES["cpu-long-256"], size=352, semi_pool=100)
+# And one more: 4.0.0 (352 px) fine-tuned at 448 px, the multi-class head for 25 epochs (it is not what limits Dice).
+# To redo it exactly, pass --set models_dir=DIR with DIR = weights/ of commit 4ae7f6a, which bundles 4.0.0.
+PROFILES["cpu-long-448"] = replace(PROFILES["cpu-long-352"], size=448, mc_epochs=25)
 
 
 # ---------------------------------------------------------------- data

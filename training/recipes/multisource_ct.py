@@ -45,7 +45,8 @@ from sklearn.metrics import roc_auc_score
 
 from core.imaging.regions import crop_to_square, heatmap_crop_box, heatmap_from_features, infected_side_boxes
 from core.lung import lung_mask_from_probability, probability_to_shape, sigmoid
-from core.pipelines.ct_slice import INFECTION_THRESHOLD, infection_and_lungs  # regions are built as served
+from core.pipelines.ct_slice import (INFECTION_THRESHOLD, InfectionViews,  # regions are built as served
+                                     infection_and_lungs, infection_probability_views)
 from core.preprocess import segmenter_input
 from core.progress import progress_bar
 from models import create_model
@@ -236,11 +237,13 @@ def registry_model(profile: Profile, name: str | None, task: str, device):
 
 
 def small_probabilities(model, card, pixels: list[np.ndarray], device) -> list[np.ndarray]:
-    """Sigmoid maps at the model's own size: ``core.lung.lung_probability_small`` maths, batched."""
-    x = torch.from_numpy(np.stack([segmenter_input(p, card.input_size) for p in pixels])).to(device)
-    with torch.no_grad():
-        logits = model(x).float().cpu().numpy()
-    return [sigmoid(map_[0]) for map_ in logits]
+    """Sigmoid maps at the model's own size, averaged over the card's test-time views as served, batched."""
+    def run(grey: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(grey).to(device)).float().cpu().numpy()
+
+    return list(infection_probability_views(run, lambda size: np.stack([segmenter_input(p, size) for p in pixels]),
+                                            card.input_size, InfectionViews.of(card)))
 
 
 def _box_array(box) -> list[int]:
@@ -257,6 +260,7 @@ def infected_regions(data: SliceData, profile: Profile, device) -> tuple[Infecte
     lungs, lung_card = registry_model(profile, profile.lung_model, "ct-lung-segmentation", device)
     models = {"infection_model": profile.infection_model, "lung_model": profile.lung_model,
               "infection_sha256": infection_card.weights_sha256 if infection_card else None,
+              "infection_views": InfectionViews.of(infection_card).as_config() if infection_card else None,
               "lung_sha256": lung_card.weights_sha256 if lung_card else None}
     key = hashlib.sha256(json.dumps([models, profile.crop_size, INFECTION_THRESHOLD, "regions touching the lungs",
                                      [str(r.image) for r in data.records]]).encode()).hexdigest()[:20]
