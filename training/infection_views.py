@@ -11,7 +11,6 @@ forward pass. Each slice's views are computed once and shared by the sets that u
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +18,12 @@ import numpy as np
 from core.errors import InputError
 from core.imaging.ct_input import ct_model_pixels
 from core.io import load_image
-from core.lung import lung_mask_from_probability, lung_probability_small, probability_to_shape
+from core.lung import probability_to_shape
 from core.pipelines.ct_slice import (
     MIN_LUNG_FRACTION,
     CtSlicePipeline,
     InfectionViews,
     infection_and_lungs,
-    segmentation_cards,
     view_probabilities,
 )
 from core.preprocess import segmenter_input
@@ -50,9 +48,8 @@ def score_views(weights: Path, data: Path | None, split: str = "val") -> dict:
     from training.ct_data import by_split, read_ct_infection_records
     from training.data import resolve_data_root
 
-    registry = Registry.open(weights)
-    pipeline = CtSlicePipeline(registry)
-    card = segmentation_cards(registry)["infection"]
+    pipeline = CtSlicePipeline(Registry.open(weights))
+    card = pipeline.cards["infection"]
     candidates = candidate_views(card.input_size)
     every_view = InfectionViews(tuple(sorted({s for views in candidates for s in views.sizes})), flip=True)
     labelled = [r for r in read_ct_infection_records(resolve_data_root(data, ("ct_infection",))) if r.mask_kind == "binary"]
@@ -63,8 +60,7 @@ def score_views(weights: Path, data: Path | None, split: str = "val") -> dict:
     for row, record in enumerate(progress_bar(records, desc=f"infection views on {split}", leave=False)):
         target = load_gray(record.mask) > 0.5
         pixels = ct_model_pixels(load_image(Path(record.image).read_bytes(), Path(record.image).name))
-        lung_small = lung_probability_small(pixels, pipeline.lungs, pipeline.cards["lungs"].input_size)
-        lung_mask = lung_mask_from_probability(probability_to_shape(lung_small, pixels.shape))
+        lung_mask = pipeline.lung_mask(pixels)
         if lung_mask.mean() < MIN_LUNG_FRACTION:  # the pipeline refuses the slice: an empty mask
             dice[row] = dice_iou(np.zeros_like(target), target)[0]
             continue
@@ -81,7 +77,7 @@ def score_views(weights: Path, data: Path | None, split: str = "val") -> dict:
 def chosen(scores: dict) -> InfectionViews:
     """The best val Dice; the fewer views when two sets tie to 3 decimals."""
     best = max(scores["candidates"], key=lambda c: (round(c["dice"], 3), -len(c["views"]["sizes"]) * (1 + c["views"]["flip"])))
-    return InfectionViews(tuple(best["views"]["sizes"]), best["views"]["flip"])
+    return InfectionViews.from_config(best["views"])
 
 
 VIEWS_NOTE = "Test-time views"
@@ -92,12 +88,12 @@ def write_views(weights: Path, scores: dict) -> InfectionViews:
     registry = Registry.open(weights)
     card = registry.card(scores["model"])
     views = chosen(scores)
-    dice = {json.dumps(c["views"], sort_keys=True): c["dice"] for c in scores["candidates"]}
-    one_view = candidate_views(card.input_size)[0].as_config()
+    dice = {InfectionViews.from_config(c["views"]): c["dice"] for c in scores["candidates"]}
+    one_view = candidate_views(card.input_size)[0]
     note = (f"{VIEWS_NOTE} (chosen on {scores['n']} {scores['split']} slices by `python -m training infection-views`): "
             f"the mean probability of the slice at {', '.join(f'{s} px' for s in views.sizes)}"
             f"{', each also mirrored left-right' if views.flip else ''}; {scores['split']} Dice of the served mask "
-            f"{dice[json.dumps(views.as_config(), sort_keys=True)]:.3f} against {dice[json.dumps(one_view, sort_keys=True)]:.3f} "
+            f"{dice[views]:.3f} against {dice[one_view]:.3f} "
             "for the one view it was trained on. The CT volume page runs the one view (speed); the test figures above "
             "are of the one view.")
     limitations = [line for line in card.limitations if not line.startswith(VIEWS_NOTE)] + [note]

@@ -67,8 +67,10 @@ class InfectionViews:
     @classmethod
     def of(cls, card: ModelCard) -> InfectionViews:
         views = card.input_config.get("views")
-        if not views:
-            return cls((card.input_size,))
+        return cls.from_config(views) if views else cls((card.input_size,))
+
+    @classmethod
+    def from_config(cls, views: dict) -> InfectionViews:
         return cls(tuple(int(size) for size in views["sizes"]), bool(views.get("flip", False)))
 
     def as_config(self) -> dict:
@@ -217,8 +219,7 @@ class CtSlicePipeline:
         warnings = list(study.warnings)
         pixels = ct_model_pixels(study)
         with timed(timings, "lung_mask"):
-            lung_small = lung_probability_small(pixels, self.lungs, self.cards["lungs"].input_size)
-            lung_mask = lung_mask_from_probability(probability_to_shape(lung_small, pixels.shape))
+            lung_mask = self.lung_mask(pixels)
         if lung_mask.mean() < MIN_LUNG_FRACTION:
             raise UnsupportedInputError(
                 f"No lungs were found on this slice (lung area {lung_mask.mean():.1%} of the image). "
@@ -246,6 +247,11 @@ class CtSlicePipeline:
             heatmap_box=heatmap_box, infected_boxes=boxes, branch_probabilities=branches, cards=dict(self.cards),
             backend=self.backend, timings_ms=timings, warnings=warnings, logits=logits, faithfulness=scores,
         )
+
+    def lung_mask(self, pixels: np.ndarray) -> np.ndarray:
+        """The lung model's mask at the slice's size (before the infection grows it)."""
+        lung_small = lung_probability_small(pixels, self.lungs, self.cards["lungs"].input_size)
+        return lung_mask_from_probability(probability_to_shape(lung_small, pixels.shape))
 
     def _infection_small(self, pixels: np.ndarray) -> np.ndarray:
         """Infection probability at the infection model's own size, averaged over the card's test-time views."""
