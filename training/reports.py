@@ -136,6 +136,15 @@ def plot_roc(y_true, probs, classes, path: Path, title: str = "") -> None:
     _save(fig, path)
 
 
+def logged_speed(log: Path) -> float | None:
+    """Mean training images/s over the epochs of a ``log.csv`` (a resumed run keeps the epochs it ran before)."""
+    if not Path(log).is_file():
+        return None
+    with open(log, newline="") as handle:
+        speeds = [float(r["train_images_per_s"]) for r in csv.DictReader(handle) if r.get("train_images_per_s")]
+    return sum(speeds) / len(speeds) if speeds else None
+
+
 def add_speed_table(report: Report, logs: dict[str, Path]) -> None:
     """Training images/s (mean over epochs, from each ``log.csv``) and wall time, with the threads torch used."""
     import torch
@@ -146,9 +155,9 @@ def add_speed_table(report: Report, logs: dict[str, Path]) -> None:
             continue
         with open(log, newline="") as handle:
             logged = list(csv.DictReader(handle))
-        speeds = [float(r["train_images_per_s"]) for r in logged if r.get("train_images_per_s")]
+        speed = logged_speed(log)
         rows.append([label, len(logged), f"{sum(float(r['seconds']) for r in logged) / 60:.1f}",
-                     f"{sum(speeds) / len(speeds):.1f}" if speeds else "-"])
+                     f"{speed:.1f}" if speed else "-"])
     if rows:
         report.table(f"Training speed ({torch.get_num_threads()} CPU thread(s) or the device in config.json)",
                      ["model", "epochs", "minutes (train + val)", "training images/s"], rows)

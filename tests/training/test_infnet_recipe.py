@@ -28,6 +28,12 @@ def test_infnet_smoke_run_trains_every_stage_and_reports(tmp_path):
     assert set(results["multiclass"]) >= {"ggo", "consolidation", "n"}
     report = (run / "report.md").read_text()
     assert "Inf-Net Table II shape" in report and "Semi-Inf-Net rounds" in report
+    assert results["images_per_second"] > 0
+
+    # The same command again resumes a finished run: nothing trains, the speed measured before is still reported.
+    training_main(["infnet", "--profile", "smoke", "--data", str(pack), "--out", str(run)])
+    assert json.loads((run / "results.json").read_text())["images_per_second"] == results["images_per_second"]
+    assert "nan images/s" not in (run / "report.md").read_text()
 
 
 def test_export_gives_binary_and_multiclass_cards_the_ct_pipeline_serves(tmp_path, capsys):

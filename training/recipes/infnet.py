@@ -19,7 +19,6 @@ served.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -167,12 +166,9 @@ def fit_binary(model, train: SegArrays, val: SegArrays, profile: Profile, epochs
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, profile.lr_decay_epochs, 0.1)
     engine = Engine(model, optimizer, loss_step, lambda net: {"dice": val_dice(net, val, engine.device)},
                     FitConfig.from_settings(profile, epochs, out_dir, "dice"), scheduler)
-    epochs_to_run, started = epochs - engine.start_epoch, time.perf_counter()
     engine.fit(shuffled_batches(len(train.images), profile.batch, seed))
-    seconds = time.perf_counter() - started
     model.load_state_dict(torch.load(engine.best_path, map_location=engine.device, weights_only=True))
-    images = epochs_to_run * min(len(train.images), (profile.max_steps_per_epoch or len(train.images)) * profile.batch)
-    return model.eval(), (images / seconds if images else None)  # None: nothing left to train (resumed run)
+    return model.eval()
 
 
 def build(profile: Profile, arch: str | None = None, **config):
@@ -216,7 +212,7 @@ def semi_supervised(model, train: SegArrays, val: SegArrays, unlabelled: torch.T
         model.to(device).eval()
         pseudo = pseudo_label(model, unlabelled[picked], device)
         images, masks = torch.cat([images, unlabelled[picked]]), torch.cat([masks, pseudo])
-        model, speed = fit_binary(model, SegArrays(images, masks), val, profile, profile.semi_epochs,
+        model = fit_binary(model, SegArrays(images, masks), val, profile, profile.semi_epochs,
                                   out_dir / f"round{round_index + 1:02d}", profile.seed + round_index + 1)
         rounds.append({"round": round_index + 1, "training_slices": len(images), "val_dice": val_dice(model.to(device), val, device),
                        "pseudo_infected_fraction": float(pseudo.float().mean())})
@@ -309,8 +305,9 @@ def run(records, out_dir: Path, profile_name: str = "cpu-quick", data_root: Path
 
     model = build(profile, in_channels=1, num_classes=1)
     started_from = warm_start(model, profile)
-    supervised, speed = fit_binary(model, train, val, profile, profile.epochs, out_dir / "infnet", profile.seed)
-    results = {"Inf-Net": evaluate_binary(supervised, splits["test"], profile.size, device), "images_per_second": speed,
+    supervised = fit_binary(model, train, val, profile, profile.epochs, out_dir / "infnet", profile.seed)
+    results = {"Inf-Net": evaluate_binary(supervised, splits["test"], profile.size, device),
+               "images_per_second": reports.logged_speed(out_dir / "infnet" / "log.csv"),
                "val_dice": {"Inf-Net": val_dice(supervised.to(device), val, device)}, "started_from": started_from}
 
     unlabelled_records = [r for r in records if r.mask_kind == "none"][: profile.semi_pool]
