@@ -213,6 +213,11 @@ def _print_infection_dice(result: dict, split: str) -> int:
     for name, values in [("all", protocol), *protocol.get("per_group", {}).items()]:
         print(f"  Inf-Net protocol on the served probability, {name} (n={values['n']}): "
               + ", ".join(f"{column} {values[column]:.4f}" for column in INFNET_TABLE_COLUMNS))
+    multiclass = result["multiclass"]
+    if multiclass:
+        print(f"  {multiclass['model']} as served, {multiclass['n']} {split} slices: " + ", ".join(
+            f"{name} Dice {multiclass[name]['mean']:.4f} (pooled {multiclass[name]['pooled']:.4f})"
+            for name in ("ggo", "consolidation")))
     return 0
 
 

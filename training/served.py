@@ -6,7 +6,8 @@ For the CT slice classifier (``--classifier ct-multisource-densenet169``) the sl
 pipeline (lungs, infection, the four branches) and the AUC is given too, overall and per source. For the CT
 infection model (``--classifier ct-infection-infnet``) it gives the mean per-slice Dice of the infection mask the
 CT slice page shows (regions of p >= 0.5 touching the served lung mask) on the pack's ``ct_infection`` slices
-with masks.
+with masks, Inf-Net's table of the served probability, and the ground glass / consolidation Dice of the labels
+the page shows on the multi-class slices.
 """
 
 from __future__ import annotations
@@ -107,7 +108,31 @@ def served_infection_dice(weights: Path, infection_model: str, data: Path | None
 
     return {"model": infection_model, "n": len(chosen), "refused": refused, **means(rows),
             "per_subset": {subset: means([r for r in rows if r[0] == subset]) for subset in sorted({r[0] for r in rows})},
-            "protocol": infection_table(protocol, subsets)}
+            "protocol": infection_table(protocol, subsets), "multiclass": served_multiclass_dice(pipeline, data, split)}
+
+
+def served_multiclass_dice(pipeline, data: Path | None, split: str) -> dict | None:
+    """Ground glass / consolidation Dice of the labels the CT slice page shows (the multi-class head inside the
+    served infection mask, test-time views included) on ``split``'s multi-class slices; None without the head
+    or such slices. A refused slice counts as all background."""
+    from core.io import load_image
+    from training.ct_data import MULTICLASS_LABELS, by_split, read_ct_infection_records
+    from training.data import load_label_map, resolve_data_root
+    from training.metrics import multiclass_dice_report
+
+    records = [r for r in read_ct_infection_records(resolve_data_root(data, ("ct_infection",))) if r.mask_kind == "multiclass"]
+    chosen = by_split(records).get(split, [])
+    if "multiclass" not in pipeline.cards or not chosen:
+        return None
+    preds, targets = [], []
+    for record in progress_bar(chosen, desc="serving the multi-class head", leave=False):
+        targets.append(load_label_map(record.mask))
+        try:
+            preds.append(pipeline.analyse(load_image(Path(record.image).read_bytes(), Path(record.image).name)).infection_labels)
+        except ChestReviewError:
+            preds.append(np.zeros_like(targets[-1]))
+    return multiclass_dice_report(preds, targets, MULTICLASS_LABELS) | {"model": pipeline.cards["multiclass"].name,
+                                                                         "n": len(chosen)}
 
 
 def served_accuracy(weights: Path, classifier: str | None, records, split: str = "test") -> dict:

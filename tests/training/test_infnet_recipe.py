@@ -74,6 +74,7 @@ def test_export_gives_binary_and_multiclass_cards_the_ct_pipeline_serves(tmp_pat
     assert "mean Dice of the app's infection mask" in printed and f"on {3 + 10} test slices" in printed
     assert "doctor-label: n=10" in printed and "ma2020-slices: n=3" in printed
     assert "Inf-Net protocol on the served probability, all" in printed
+    assert "multiclass as served, 10 test slices: ggo Dice" in printed
 
     # Test-time views chosen on val, written on the card, then served (the ONNX graph takes any size).
     assert training_main(["infection-views", "--weights", str(tmp_path / "toy"), "--data", str(pack)]) == 0
