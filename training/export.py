@@ -400,7 +400,7 @@ def export_infnet(run_dir: Path, weights_dir: Path, version: str = "1.0.0") -> l
             "by it: an infected region the lung model misses entirely is dropped, one that reaches past the lungs "
             "from inside them is kept whole.",
             f"Test Dice {results[chosen]['dice_at_threshold']:.3f} at the served threshold on "
-            f"{results[chosen]['n']} held-out slices.",
+            f"{results[chosen]['n']} held-out slices, one view at {size} px (the recipe's figure).",
         ],
     }, any_size=True)  # its test-time views (core.pipelines.ct_slice.InfectionViews) run it at several sizes
     mc = results["multiclass"]
@@ -420,7 +420,8 @@ def export_infnet(run_dir: Path, weights_dir: Path, version: str = "1.0.0") -> l
         "limitations": [
             f"Trained on 35 slices and tested on {mc['n']}: its ground glass / consolidation split is a rough guide.",
             f"Test Dice (mean over slices with the class): ground glass {mc['ggo']['mean']:.3f}, "
-            f"consolidation {mc['consolidation']['mean']:.3f}.",
+            f"consolidation {mc['consolidation']['mean']:.3f}, on the probability it was trained on (Semi-Inf-Net's, "
+            "one view)" + ("." if chosen == "Semi-Inf-Net" else f"; the app feeds it {chosen}'s, chosen on val."),
         ],
     })
     return [binary, multiclass]

@@ -94,7 +94,7 @@ def write_views(weights: Path, scores: dict) -> InfectionViews:
             f"the mean probability of the slice at {', '.join(f'{s} px' for s in views.sizes)}"
             f"{', each also mirrored left-right' if views.flip else ''}; {scores['split']} Dice of the served mask "
             f"{dice[views]:.3f} against {dice[one_view]:.3f} "
-            "for the one view it was trained on. The CT volume page runs the one view (speed); the test figures above "
+            "for the one view it was trained on. The CT volume page runs the one view (speed); the recipe's test figures "
             "are of the one view.")
     limitations = [line for line in card.limitations if not line.startswith(VIEWS_NOTE)] + [note]
     metrics = card.metrics | {"views_chosen_on": {k: scores[k] for k in ("split", "n", "candidates")}}
