@@ -136,13 +136,17 @@ def plot_roc(y_true, probs, classes, path: Path, title: str = "") -> None:
     _save(fig, path)
 
 
+def _mean_speed(logged: list[dict]) -> float | None:
+    speeds = [float(r["train_images_per_s"]) for r in logged if r.get("train_images_per_s")]
+    return sum(speeds) / len(speeds) if speeds else None
+
+
 def logged_speed(log: Path) -> float | None:
     """Mean training images/s over the epochs of a ``log.csv`` (a resumed run keeps the epochs it ran before)."""
     if not Path(log).is_file():
         return None
     with open(log, newline="") as handle:
-        speeds = [float(r["train_images_per_s"]) for r in csv.DictReader(handle) if r.get("train_images_per_s")]
-    return sum(speeds) / len(speeds) if speeds else None
+        return _mean_speed(list(csv.DictReader(handle)))
 
 
 def add_speed_table(report: Report, logs: dict[str, Path]) -> None:
@@ -155,7 +159,7 @@ def add_speed_table(report: Report, logs: dict[str, Path]) -> None:
             continue
         with open(log, newline="") as handle:
             logged = list(csv.DictReader(handle))
-        speed = logged_speed(log)
+        speed = _mean_speed(logged)
         rows.append([label, len(logged), f"{sum(float(r['seconds']) for r in logged) / 60:.1f}",
                      f"{speed:.1f}" if speed else "-"])
     if rows:
