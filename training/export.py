@@ -355,12 +355,31 @@ def export_multisource_ct(run_dir: Path, weights_dir: Path, version: str = "1.0.
             "reconstruction kernels are outside its training data. SARS-CoV-2 CT has no patient ids, so its test "
             "figures are optimistic.",
             "Slice by slice: it knows nothing of the neighbouring slices or of the patient.",
-            f"Its infected branch was trained on the regions of {profile.infection_model} and {profile.lung_model or 'no lung model'}; "
+            f"Its infected branch was trained on the regions of {_region_models(weights_dir, summary['region_models'])}; "
             "serve it with the same models.",
         ] + ([f"Per-source test figures: {'; '.join(per_source)}."] if per_source else []),
     )
     Registry.open_or_empty(weights_dir).write_card(card)
     return [card]
+
+
+def _region_models(weights_dir: Path, models: dict) -> str:
+    """'ct-infection-infnet 5.0.0 (its test-time views) and ct-lungs-resunet 1.0.0': a version where the registry's
+    card still holds the weights the regions were built with."""
+    registry = Registry.open_or_empty(weights_dir)
+    cards = {card.name: card for card in registry.cards()}
+
+    def named(role: str) -> str:
+        name, sha = models.get(f"{role}_model"), models.get(f"{role}_sha256")
+        if name is None:
+            return f"no {role} model"
+        card = cards.get(name)
+        return f"{name} {card.version}" if card is not None and card.weights_sha256 == sha else name
+
+    views = models.get("infection_views") or {}
+    mirrored = ", each mirrored" if views.get("flip") else ""
+    seen = f" (views {' / '.join(map(str, views['sizes']))} px{mirrored})" if len(views.get("sizes", ())) > 1 or mirrored else ""
+    return f"{named('infection')}{seen} and {named('lung')}"
 
 
 def export_infnet(run_dir: Path, weights_dir: Path, version: str = "1.0.0") -> list[ModelCard]:

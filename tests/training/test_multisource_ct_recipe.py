@@ -159,6 +159,9 @@ def test_export_gives_a_card_the_registry_and_the_ct_pipeline_serve(trained_run)
     assert card.input_kind == "multisource" and card.output == "sigmoid" and card.input_size == 32
     assert card.input_config["infection_model"] == "tiny-infection" and card.input_config["lung_model"] == "tiny-lungs"
     assert card.input_config["tau"] == 0.75 and card.input_config["crop_size"] == 32
+    versions = {name: registry.card(name).version for name in ("tiny-infection", "tiny-lungs")}
+    assert (f"trained on the regions of tiny-infection {versions['tiny-infection']} and tiny-lungs {versions['tiny-lungs']};"
+            in " ".join(card.limitations))
     model = registry.load_torch(card)
     inputs = [torch.rand(2, 1, 32, 32) for _ in range(4)]
     assert model(*inputs).shape == (2, 1)
