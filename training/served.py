@@ -85,8 +85,8 @@ def served_infection_dice(weights: Path, infection_model: str, data: Path | None
     if pipeline.cards["infection"].name != infection_model:
         raise ModelError(f"The CT slice page serves the infection model {pipeline.cards['infection'].name}, "
                          f"not {infection_model}.")
-    labelled = [r for r in read_ct_infection_records(resolve_data_root(data, ("ct_infection",))) if r.mask_kind == "binary"]
-    chosen = by_split(labelled).get(split, [])
+    records = read_ct_infection_records(resolve_data_root(data, ("ct_infection",)))
+    chosen = by_split([r for r in records if r.mask_kind == "binary"]).get(split, [])
     if not chosen:
         raise InputError(f"The data pack has no {split} CT slices with an infection mask.")
     rows, refused, protocol, subsets = [], 0, [], []
@@ -108,20 +108,19 @@ def served_infection_dice(weights: Path, infection_model: str, data: Path | None
 
     return {"model": infection_model, "n": len(chosen), "refused": refused, **means(rows),
             "per_subset": {subset: means([r for r in rows if r[0] == subset]) for subset in sorted({r[0] for r in rows})},
-            "protocol": infection_table(protocol, subsets), "multiclass": served_multiclass_dice(pipeline, data, split)}
+            "protocol": infection_table(protocol, subsets), "multiclass": served_multiclass_dice(pipeline, records, split)}
 
 
-def served_multiclass_dice(pipeline, data: Path | None, split: str) -> dict | None:
+def served_multiclass_dice(pipeline, records: list, split: str) -> dict | None:
     """Ground glass / consolidation Dice of the labels the CT slice page shows (the multi-class head inside the
     served infection mask, test-time views included) on ``split``'s multi-class slices; None without the head
-    or such slices. A refused slice counts as all background."""
+    or such slices (``records``: the pack's ``ct_infection`` records). A refused slice counts as all background."""
     from core.io import load_image
-    from training.ct_data import MULTICLASS_LABELS, by_split, read_ct_infection_records
-    from training.data import load_label_map, resolve_data_root
+    from training.ct_data import MULTICLASS_LABELS, by_split
+    from training.data import load_label_map
     from training.metrics import multiclass_dice_report
 
-    records = [r for r in read_ct_infection_records(resolve_data_root(data, ("ct_infection",))) if r.mask_kind == "multiclass"]
-    chosen = by_split(records).get(split, [])
+    chosen = by_split([r for r in records if r.mask_kind == "multiclass"]).get(split, [])
     if "multiclass" not in pipeline.cards or not chosen:
         return None
     preds, targets = [], []

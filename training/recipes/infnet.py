@@ -106,9 +106,9 @@ PROFILES = {
 # 4.0.0. To redo it exactly, pass --set models_dir=DIR with DIR = weights/ of commit c75bb30, which bundles 3.0.0.
 PROFILES["cpu-long-352"] = replace(PROFILES["cpu-long-256"], size=352, semi_pool=100)
 # And one more: 4.0.0 (352 px) fine-tuned at 448 px, the multi-class head for 25 epochs (it is not what limits Dice).
-# Measured, not shipped yet (docs/RESULTS.md): about 85 minutes on one thread (stage 1 7.6 min an epoch); test Dice
-# 0.679 (0.703 at 0.5) against 4.0.0's 0.638 (0.673). It starts from the registry's ct-infection-infnet (4.1.0 =
-# 4.0.0's weights).
+# The bundled 5.0.0 (docs/RESULTS.md): about 85 minutes on one thread (stage 1 7.6 min an epoch); test Dice 0.679
+# (0.703 at 0.5) against 4.0.0's 0.638 (0.673). It starts from the registry's ct-infection-infnet: to redo 5.0.0
+# exactly, use a registry holding 4.1.0 (4.0.0's weights), e.g. weights/ of commit 304b957.
 PROFILES["cpu-long-448"] = replace(PROFILES["cpu-long-352"], size=448, mc_epochs=25)
 
 
